@@ -1,0 +1,91 @@
+"""Text-to-video on the built-in procedural world (../shared/WORLD.md).
+
+Variants (`arg`):
+  demo   tiny model, 32x32x8 clips, a few minutes on a 2-core CPU (what `sorax demo` runs)
+  small  the same data, a larger model and longer schedule (a longer CPU run)
+  base   64x64x16 clips, a GPU/TPU-sized model (bf16, cuDNN attention)
+
+Run:
+  sorax train --config experiments/world.py:demo --workdir runs/demo
+  sorax train --config experiments/world.py:small --workdir runs/small --config.train.steps=20000
+"""
+
+import ml_collections
+
+VARIANTS = ("demo", "small", "base")
+
+# Logical axis -> mesh axis. Parameters are FSDP-sharded over `embed` and tensor-parallel over
+# heads/mlp; activations are split over batch (data x fsdp), heads/mlp (tensor) and the token
+# sequence (sequence).
+DIT_RULES = [
+    ["act_batch", ["data", "fsdp"]],
+    ["act_length", "sequence"],
+    ["act_kv_length", None],
+    ["act_embed", None],
+    ["act_heads", "tensor"],
+    ["act_kv", None],
+    ["act_mlp", "tensor"],
+    ["layers", None],
+    ["embed", "fsdp"],
+    ["mlp", "tensor"],
+    ["heads", "tensor"],
+    ["kv", None],
+    ["vocab", "tensor"],
+    ["text_embed", None],
+    ["patch", None],
+    ["freq", None],
+]
+
+
+def get_config(arg: str = "demo") -> ml_collections.ConfigDict:
+  variant = arg or "demo"
+  if variant not in VARIANTS:
+    raise ValueError(f"unknown variant {variant!r} of experiments/world.py; choose from {VARIANTS}")
+  c = ml_collections.ConfigDict()
+  c.variant = variant
+  c.seed = 0
+
+  c.data = ml_collections.ConfigDict(dict(
+      height=32, width=32, frames=8, max_objects=3, wall_prob=0.25, num_clips=10_000_000,
+      caption_levels=["terse", "descriptive", "alt"], caption_weights=[0.5, 0.35, 0.15],
+      text_len=64, batch_size=16, seed=0, worker_count=0))
+
+  c.codec = ml_collections.ConfigDict(dict(name="space_to_depth", temporal=1, spatial=4, scale=1.5))
+
+  c.model = ml_collections.ConfigDict(dict(
+      patch=[1, 2, 2], width=128, depth=4, heads=4, mlp_ratio=4.0, qk_norm=True,
+      text_width=128, text_depth=2, text_heads=4, dtype="float32", param_dtype="float32",
+      attention="auto", scan_layers=True, remat="none"))
+  c.tokenizer = ""  # empty: the shipped sorax/assets/world_sp.model
+
+  c.diffusion = ml_collections.ConfigDict(dict(
+      t_mean=0.0, t_std=1.0, base_shift=1.0, base_tokens=128, text_dropout=0.1))
+
+  c.optim = ml_collections.ConfigDict(dict(
+      lr=1e-3, warmup_steps=100, end_lr_frac=0.05, weight_decay=0.01, b1=0.9, b2=0.99,
+      grad_clip=1.0, ema_decay=0.995))
+
+  c.train = ml_collections.ConfigDict(dict(
+      steps=1500, log_every=25, checkpoint_every=500, keep=2, async_checkpoint=True))
+
+  c.mesh = ml_collections.ConfigDict(dict(
+      shape=ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1, sequence=1)),
+      rules=DIT_RULES))
+
+  c.sample = ml_collections.ConfigDict(dict(steps=24, sampler="heun", cfg=3.0, seed=0))
+
+  if variant == "small":
+    c.model.update(width=192, depth=6, heads=6)
+    c.data.batch_size = 32
+    c.train.steps = 20_000
+    c.train.checkpoint_every = 2000
+    c.optim.update(lr=6e-4, warmup_steps=500, ema_decay=0.999)
+  elif variant == "base":
+    c.data.update(height=64, width=64, frames=16, batch_size=64)
+    c.model.update(width=512, depth=12, heads=8, text_width=256, text_depth=4,
+                   dtype="bfloat16", attention="auto", remat="dots")
+    c.diffusion.base_tokens = 1024
+    c.train.steps = 50_000
+    c.train.checkpoint_every = 2000
+    c.optim.update(lr=3e-4, warmup_steps=1000, ema_decay=0.9999)
+  return c

@@ -1,0 +1,172 @@
+"""The `sorax` command.
+
+  sorax demo                                   train a tiny model on CPU, sample, score, print
+  sorax train --config experiments/world.py:demo --workdir runs/x [--config.key=value ...]
+  sorax sample --checkpoint runs/x (--prompt TEXT | --prompts FILE) --out DIR [options]
+  sorax score --videos DIR --prompts SPECS.jsonl
+  sorax build-tokenizer [--out PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import sys
+import time
+from typing import Sequence
+
+
+class CLIError(Exception):
+  """A bad command line or input: printed as one line, exit code 2."""
+
+
+def _add_train(sub):
+  p = sub.add_parser("train", help="train a model from an experiment config")
+  p.add_argument("--config", required=True, help="experiments/FILE.py[:arg]")
+  p.add_argument("--workdir", required=True, help="checkpoints, metrics and config go here")
+  p.add_argument("--no-progress", action="store_true")
+
+
+def _add_sample(sub):
+  p = sub.add_parser("sample", help="generate videos from text with a checkpoint")
+  p.add_argument("--checkpoint", required=True, help="a training workdir or its checkpoints/")
+  g = p.add_mutually_exclusive_group(required=True)
+  g.add_argument("--prompt", help="one prompt")
+  g.add_argument("--prompts", help="a text file, one prompt per line -> <line index>.mp4")
+  p.add_argument("--out", required=True, help="output folder")
+  p.add_argument("--frames", type=int)
+  p.add_argument("--height", type=int)
+  p.add_argument("--width", type=int)
+  p.add_argument("--seed", type=int, default=0)
+  p.add_argument("--steps", type=int)
+  p.add_argument("--cfg", type=float, help="classifier-free guidance scale")
+  p.add_argument("--sampler", choices=["euler", "heun"])
+  p.add_argument("--batch-size", type=int, default=8)
+  p.add_argument("--gif", action="store_true", help="also write <i>.gif")
+
+
+def _add_score(sub):
+  p = sub.add_parser("score", help="score <i>.mp4 videos against specs with the world oracle")
+  p.add_argument("--videos", required=True)
+  p.add_argument("--prompts", required=True, help="SPECS.jsonl, one spec (or prompt) per line")
+
+
+def _add_demo(sub):
+  p = sub.add_parser("demo", help="train a tiny model on the world, sample and score it")
+  p.add_argument("--workdir", default="runs/demo")
+  p.add_argument("--out", default="demo_out")
+  p.add_argument("--steps", type=int, help="training steps (default: the demo config's)")
+  p.add_argument("--num-prompts", type=int, default=8)
+  p.add_argument("--fresh", action="store_true", help="delete the workdir first")
+
+
+def build_parser() -> argparse.ArgumentParser:
+  parser = argparse.ArgumentParser(prog="sorax", description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  sub = parser.add_subparsers(dest="verb", required=True)
+  _add_demo(sub)
+  _add_train(sub)
+  _add_sample(sub)
+  _add_score(sub)
+  p = sub.add_parser("build-tokenizer", help="retrain the shipped world tokenizer")
+  p.add_argument("--out", default=None)
+  return parser
+
+
+def _read_prompts(path: str) -> list[tuple[int, str]]:
+  f = pathlib.Path(path)
+  if not f.is_file():
+    raise CLIError(f"prompts file {path} not found")
+  try:
+    lines = f.read_text(encoding="utf-8").splitlines()
+  except UnicodeDecodeError as e:
+    raise CLIError(f"prompts file {path} is not UTF-8 text: {e}") from e
+  prompts = [(i, line.strip()) for i, line in enumerate(lines) if line.strip()]
+  if not prompts:
+    raise CLIError(f"prompts file {path} has no prompts (one per line expected)")
+  return prompts
+
+
+def cmd_train(args, overrides: Sequence[str]) -> int:
+  from sorax import config as config_lib
+  from sorax.train.trainer import train
+  cfg = config_lib.load_config(args.config, overrides)
+  metrics = train(cfg, args.workdir, progress=not args.no_progress)
+  print(json.dumps({"workdir": args.workdir, **metrics}))
+  return 0
+
+
+def write_videos(videos, names: Sequence[str], out: pathlib.Path, *, gif: bool) -> list[str]:
+  from sorax.data.video_io import write_gif, write_mp4
+  out.mkdir(parents=True, exist_ok=True)
+  files = []
+  for video, name in zip(videos, names):
+    write_mp4(out / f"{name}.mp4", video)
+    files.append(str(out / f"{name}.mp4"))
+    if gif:
+      write_gif(out / f"{name}.gif", video)
+  return files
+
+
+def cmd_sample(args) -> int:
+  from sorax.sample import Pipeline
+  prompts = [(0, args.prompt)] if args.prompt is not None else _read_prompts(args.prompts)
+  for name, value in (("frames", args.frames), ("height", args.height), ("width", args.width),
+                      ("steps", args.steps)):
+    if value is not None and value < 1:
+      raise CLIError(f"--{name} must be a positive integer, got {value}")
+  pipe = Pipeline.load(args.checkpoint)
+  t0 = time.perf_counter()
+  videos = pipe.generate([p for _, p in prompts], frames=args.frames, height=args.height,
+                         width=args.width, steps=args.steps, cfg_scale=args.cfg,
+                         sampler=args.sampler, seed=args.seed, batch_size=args.batch_size)
+  files = write_videos(videos, [str(i) for i, _ in prompts], pathlib.Path(args.out), gif=args.gif)
+  print(json.dumps({"videos": files, "seconds": round(time.perf_counter() - t0, 2),
+                    "checkpoint_step": pipe.step}))
+  return 0
+
+
+def cmd_score(args) -> int:
+  from sorax.evaluate import score_folder
+  print(json.dumps(score_folder(args.videos, args.prompts), sort_keys=True))
+  return 0
+
+
+def cmd_demo(args) -> int:
+  from sorax.demo import run_demo
+  return run_demo(workdir=args.workdir, out=args.out, steps=args.steps,
+                  num_prompts=args.num_prompts, fresh=args.fresh)
+
+
+def cmd_build_tokenizer(args) -> int:
+  from sorax.models.text import DEFAULT_TOKENIZER, train_tokenizer
+  print(train_tokenizer(args.out or DEFAULT_TOKENIZER))
+  return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+  argv = list(sys.argv[1:] if argv is None else argv)
+  parser = build_parser()
+  args, extra = parser.parse_known_args(argv)
+  overrides = [a for a in extra if a.startswith("--config.")]
+  unknown = [a for a in extra if not a.startswith("--config.")]
+  if unknown or (overrides and args.verb != "train"):
+    parser.error(f"unrecognized arguments: {' '.join(unknown or overrides)}")
+  from sorax.config import ConfigError
+  from sorax.data.video_io import VideoReadError
+  from sorax.train.checkpoint import CheckpointError
+  try:
+    if args.verb == "train":
+      return cmd_train(args, overrides)
+    return {"sample": cmd_sample, "score": cmd_score, "demo": cmd_demo,
+            "build-tokenizer": cmd_build_tokenizer}[args.verb](args)
+  except (CLIError, ConfigError, CheckpointError, VideoReadError, FileNotFoundError,
+          ValueError) as e:
+    print(f"sorax {args.verb}: error: {e}", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+  sys.exit(main())

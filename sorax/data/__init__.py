@@ -1,0 +1,1 @@
+"""Data: the procedural world, video file I/O, and input pipelines."""

@@ -1,0 +1,52 @@
+"""Rectified flow (flow matching) on latent tokens.
+
+Convention (as in SD3 / Wan): t = 0 is data, t = 1 is noise,
+  x_t = (1 - t) * x0 + t * noise,   target velocity v = dx_t/dt = noise - x0.
+Sampling integrates dx/dt = v from t = 1 down to t = 0.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+
+def shift_time(t: jax.Array, shift: float | jax.Array) -> jax.Array:
+  """Warps t in [0, 1] towards noise for shift > 1: t' = s t / (1 + (s - 1) t).
+
+  Larger videos have more redundant tokens, so the same noise level destroys less signal;
+  spending more time near t = 1 compensates (SD3, section 5.3.2).
+  """
+  return shift * t / (1.0 + (shift - 1.0) * t)
+
+
+def resolution_shift(num_tokens: int, base_tokens: int, base_shift: float = 1.0) -> float:
+  """Shift that grows with sqrt(tokens / base_tokens) (SD3's sqrt(m/n) rule)."""
+  return float(base_shift * (num_tokens / base_tokens) ** 0.5)
+
+
+def sample_timesteps(rng: jax.Array, batch: int, *, mean: float = 0.0, std: float = 1.0,
+                     shift: float = 1.0) -> jax.Array:
+  """Logit-normal t ~ sigmoid(N(mean, std)), then resolution-shifted. -> [batch] in (0, 1)."""
+  t = jax.nn.sigmoid(mean + std * jax.random.normal(rng, (batch,), jnp.float32))
+  return shift_time(t, shift)
+
+
+def interpolate(x0: jax.Array, noise: jax.Array, t: jax.Array) -> jax.Array:
+  """x_t for t [B] broadcast over the trailing axes of x0 [B, ...]."""
+  tb = t.reshape((-1,) + (1,) * (x0.ndim - 1))
+  return (1.0 - tb) * x0 + tb * noise
+
+
+def velocity_target(x0: jax.Array, noise: jax.Array) -> jax.Array:
+  return noise - x0
+
+
+def flow_loss(pred: jax.Array, x0: jax.Array, noise: jax.Array,
+              mask: jax.Array | None = None) -> jax.Array:
+  """Mean squared velocity error. pred/x0/noise [B, N, P]; mask bool [B, N] of real tokens."""
+  err = jnp.mean(jnp.square(pred.astype(jnp.float32) - velocity_target(x0, noise)), axis=-1)
+  if mask is None:
+    return jnp.mean(err)
+  w = mask.astype(jnp.float32)
+  return jnp.sum(err * w) / jnp.maximum(jnp.sum(w), 1.0)

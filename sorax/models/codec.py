@@ -1,0 +1,65 @@
+"""Latent codecs: video pixels <-> the latent the DiT works on.
+
+Training and sampling only see `encode`/`decode` of a codec, so the learned causal VAE drops in
+beside the parameter-free `space_to_depth` codec used until it lands.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+
+from sorax.patchify import depth_to_space, space_to_depth
+
+
+@dataclasses.dataclass(frozen=True)
+class SpaceToDepthCodec:
+  """Lossless pixel-unshuffle: [B, T, H, W, 3] in [-1, 1] -> [B, T/ft, H/fs, W/fs, 3*ft*fs*fs].
+
+  `scale` brings the latent to roughly unit variance, the scale flow matching expects of data.
+  """
+  temporal: int = 1
+  spatial: int = 4
+  scale: float = 1.5
+
+  @property
+  def factors(self) -> tuple[int, int, int]:
+    return (self.temporal, self.spatial, self.spatial)
+
+  @property
+  def channels(self) -> int:
+    return 3 * self.temporal * self.spatial * self.spatial
+
+  def latent_shape(self, frames: int, height: int, width: int) -> tuple[int, int, int, int]:
+    ft, fh, fw = self.factors
+    for name, n, f in (("frames", frames, ft), ("height", height, fh), ("width", width, fw)):
+      if n % f:
+        raise ValueError(f"{name}={n} is not a multiple of the codec's factor {f}")
+    return (frames // ft, height // fh, width // fw, self.channels)
+
+  def encode(self, video: jax.Array) -> jax.Array:
+    return space_to_depth(video.astype(jnp.float32), self.factors) * self.scale
+
+  def decode(self, latent: jax.Array) -> jax.Array:
+    return depth_to_space(latent / self.scale, self.factors)
+
+
+CODECS = {"space_to_depth": SpaceToDepthCodec}
+
+
+def make_codec(name: str, **kwargs) -> SpaceToDepthCodec:
+  if name not in CODECS:
+    raise ValueError(f"unknown codec {name!r}; choose from {sorted(CODECS)}")
+  return CODECS[name](**kwargs)
+
+
+def to_pixels(video: jax.Array) -> jax.Array:
+  """[-1, 1] float -> uint8."""
+  return jnp.clip(jnp.round((video + 1.0) * 127.5), 0, 255).astype(jnp.uint8)
+
+
+def from_pixels(video) -> jax.Array:
+  """uint8 -> [-1, 1] float32."""
+  return jnp.asarray(video, jnp.float32) / 127.5 - 1.0

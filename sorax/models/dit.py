@@ -1,0 +1,138 @@
+"""The diffusion transformer over spacetime patches.
+
+Each block: adaLN-zero modulated self-attention (3D RoPE over (t, h, w) patch coordinates,
+QK-norm), cross-attention to text tokens, adaLN-zero modulated MLP. Blocks are created with
+`nnx.vmap` (parameters stacked on a leading `layers` axis) and run with `nnx.scan` under a
+named remat policy, so compile time does not grow with depth.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from sorax.models import layers
+from sorax.parallel.mesh import constrain
+
+REMAT_POLICIES = {
+    "none": None,
+    "full": jax.checkpoint_policies.nothing_saveable,
+    "dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class DiTConfig:
+  token_dim: int               # pt * ph * pw * latent channels
+  width: int = 256
+  depth: int = 4
+  heads: int = 4
+  mlp_ratio: float = 4.0
+  text_width: int = 128
+  qk_norm: bool = True
+  rope_theta: float = 10000.0
+  dtype: str = "float32"       # compute dtype ("bfloat16" on GPU/TPU)
+  param_dtype: str = "float32"
+  attention: str | None = None  # jax.nn.dot_product_attention implementation: None|"xla"|"cudnn"
+  scan_layers: bool = True
+  remat: str = "none"          # key of REMAT_POLICIES
+
+  def __post_init__(self):
+    if self.remat not in REMAT_POLICIES:
+      raise ValueError(f"unknown remat policy {self.remat!r}; choose from {list(REMAT_POLICIES)}")
+    if self.width % self.heads:
+      raise ValueError(f"DiT width {self.width} is not divisible by heads {self.heads}")
+
+
+class DiTBlock(nnx.Module):
+  def __init__(self, cfg: DiTConfig, *, rngs: nnx.Rngs):
+    d, dt, pdt = cfg.width, jnp.dtype(cfg.dtype), jnp.dtype(cfg.param_dtype)
+    kw = dict(dtype=dt, param_dtype=pdt)
+    self.norm1 = layers.layer_norm(d, affine=False, rngs=rngs, **kw)
+    self.attn = layers.Attention(d, cfg.heads, qk_norm=cfg.qk_norm, implementation=cfg.attention,
+                                 rngs=rngs, **kw)
+    self.norm_x = layers.layer_norm(d, rngs=rngs, **kw)
+    self.cross = layers.Attention(d, cfg.heads, qk_norm=cfg.qk_norm, implementation=cfg.attention,
+                                  rngs=rngs, **kw)
+    self.norm2 = layers.layer_norm(d, affine=False, rngs=rngs, **kw)
+    self.mlp = layers.MLP(d, int(d * cfg.mlp_ratio), rngs=rngs, **kw)
+    # adaLN-zero: every block starts as the identity.
+    self.modulation = layers.dense(d, 6 * d, ("embed", "mlp"), zero_init=True, rngs=rngs, **kw)
+
+  def __call__(self, x, c, rope, text, text_mask, token_mask):
+    """x [B, N, D]; c [B, D] conditioning; rope [B, N, K/2]; text [B, L, D]; masks bool."""
+    mod = self.modulation(jax.nn.silu(c))[:, None, :]
+    shift1, scale1, gate1, shift2, scale2, gate2 = jnp.split(mod, 6, axis=-1)
+    h = self.norm1(x) * (1 + scale1) + shift1
+    x = x + gate1 * self.attn(h, rope=rope, mask=token_mask)
+    x = x + self.cross(self.norm_x(x), context=text, mask=text_mask)
+    h = self.norm2(x) * (1 + scale2) + shift2
+    x = x + gate2 * self.mlp(h)
+    return constrain(x, ("act_batch", "act_length", "act_embed"))
+
+
+class DiT(nnx.Module):
+  """Velocity model v(x_t, t, text) on patch tokens."""
+
+  def __init__(self, cfg: DiTConfig, *, rngs: nnx.Rngs):
+    self.cfg = cfg
+    d, dt, pdt = cfg.width, jnp.dtype(cfg.dtype), jnp.dtype(cfg.param_dtype)
+    kw = dict(dtype=dt, param_dtype=pdt)
+    self.patch_embed = layers.dense(cfg.token_dim, d, ("patch", "embed"), rngs=rngs, **kw)
+    self.time_in = layers.dense(256, d, ("freq", "embed"), rngs=rngs, **kw)
+    self.time_out = layers.dense(d, d, ("embed", "mlp"), rngs=rngs, **kw)
+    self.text_in = layers.dense(cfg.text_width, d, ("text_embed", "embed"), rngs=rngs, **kw)
+    self.text_out = layers.dense(d, d, ("embed", "mlp"), rngs=rngs, **kw)
+
+    if cfg.scan_layers:
+      @nnx.split_rngs(splits=cfg.depth)
+      @nnx.vmap(in_axes=(0,), out_axes=0, transform_metadata={nnx.PARTITION_NAME: "layers"})
+      def make_blocks(r):
+        return DiTBlock(cfg, rngs=r)
+      self.blocks = make_blocks(rngs)
+    else:
+      self.blocks = nnx.List([DiTBlock(cfg, rngs=rngs) for _ in range(cfg.depth)])
+
+    self.final_norm = layers.layer_norm(d, affine=False, rngs=rngs, **kw)
+    self.final_mod = layers.dense(d, 2 * d, ("embed", "mlp"), zero_init=True, rngs=rngs, **kw)
+    self.final_out = layers.dense(d, cfg.token_dim, ("embed", "patch"), zero_init=True, rngs=rngs,
+                                  **kw)
+
+  def __call__(self, x: jax.Array, positions: jax.Array, t: jax.Array, text: jax.Array,
+               text_mask: jax.Array, token_mask: jax.Array | None = None) -> jax.Array:
+    """x [B, N, P] noisy tokens; positions int [B, N, 3]; t [B] in [0, 1];
+    text [B, L, text_width] with text_mask bool [B, L]; token_mask bool [B, N] marks real
+    (non-padding) tokens. -> velocity [B, N, P] (float32)."""
+    cfg = self.cfg
+    x = constrain(self.patch_embed(x), ("act_batch", "act_length", "act_embed"))
+    c = self.time_out(jax.nn.silu(self.time_in(layers.timestep_embedding(t, 256))))
+    txt = self.text_out(jax.nn.gelu(self.text_in(text), approximate=True))
+    rope = layers.rope_angles(positions, cfg.width // cfg.heads, cfg.rope_theta)
+
+    def body(block, h):
+      return block(h, c, rope, txt, text_mask, token_mask)
+
+    policy = REMAT_POLICIES[cfg.remat]
+    if cfg.remat != "none":
+      body = nnx.remat(body, policy=policy, prevent_cse=not cfg.scan_layers)
+
+    if cfg.scan_layers:
+      @nnx.scan(in_axes=(0, nnx.Carry), out_axes=nnx.Carry)
+      def run(block, h):
+        return body(block, h)
+      x = run(self.blocks, x)
+    else:
+      for block in self.blocks:
+        x = body(block, x)
+
+    shift, scale = jnp.split(self.final_mod(jax.nn.silu(c))[:, None, :], 2, axis=-1)
+    x = self.final_norm(x) * (1 + scale) + shift
+    return self.final_out(x).astype(jnp.float32)
+
+
+def count_params(module: Any) -> int:
+  return sum(x.size for x in jax.tree.leaves(nnx.state(module, nnx.Param)))

@@ -1,0 +1,133 @@
+"""Text-to-video generation from a trained checkpoint.
+
+    pipe = Pipeline.load("runs/demo")
+    videos = pipe.generate(["large red circle moving right on a navy background"])
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import pathlib
+from typing import Any, Sequence
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from flax import nnx
+
+from sorax import config as config_lib
+from sorax import patchify as P
+from sorax.diffusion import flow, samplers
+from sorax.models.codec import to_pixels
+from sorax.models.text import Tokenizer
+from sorax.train import state as state_lib
+from sorax.train.checkpoint import CheckpointError, Checkpointer, checkpoint_dir
+from sorax.train.step import null_text
+
+
+@dataclasses.dataclass
+class Pipeline:
+  cfg: ml_collections.ConfigDict
+  graphdef: nnx.GraphDef
+  params: Any
+  tokenizer: Tokenizer
+  step: int = 0
+
+  @classmethod
+  def load(cls, path: str | pathlib.Path, step: int | None = None) -> "Pipeline":
+    """Loads the EMA weights of a training workdir (or its checkpoints/ folder)."""
+    ckdir = checkpoint_dir(path)
+    if not ckdir.is_dir():
+      raise CheckpointError(f"checkpoint {path} not found: no folder {ckdir}")
+    workdir = ckdir.parent
+    ckpt = Checkpointer(workdir, create=False, async_save=False)
+    if ckpt.latest_step() is None:
+      raise CheckpointError(f"checkpoint {path} holds no saved step")
+    meta = ckpt.read_meta(step)
+    cfg = ml_collections.ConfigDict(meta["config"])
+    cfg.lock()
+    tok_path = workdir / "tokenizer.model"
+    tokenizer = Tokenizer(tok_path if tok_path.exists() else (cfg.tokenizer or
+                                                               Tokenizer().path))
+    if tokenizer.vocab_size != meta["vocab_size"]:
+      raise CheckpointError(f"tokenizer {tokenizer.path} has {tokenizer.vocab_size} pieces, "
+                            f"checkpoint {path} was trained with {meta['vocab_size']}")
+    tx = state_lib.make_optimizer(cfg)
+    graphdef, abstract_params = state_lib.abstract_model(cfg, meta["vocab_size"])
+    dev = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+
+    def abstract_state():
+      params = jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), abstract_params)
+      return state_lib.TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                                  opt_state=tx.init(params), ema=params,
+                                  rng=jax.random.PRNGKey(0))
+
+    target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=dev),
+                          jax.eval_shape(abstract_state))
+    ckstep, state, _ = ckpt.restore(target, None, step)
+    ckpt.close()
+    return cls(cfg=cfg, graphdef=graphdef, params=state.ema, tokenizer=tokenizer, step=ckstep)
+
+  @property
+  def codec(self):
+    return state_lib.make_codec_from(self.cfg)
+
+  def generate(self, prompts: Sequence[str], *, frames: int | None = None,
+               height: int | None = None, width: int | None = None, steps: int | None = None,
+               cfg_scale: float | None = None, sampler: str | None = None, seed: int = 0,
+               batch_size: int = 8) -> np.ndarray:
+    """-> uint8 [len(prompts), T, H, W, 3]. Sizes default to the training clip size."""
+    c = self.cfg
+    frames, height, width = frames or c.data.frames, height or c.data.height, width or c.data.width
+    steps = steps or c.sample.steps
+    cfg_scale = c.sample.cfg if cfg_scale is None else cfg_scale
+    sampler = sampler or c.sample.sampler
+    samplers.get_sampler(sampler)
+    latent_shape = self.codec.latent_shape(frames, height, width)
+    patch = tuple(c.model.patch)
+    grid = P.grid_shape(latent_shape, patch)
+    n_tok = int(np.prod(grid))
+    shift = flow.resolution_shift(n_tok, c.diffusion.base_tokens, c.diffusion.base_shift)
+    fn = _sampling_fn(self.graphdef, latent_shape, patch, steps, float(cfg_scale), sampler,
+                      shift, self.codec)
+    out = []
+    key = jax.random.PRNGKey(seed)
+    for start in range(0, len(prompts), batch_size):
+      chunk = list(prompts[start:start + batch_size])
+      ids, mask = self.tokenizer.encode(chunk, c.data.text_len)
+      noise = jax.random.normal(jax.random.fold_in(key, start),
+                                (len(chunk), n_tok, P.token_dim(latent_shape[-1], patch)))
+      out.append(np.asarray(fn(self.params, noise, ids, mask)))
+    return np.concatenate(out, axis=0)
+
+
+@functools.lru_cache(maxsize=16)
+def _sampling_fn(graphdef, latent_shape, patch, steps, cfg_scale, sampler, shift, codec):
+  pos = P.positions(P.grid_shape(latent_shape, patch))
+  ts = samplers.schedule(steps, shift)
+  integrate = samplers.get_sampler(sampler)
+
+  @jax.jit
+  def run(params, noise, ids, mask):
+    model = nnx.merge(graphdef, params)
+    b = noise.shape[0]
+    null_ids, null_mask = null_text(ids)
+    text = model.encode_text(jnp.concatenate([ids, null_ids]), jnp.concatenate([mask, null_mask]))
+    tmask = jnp.concatenate([mask, null_mask])
+    positions = jnp.broadcast_to(pos, (2 * b,) + pos.shape)
+
+    def both(x, t):  # one batched call for the conditional and the null prompt
+      v = model.dit(jnp.concatenate([x, x]), positions, jnp.concatenate([t, t]), text, tmask)
+      return v[:b], v[b:]
+
+    if cfg_scale == 1.0:
+      v = lambda x, t: both(x, t)[0]
+    else:
+      v = samplers.guided(both, cfg_scale)
+    tokens = integrate(v, noise, ts)
+    latent = P.unpatchify_batch(tokens, latent_shape, patch)
+    return to_pixels(codec.decode(latent))
+
+  return run

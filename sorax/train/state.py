@@ -1,0 +1,99 @@
+"""Model construction from a config, the train state, and its shape-first sharded init."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+from flax import nnx
+from jax.sharding import Mesh
+
+from sorax.models.codec import make_codec
+from sorax.models.dit import DiTConfig
+from sorax.models.generator import Generator, GeneratorConfig
+from sorax.parallel import mesh as mesh_lib
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: jax.Array       # int32 []
+  params: Any           # nnx.State of the Generator
+  opt_state: Any        # optax state
+  ema: Any              # exponential moving average of params (used for sampling)
+  rng: jax.Array        # uint32 [2] base PRNG key; step keys are fold_in(rng, step)
+
+
+def make_codec_from(cfg: ml_collections.ConfigDict):
+  kw = {k: v for k, v in cfg.codec.items() if k != "name"}
+  return make_codec(cfg.codec.name, **kw)
+
+
+def generator_config(cfg: ml_collections.ConfigDict, vocab_size: int) -> GeneratorConfig:
+  m = cfg.model
+  codec = make_codec_from(cfg)
+  pt, ph, pw = m.patch
+  attention = None if m.attention in ("auto", "", None) else m.attention
+  dit = DiTConfig(
+      token_dim=pt * ph * pw * codec.channels, width=m.width, depth=m.depth, heads=m.heads,
+      mlp_ratio=m.mlp_ratio, text_width=m.text_width, qk_norm=m.qk_norm, dtype=m.dtype,
+      param_dtype=m.param_dtype, attention=attention, scan_layers=m.scan_layers, remat=m.remat)
+  return GeneratorConfig(dit=dit, vocab_size=vocab_size, text_depth=m.text_depth,
+                         text_heads=m.text_heads)
+
+
+def make_optimizer(cfg: ml_collections.ConfigDict) -> optax.GradientTransformation:
+  o = cfg.optim
+  steps = max(int(cfg.train.steps), o.warmup_steps + 1)
+  lr = optax.warmup_cosine_decay_schedule(
+      0.0, o.lr, warmup_steps=o.warmup_steps, decay_steps=steps, end_value=o.lr * o.end_lr_frac)
+  # Decay matrices only: norms' scales and biases are left alone.
+  decay_mask = lambda params: jax.tree.map(lambda x: x.ndim >= 2, params)
+  return optax.chain(
+      optax.clip_by_global_norm(o.grad_clip),
+      optax.adamw(lr, b1=o.b1, b2=o.b2, weight_decay=o.weight_decay, mask=decay_mask))
+
+
+def learning_rate(cfg: ml_collections.ConfigDict, step) -> jax.Array:
+  o = cfg.optim
+  steps = max(int(cfg.train.steps), o.warmup_steps + 1)
+  return optax.warmup_cosine_decay_schedule(
+      0.0, o.lr, warmup_steps=o.warmup_steps, decay_steps=steps,
+      end_value=o.lr * o.end_lr_frac)(step)
+
+
+def abstract_model(cfg: ml_collections.ConfigDict, vocab_size: int):
+  """(graphdef, abstract params State) without allocating anything."""
+  gcfg = generator_config(cfg, vocab_size)
+  model = nnx.eval_shape(lambda: Generator(gcfg, rngs=nnx.Rngs(cfg.seed)))
+  return nnx.split(model)
+
+
+def param_shardings(abstract_params, mesh: Mesh, rules) -> Any:
+  return mesh_lib.state_shardings(abstract_params, mesh, rules)
+
+
+def init_state(cfg: ml_collections.ConfigDict, vocab_size: int, mesh: Mesh, rules,
+               tx: optax.GradientTransformation):
+  """Initializes the train state directly into its shards (no single-device copy first).
+
+  -> (graphdef, state, state_shardings)
+  """
+  gcfg = generator_config(cfg, vocab_size)
+  graphdef, abstract = abstract_model(cfg, vocab_size)
+  p_sh = param_shardings(abstract, mesh, rules)
+
+  @jax.jit
+  def init():
+    params = nnx.state(Generator(gcfg, rngs=nnx.Rngs(cfg.seed)))
+    params = jax.lax.with_sharding_constraint(params, p_sh)
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
+                      ema=jax.tree.map(jnp.copy, params), rng=jax.random.PRNGKey(cfg.seed + 1))
+
+  with jax.set_mesh(mesh):
+    state = init()
+  shardings = jax.tree.map(lambda x: x.sharding, state)
+  return graphdef, state, shardings

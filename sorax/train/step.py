@@ -1,0 +1,74 @@
+"""The pure, jitted training step: flow-matching loss on latent tokens, AdamW, EMA."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+
+from sorax import patchify as P
+from sorax.diffusion import flow
+from sorax.models.text import BOS_ID, PAD_ID
+from sorax.train.state import TrainState
+
+
+@dataclasses.dataclass(frozen=True)
+class StepConfig:
+  patch: tuple[int, int, int]
+  t_mean: float
+  t_std: float
+  shift: float
+  text_dropout: float
+  ema_decay: float
+
+
+def null_text(ids: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """The empty prompt (BOS only) shaped like ids [B, L]: the unconditional branch of CFG."""
+  null = jnp.full_like(ids, PAD_ID).at[:, 0].set(BOS_ID)
+  return null, null != PAD_ID
+
+
+def drop_text(rng: jax.Array, ids: jax.Array, mask: jax.Array, p: float):
+  """Replaces each example's prompt by the null prompt with probability p."""
+  drop = jax.random.bernoulli(rng, p, (ids.shape[0], 1))
+  null_ids, null_mask = null_text(ids)
+  return jnp.where(drop, null_ids, ids), jnp.where(drop, null_mask, mask)
+
+
+def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
+                    encode: Callable[[jax.Array], jax.Array], cfg: StepConfig):
+  """-> train_step(state, batch) -> (state, metrics); pure, ready for jax.jit.
+
+  batch: video uint8 [B, T, H, W, 3], ids int32 [B, L], mask bool [B, L].
+  `encode` maps [-1, 1] video to the latent [B, t, h, w, c] (the codec, later the VAE).
+  """
+
+  def loss_fn(params, x0, positions, ids, mask, rng):
+    r_t, r_noise, r_drop = jax.random.split(rng, 3)
+    t = flow.sample_timesteps(r_t, x0.shape[0], mean=cfg.t_mean, std=cfg.t_std, shift=cfg.shift)
+    noise = jax.random.normal(r_noise, x0.shape, x0.dtype)
+    ids, mask = drop_text(r_drop, ids, mask, cfg.text_dropout)
+    model = nnx.merge(graphdef, params)
+    pred = model(flow.interpolate(x0, noise, t), positions, t, ids, mask)
+    return flow.flow_loss(pred, x0, noise)
+
+  def train_step(state: TrainState, batch: dict[str, Any]):
+    rng = jax.random.fold_in(state.rng, state.step)
+    video = batch["video"].astype(jnp.float32) / 127.5 - 1.0
+    latent = encode(video)
+    x0, positions = P.patchify_batch(latent, cfg.patch)
+    loss, grads = jax.value_and_grad(loss_fn)(state.params, x0, positions, batch["ids"],
+                                              batch["mask"], rng)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    ema = jax.tree.map(lambda e, p: e * cfg.ema_decay + p * (1 - cfg.ema_decay), state.ema, params)
+    metrics = {"loss": loss, "grad_norm": optax.global_norm(grads)}
+    new = TrainState(step=state.step + 1, params=params, opt_state=opt_state, ema=ema,
+                     rng=state.rng)
+    return new, metrics
+
+  return train_step

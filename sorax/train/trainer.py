@@ -1,0 +1,157 @@
+"""The training loop: sharded init or resume, jitted step, metrics, checkpoints, progress bar.
+
+    sorax train --config experiments/world.py:demo --workdir runs/demo
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import shutil
+import time
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+from absl import logging
+from tqdm.auto import tqdm
+
+from sorax import config as config_lib
+from sorax import patchify as P
+from sorax.data.pipeline import world_dataset
+from sorax.diffusion import flow
+from sorax.models.text import DEFAULT_TOKENIZER, Tokenizer
+from sorax.parallel import mesh as mesh_lib
+from sorax.train import state as state_lib
+from sorax.train.checkpoint import Checkpointer, abstract_like
+from sorax.train.metrics import MetricsWriter
+from sorax.train.step import StepConfig, make_train_step
+
+
+def tokenizer_for(cfg: ml_collections.ConfigDict) -> Tokenizer:
+  return Tokenizer(cfg.tokenizer or DEFAULT_TOKENIZER)
+
+
+def num_tokens(cfg: ml_collections.ConfigDict, frames: int, height: int, width: int) -> int:
+  codec = state_lib.make_codec_from(cfg)
+  return int(np.prod(P.grid_shape(codec.latent_shape(frames, height, width), tuple(cfg.model.patch))))
+
+
+def step_config(cfg: ml_collections.ConfigDict) -> StepConfig:
+  d = cfg.data
+  shift = flow.resolution_shift(num_tokens(cfg, d.frames, d.height, d.width),
+                                cfg.diffusion.base_tokens, cfg.diffusion.base_shift)
+  return StepConfig(patch=tuple(cfg.model.patch), t_mean=cfg.diffusion.t_mean,
+                    t_std=cfg.diffusion.t_std, shift=shift, text_dropout=cfg.diffusion.text_dropout,
+                    ema_decay=cfg.optim.ema_decay)
+
+
+class Trainer:
+  """Owns the mesh, the state, the data iterator and the checkpointer of one run."""
+
+  def __init__(self, cfg: ml_collections.ConfigDict, workdir: str | pathlib.Path, *,
+               devices=None):
+    self.cfg, self.workdir = cfg, pathlib.Path(workdir)
+    self.workdir.mkdir(parents=True, exist_ok=True)
+    self.mesh = mesh_lib.make_mesh(cfg.mesh.shape, devices)
+    self.rules = mesh_lib.rules_from_config(cfg.mesh.rules)
+    self.tokenizer = tokenizer_for(cfg)
+    self.codec = state_lib.make_codec_from(cfg)
+    self.tx = state_lib.make_optimizer(cfg)
+    with mesh_lib.activate(self.mesh, self.rules):
+      self.graphdef, self.state, self.shardings = state_lib.init_state(
+          cfg, self.tokenizer.vocab_size, self.mesh, self.rules, self.tx)
+    self.data = iter(world_dataset(cfg.data, self.tokenizer, shard_index=jax.process_index(),
+                                   shard_count=jax.process_count()))
+    self.ckpt = Checkpointer(self.workdir, keep=cfg.train.keep,
+                             async_save=cfg.train.async_checkpoint)
+    if self.ckpt.latest_step() is not None:
+      step, self.state, _ = self.ckpt.restore(abstract_like(self.state, self.shardings), self.data)
+      logging.info("resumed from step %d in %s", step, self.ckpt.directory)
+    self._write_run_files()
+    batch_sh = {"video": mesh_lib.batch_sharding(self.mesh, self.rules, 5),
+                "ids": mesh_lib.batch_sharding(self.mesh, self.rules, 2),
+                "mask": mesh_lib.batch_sharding(self.mesh, self.rules, 2)}
+    self.batch_shardings = batch_sh
+    self.step_fn = jax.jit(
+        make_train_step(self.graphdef, self.tx, self.codec.encode, step_config(cfg)),
+        in_shardings=(self.shardings, batch_sh),
+        out_shardings=(self.shardings, mesh_lib.replicated(self.mesh)), donate_argnums=0)
+
+  def _write_run_files(self) -> None:
+    """The config and tokenizer beside the checkpoints, so a workdir is self-contained."""
+    if jax.process_index() != 0:
+      return
+    tok = self.workdir / "tokenizer.model"
+    if not tok.exists():
+      shutil.copyfile(self.tokenizer.path, tok)
+    tmp = self.workdir / "config.json.tmp"
+    tmp.write_text(config_lib.to_json(self.cfg))
+    tmp.replace(self.workdir / "config.json")
+
+  def meta(self) -> dict[str, Any]:
+    return {"config": json.loads(config_lib.to_json(self.cfg)),
+            "vocab_size": self.tokenizer.vocab_size}
+
+  def put_batch(self, batch: dict[str, np.ndarray]) -> dict[str, jax.Array]:
+    """Host-local batch -> global sharded arrays (multi-host safe)."""
+    return {k: jax.make_array_from_process_local_data(self.batch_shardings[k], batch[k])
+            for k in self.batch_shardings}
+
+  def train_step(self, batch: dict[str, np.ndarray]) -> dict[str, float]:
+    with mesh_lib.activate(self.mesh, self.rules):
+      self.state, metrics = self.step_fn(self.state, self.put_batch(batch))
+    return metrics
+
+  @property
+  def step(self) -> int:
+    return int(jax.device_get(self.state.step))
+
+  def save(self) -> None:
+    self.ckpt.save(self.step, self.state, self.data, self.meta())
+
+  def fit(self, steps: int | None = None, *, progress: bool = True) -> dict[str, float]:
+    """Trains until `steps` (default cfg.train.steps) total steps; returns the last metrics."""
+    cfg = self.cfg
+    total = cfg.train.steps if steps is None else steps
+    writer = MetricsWriter(self.workdir) if jax.process_index() == 0 else None
+    bar = tqdm(total=total, initial=self.step, disable=not progress, desc="train",
+               dynamic_ncols=True)
+    last: dict[str, float] = {}
+    t0, n0 = time.perf_counter(), self.step
+    try:
+      while self.step < total:
+        metrics = self.train_step(next(self.data))
+        step = self.step
+        bar.update(1)
+        if step % cfg.train.log_every == 0 or step == total:
+          last = {k: float(v) for k, v in jax.device_get(metrics).items()}
+          if not np.isfinite(last["loss"]):
+            raise FloatingPointError(f"loss became {last['loss']} at step {step}")
+          dt = time.perf_counter() - t0
+          last["steps_per_s"] = (step - n0) / max(dt, 1e-9)
+          last["lr"] = float(state_lib.learning_rate(cfg, step))
+          bar.set_postfix(loss=f"{last['loss']:.4f}")
+          if writer:
+            writer.write(step, last)
+        if step % cfg.train.checkpoint_every == 0 or step == total:
+          self.save()
+    finally:
+      bar.close()
+      self.ckpt.wait()
+      if writer:
+        writer.close()
+    return last
+
+  def close(self) -> None:
+    self.ckpt.close()
+
+
+def train(cfg: ml_collections.ConfigDict, workdir: str | pathlib.Path, *,
+          progress: bool = True) -> dict[str, float]:
+  trainer = Trainer(cfg, workdir)
+  try:
+    return trainer.fit(progress=progress)
+  finally:
+    trainer.close()

@@ -1,0 +1,76 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from sorax.diffusion import flow, samplers
+
+
+def test_interpolation_endpoints_and_target():
+  x0 = jnp.full((2, 3, 4), 2.0)
+  n = jnp.full((2, 3, 4), -1.0)
+  np.testing.assert_allclose(flow.interpolate(x0, n, jnp.zeros(2)), x0)
+  np.testing.assert_allclose(flow.interpolate(x0, n, jnp.ones(2)), n)
+  # d/dt x_t is the target velocity, for any t.
+  t = jnp.array([0.3, 0.7])
+  d = (flow.interpolate(x0, n, t + 1e-3) - flow.interpolate(x0, n, t - 1e-3)) / 2e-3
+  np.testing.assert_allclose(d, flow.velocity_target(x0, n), atol=1e-3)
+
+
+def test_loss_is_zero_for_the_true_velocity_and_masks_padding():
+  k = jax.random.split(jax.random.PRNGKey(0), 3)
+  x0, n = jax.random.normal(k[0], (2, 5, 3)), jax.random.normal(k[1], (2, 5, 3))
+  assert float(flow.flow_loss(n - x0, x0, n)) == 0.0
+  pred = (n - x0).at[:, 3:].add(7.0)
+  mask = jnp.array([[True] * 3 + [False] * 2] * 2)
+  assert float(flow.flow_loss(pred, x0, n, mask)) == 0.0
+  assert float(flow.flow_loss(pred, x0, n)) == pytest.approx(49.0 * 2 / 5, rel=1e-5)
+
+
+def test_timesteps_logit_normal_and_shift():
+  t = flow.sample_timesteps(jax.random.PRNGKey(0), 20000)
+  assert 0.0 < float(t.min()) and float(t.max()) < 1.0
+  assert float(jnp.median(t)) == pytest.approx(0.5, abs=0.02)
+  ts = flow.sample_timesteps(jax.random.PRNGKey(0), 20000, shift=3.0)
+  assert float(jnp.median(ts)) == pytest.approx(0.75, abs=0.02)  # 3*.5/(1+2*.5)
+  assert flow.resolution_shift(4096, 1024) == pytest.approx(2.0)
+  np.testing.assert_allclose(flow.shift_time(jnp.array([0.0, 1.0]), 5.0), [0.0, 1.0])
+
+
+@pytest.mark.parametrize("name", ["euler", "heun"])
+def test_samplers_reach_a_point_mass_exactly(name):
+  # For data = a single point x0 the exact velocity is (x - x0) / t and the flow is a straight
+  # line, so any sampler lands on x0.
+  x0 = jnp.array([[1.5, -2.0, 0.25]])
+  v = lambda x, t: (x - x0) / t[:, None]
+  x1 = jax.random.normal(jax.random.PRNGKey(0), (1, 3))
+  out = samplers.get_sampler(name)(v, x1, samplers.schedule(7, shift=2.0))
+  np.testing.assert_allclose(out, x0, atol=1e-5)
+
+
+def test_heun_beats_euler_on_a_gaussian():
+  # Data N(m, s^2): the exact velocity is (x - E[x0 | x_t]) / t with the Gaussian posterior
+  # mean below, and the ODE maps noise x1 to m + s * x1 exactly.
+  m, s = 2.0, 0.5
+
+  def v(x, t):
+    t = t[:, None]
+    var = (1 - t) ** 2 * s ** 2 + t ** 2
+    e_x0 = m + (1 - t) * s ** 2 * (x - (1 - t) * m) / var
+    return (x - e_x0) / t
+
+  x1 = jnp.linspace(-2, 2, 9)[:, None]
+  exact = m + s * x1
+  ts = samplers.schedule(8)
+  err_e = float(jnp.abs(samplers.euler(v, x1, ts) - exact).max())
+  err_h = float(jnp.abs(samplers.heun(v, x1, ts) - exact).max())
+  assert err_h < err_e / 3 and err_h < 0.05
+
+
+def test_cfg_combines_branches():
+  v = samplers.guided(lambda x, t: (x * 0 + 3.0, x * 0 + 1.0), 2.5)
+  np.testing.assert_allclose(v(jnp.zeros((1, 2)), jnp.ones(1)), 1.0 + 2.5 * 2.0)
+  with pytest.raises(ValueError, match="unknown sampler 'rk9'"):
+    samplers.get_sampler("rk9")
+  with pytest.raises(ValueError, match="at least 1 step"):
+    samplers.schedule(0)
