@@ -1,6 +1,7 @@
 """Tests for sorax.data.video_io: round trips, resampling, resizing, atomic writes, bad files."""
 
 import os
+import pickle
 import wave
 
 import av
@@ -9,46 +10,46 @@ import pytest
 
 from sorax.data import video_io
 from sorax.data.video_io import (
-    VideoNotFoundError,
-    VideoReadError,
-    iter_videos,
-    probe,
-    read_video,
-    write_gif,
-    write_mp4,
+  VideoNotFoundError,
+  VideoReadError,
+  iter_videos,
+  probe,
+  read_video,
+  write_gif,
+  write_mp4,
 )
 
 
 def flat_clip(t: int, h: int, w: int, seed: int = 0) -> np.ndarray:
-    """uint8 [t, h, w, 3]: each frame one flat colour, with a flat rectangle of another colour.
+  """uint8 [t, h, w, 3]: each frame one flat colour, with a flat rectangle of another colour.
 
-    Flat regions compress almost losslessly, so round-trip error measures colour handling, not
-    the codec's detail loss. Colours avoid the extremes that limited-range YUV clips.
-    """
-    rng = np.random.default_rng(seed)
-    video = np.empty((t, h, w, 3), np.uint8)
-    for i in range(t):
-        video[i] = rng.integers(20, 236, 3)
-        video[i, : h // 2, : w // 2] = rng.integers(20, 236, 3)
-    return video
+  Flat regions compress almost losslessly, so round-trip error measures colour handling, not
+  the codec's detail loss. Colours avoid the extremes that limited-range YUV clips.
+  """
+  rng = np.random.default_rng(seed)
+  video = np.empty((t, h, w, 3), np.uint8)
+  for i in range(t):
+    video[i] = rng.integers(20, 236, 3)
+    video[i, : h // 2, : w // 2] = rng.integers(20, 236, 3)
+  return video
 
 
 def mean_abs_err(a: np.ndarray, b: np.ndarray) -> float:
-    return float(np.abs(a.astype(np.int32) - b.astype(np.int32)).mean())
+  return float(np.abs(a.astype(np.int32) - b.astype(np.int32)).mean())
 
 
 def interior(video: np.ndarray) -> np.ndarray:
-    """Pixels away from the rectangle's edges, where 4:2:0 chroma subsampling blurs colour."""
-    h, w = video.shape[1:3]
-    return video[:, h // 2 + 2 :, w // 2 + 2 :]
+  """Pixels away from the rectangle's edges, where 4:2:0 chroma subsampling blurs colour."""
+  h, w = video.shape[1:3]
+  return video[:, h // 2 + 2 :, w // 2 + 2 :]
 
 
 @pytest.fixture(scope="module")
 def mp4_16fps(tmp_path_factory) -> str:
-    """A valid 16 fps, 20-frame, 48x64 mp4 shared by the read-side tests."""
-    path = str(tmp_path_factory.mktemp("videos") / "clip16.mp4")
-    write_mp4(path, flat_clip(20, 48, 64, seed=1), fps=16)
-    return path
+  """A valid 16 fps, 20-frame, 48x64 mp4 shared by the read-side tests."""
+  path = str(tmp_path_factory.mktemp("videos") / "clip16.mp4")
+  write_mp4(path, flat_clip(20, 48, 64, seed=1), fps=16)
+  return path
 
 
 # ----------------------------------------------------------------------------------------------
@@ -57,79 +58,79 @@ def mp4_16fps(tmp_path_factory) -> str:
 
 
 @pytest.mark.parametrize(
-    "h, w",
-    [(32, 32), (24, 40), (40, 24), (17, 23), (18, 23), (17, 24), (2, 2), (1, 1)],
-    ids=lambda x: str(x),
+  "h, w",
+  [(32, 32), (24, 40), (40, 24), (17, 23), (18, 23), (17, 24), (2, 2), (1, 1)],
+  ids=lambda x: str(x),
 )
 def test_mp4_round_trip_any_size(tmp_path, h, w):
-    video = flat_clip(6, h, w)
-    path = tmp_path / f"clip_{h}x{w}.mp4"
-    write_mp4(path, video, fps=8, crf=18)
-    back = read_video(path)
-    assert back.dtype == np.uint8
-    assert back.shape == video.shape
-    if h >= 8 and w >= 8:
-        assert mean_abs_err(back, video) < 3.0
-        assert mean_abs_err(interior(back), interior(video)) < 2.0
-    info = probe(path)
-    assert (info["height"], info["width"], info["frames"]) == (h, w, 6)
-    assert info["fps"] == pytest.approx(8.0)
-    assert info["codec"] == "h264"
-    assert info["duration_s"] == pytest.approx(6 / 8)
-    assert info["rotation"] == 0
+  video = flat_clip(6, h, w)
+  path = tmp_path / f"clip_{h}x{w}.mp4"
+  write_mp4(path, video, fps=8, crf=18)
+  back = read_video(path)
+  assert back.dtype == np.uint8
+  assert back.shape == video.shape
+  if h >= 8 and w >= 8:
+    assert mean_abs_err(back, video) < 3.0
+    assert mean_abs_err(interior(back), interior(video)) < 2.0
+  info = probe(path)
+  assert (info["height"], info["width"], info["frames"]) == (h, w, 6)
+  assert info["fps"] == pytest.approx(8.0)
+  assert info["codec"] == "h264"
+  assert info["duration_s"] == pytest.approx(6 / 8)
+  assert info["rotation"] == 0
 
 
 def test_mp4_pixel_format_by_parity(tmp_path):
-    # yuv420p (plays everywhere) for even sizes; yuv444p only where 4:2:0 is impossible.
-    for (h, w), fmt in {(16, 16): "yuv420p", (15, 16): "yuv444p", (16, 15): "yuv444p"}.items():
-        path = tmp_path / f"p{h}x{w}.mp4"
-        write_mp4(path, flat_clip(2, h, w), fps=8)
-        with av.open(str(path)) as c:
-            cc = c.streams.video[0].codec_context
-            assert cc.pix_fmt == fmt
-            assert cc.colorspace == 1  # tagged BT.709, so players and read_video agree
+  # yuv420p (plays everywhere) for even sizes; yuv444p only where 4:2:0 is impossible.
+  for (h, w), fmt in {(16, 16): "yuv420p", (15, 16): "yuv444p", (16, 15): "yuv444p"}.items():
+    path = tmp_path / f"p{h}x{w}.mp4"
+    write_mp4(path, flat_clip(2, h, w), fps=8)
+    with av.open(str(path)) as c:
+      cc = c.streams.video[0].codec_context
+      assert cc.pix_fmt == fmt
+      assert cc.colorspace == 1  # tagged BT.709, so players and read_video agree
 
 
 def test_mp4_crf_controls_quality(tmp_path):
-    rng = np.random.default_rng(0)
-    video = rng.integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)  # noise: crf matters a lot
-    errs = {}
-    for crf in (10, 40):
-        write_mp4(tmp_path / f"c{crf}.mp4", video, crf=crf)
-        errs[crf] = mean_abs_err(read_video(tmp_path / f"c{crf}.mp4"), video)
-    assert errs[10] < errs[40]
+  rng = np.random.default_rng(0)
+  video = rng.integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)  # noise: crf matters a lot
+  errs = {}
+  for crf in (10, 40):
+    write_mp4(tmp_path / f"c{crf}.mp4", video, crf=crf)
+    errs[crf] = mean_abs_err(read_video(tmp_path / f"c{crf}.mp4"), video)
+  assert errs[10] < errs[40]
 
 
 def test_mp4_accepts_pathlike_and_fractional_fps(tmp_path):
-    path = tmp_path / "ntsc.mp4"
-    write_mp4(path, flat_clip(3, 16, 16), fps=30000 / 1001)
-    assert probe(path)["fps"] == pytest.approx(29.97, abs=0.01)
+  path = tmp_path / "ntsc.mp4"
+  write_mp4(path, flat_clip(3, 16, 16), fps=30000 / 1001)
+  assert probe(path)["fps"] == pytest.approx(29.97, abs=0.01)
 
 
 def test_gif_round_trip_exact_palette(tmp_path):
-    video = flat_clip(5, 24, 40)  # 10 distinct colours: the GIF palette holds them exactly
-    path = tmp_path / "clip.gif"
-    write_gif(path, video, fps=8)
-    back = read_video(path)
-    assert back.shape == video.shape
-    np.testing.assert_array_equal(back, video)
-    info = probe(path)
-    assert info["codec"] == "gif" and (info["height"], info["width"]) == (24, 40)
-    assert info["fps"] == pytest.approx(8.0, rel=0.1)  # delays are whole centiseconds
+  video = flat_clip(5, 24, 40)  # 10 distinct colours: the GIF palette holds them exactly
+  path = tmp_path / "clip.gif"
+  write_gif(path, video, fps=8)
+  back = read_video(path)
+  assert back.shape == video.shape
+  np.testing.assert_array_equal(back, video)
+  info = probe(path)
+  assert info["codec"] == "gif" and (info["height"], info["width"]) == (24, 40)
+  assert info["fps"] == pytest.approx(8.0, rel=0.1)  # delays are whole centiseconds
 
 
 def test_gif_round_trip_many_colours(tmp_path):
-    # A smooth gradient with far more than 256 colours goes through the median-cut palette.
-    t, h, w = 3, 32, 48
-    yy, xx = np.mgrid[0:h, 0:w]
-    frame = np.stack([xx * 255 // (w - 1), yy * 255 // (h - 1), (xx + yy) * 255 // (h + w - 2)], -1)
-    video = np.repeat(frame[None], t, 0).astype(np.uint8)
-    video[1] = 255 - video[1]
-    path = tmp_path / "grad.gif"
-    write_gif(path, video, fps=10)
-    back = read_video(path)
-    assert back.shape == video.shape
-    assert mean_abs_err(back, video) < 6.0
+  # A smooth gradient with far more than 256 colours goes through the median-cut palette.
+  t, h, w = 3, 32, 48
+  yy, xx = np.mgrid[0:h, 0:w]
+  frame = np.stack([xx * 255 // (w - 1), yy * 255 // (h - 1), (xx + yy) * 255 // (h + w - 2)], -1)
+  video = np.repeat(frame[None], t, 0).astype(np.uint8)
+  video[1] = 255 - video[1]
+  path = tmp_path / "grad.gif"
+  write_gif(path, video, fps=10)
+  back = read_video(path)
+  assert back.shape == video.shape
+  assert mean_abs_err(back, video) < 6.0
 
 
 # ----------------------------------------------------------------------------------------------
@@ -138,91 +139,93 @@ def test_gif_round_trip_many_colours(tmp_path):
 
 
 def test_fps_resampling_halves_frames(mp4_16fps):
-    full = read_video(mp4_16fps)
-    half = read_video(mp4_16fps, fps=8)
-    assert len(full) == 20 and len(half) == 10
-    # Nearest frame by timestamp: 8 fps output frame k is source frame 2k.
-    np.testing.assert_array_equal(half, full[::2])
+  full = read_video(mp4_16fps)
+  half = read_video(mp4_16fps, fps=8)
+  assert len(full) == 20 and len(half) == 10
+  # Nearest frame by timestamp: 8 fps output frame k is source frame 2k.
+  np.testing.assert_array_equal(half, full[::2])
 
 
 def test_fps_resampling_up_repeats_frames(mp4_16fps):
-    full = read_video(mp4_16fps)
-    double = read_video(mp4_16fps, fps=32)
-    assert len(double) == 40
-    np.testing.assert_array_equal(double, np.repeat(full, 2, axis=0))  # ties go to the earlier frame
+  full = read_video(mp4_16fps)
+  double = read_video(mp4_16fps, fps=32)
+  assert len(double) == 40
+  np.testing.assert_array_equal(double, np.repeat(full, 2, axis=0))  # ties go to the earlier frame
 
 
 def test_fps_resampling_odd_ratio(mp4_16fps):
-    # 20 frames at 16 fps last 1.25 s; at 6 fps that is targets 0, 1/6, ..., 7/6 -> 8 frames.
-    full = read_video(mp4_16fps)
-    out = read_video(mp4_16fps, fps=6)
-    assert len(out) == 8
-    expected = [round(k / 6 * 16 + 1e-9) for k in range(8)]  # nearest source index
-    expected = [min(i, 19) for i in expected]
-    np.testing.assert_array_equal(out, full[expected])
+  # 20 frames at 16 fps last 1.25 s; at 6 fps that is targets 0, 1/6, ..., 7/6 -> 8 frames.
+  full = read_video(mp4_16fps)
+  out = read_video(mp4_16fps, fps=6)
+  assert len(out) == 8
+  expected = [round(16 * k / 6) for k in range(8)]  # nearest source index (no ties at 16/6)
+  np.testing.assert_array_equal(out, full[expected])
 
 
 def test_max_frames(mp4_16fps):
-    assert read_video(mp4_16fps, max_frames=5).shape[0] == 5
-    assert read_video(mp4_16fps, fps=8, max_frames=3).shape[0] == 3
-    assert read_video(mp4_16fps, max_frames=1000).shape[0] == 20
+  assert read_video(mp4_16fps, max_frames=5).shape[0] == 5
+  assert read_video(mp4_16fps, fps=8, max_frames=3).shape[0] == 3
+  assert read_video(mp4_16fps, max_frames=1000).shape[0] == 20
 
 
 @pytest.mark.parametrize("size", [(32, 32), (24, 64), (48, 20), (96, 128), (7, 9)], ids=str)
 def test_resize_and_centre_crop(mp4_16fps, size):
-    out = read_video(mp4_16fps, size=size, max_frames=4)
-    assert out.shape == (4, *size, 3)
-    assert out.dtype == np.uint8
+  out = read_video(mp4_16fps, size=size, max_frames=4)
+  assert out.shape == (4, *size, 3)
+  assert out.dtype == np.uint8
 
 
 def test_resize_keeps_aspect_then_crops(tmp_path):
-    # Left half red, right half blue, 32x64. Asking for 32x32 scales by 1 and keeps the middle:
-    # the left 16 columns red, the right 16 blue. A plain squash to 32x32 would give the same
-    # split, so also check 16x16: scale 1/2 -> 16x32, crop 8 columns each side.
-    video = np.zeros((2, 32, 64, 3), np.uint8)
-    video[:, :, :32] = (200, 40, 40)
-    video[:, :, 32:] = (40, 40, 200)
-    video[:, :, 8:24] = (40, 200, 40)  # a green band that the 16x16 crop must cut through
-    path = tmp_path / "halves.mp4"
-    write_mp4(path, video, crf=10)
-    out = read_video(path, size=(16, 16))
-    assert out.shape == (2, 16, 16, 3)
-    # After scaling by 1/2 the green band spans columns 4..11; cropping 8 leaves columns 0..3 green.
-    assert out[0, 8, 1, 1] > 150 and out[0, 8, 1, 0] < 100  # green
-    assert out[0, 8, 6, 0] > 150  # red
-    assert out[0, 8, 12, 2] > 150  # blue
+  # 32x64 source, columns: 0-7 red, 8-23 green, 24-31 red, 32-63 blue. Asking for 16x16 scales
+  # by 1/2 to 16x32 and keeps scaled columns 8-23 (source 16-47): green 0-3, red 4-7, blue 8-15.
+  # Squashing the whole frame to 16x16 instead would put red at column 1.
+  video = np.zeros((2, 32, 64, 3), np.uint8)
+  video[:, :, :32] = (200, 40, 40)
+  video[:, :, 32:] = (40, 40, 200)
+  video[:, :, 8:24] = (40, 200, 40)
+  path = tmp_path / "halves.mp4"
+  write_mp4(path, video, crf=10)
+  out = read_video(path, size=(16, 16))
+  assert out.shape == (2, 16, 16, 3)
+  assert out[0, 8, 1, 1] > 150 and out[0, 8, 1, 0] < 100  # green
+  assert out[0, 8, 6, 0] > 150  # red
+  assert out[0, 8, 12, 2] > 150  # blue
+
+
+def test_reads_other_containers(tmp_path):
+  video = flat_clip(10, 32, 48)
+  path = str(tmp_path / "clip.mkv")
+  _write_with_pyav(path, "matroska", video)
+  back = read_video(path)
+  assert back.shape == video.shape and mean_abs_err(back, video) < 3.0
+  info = probe(path)
+  assert info["frames"] is None  # Matroska has no frame count
+  assert info["duration_s"] == pytest.approx(10 / 8)
+  assert read_video(path, fps=np.float32(4)).shape[0] == 5  # numpy scalars are fine
 
 
 def test_rotation_from_container_is_applied(tmp_path):
-    # Phone videos store a display rotation; read_video returns them upright like a player would.
-    video = flat_clip(3, 16, 32)
-    path = str(tmp_path / "rot.mp4")
-    with av.open(path, "w", format="mp4") as c:
-        s = c.add_stream("libx264", rate=8)
-        s.width, s.height, s.pix_fmt = 32, 16, "yuv420p"
-        s.set_display_rotation(90)
-        for i, f in enumerate(video):
-            frame = av.VideoFrame.from_ndarray(f, format="rgb24")
-            frame.pts = i
-            c.mux(s.encode(frame))
-        c.mux(s.encode(None))
-    out = read_video(path)
-    assert out.shape == (3, 32, 16, 3)
-    assert mean_abs_err(out, np.rot90(video, 1, axes=(1, 2))) < 4.0
-    info = probe(path)
-    assert (info["height"], info["width"], info["rotation"]) == (32, 16, 90)
-    assert read_video(path, size=(16, 16)).shape == (3, 16, 16, 3)
+  # Phone videos store a display rotation; read_video returns them upright like a player would.
+  video = flat_clip(3, 16, 32)
+  path = str(tmp_path / "rot.mp4")
+  _write_with_pyav(path, "mp4", video, rotation=90)
+  out = read_video(path)
+  assert out.shape == (3, 32, 16, 3)
+  assert mean_abs_err(out, np.rot90(video, 1, axes=(1, 2))) < 4.0
+  info = probe(path)
+  assert (info["height"], info["width"], info["rotation"]) == (32, 16, 90)
+  assert read_video(path, size=(16, 16)).shape == (3, 16, 16, 3)
 
 
 @pytest.mark.parametrize(
-    "kwargs",
-    [{"fps": 0}, {"fps": -1}, {"size": (0, 4)}, {"size": (4,)}, {"max_frames": 0}],
-    ids=str,
+  "kwargs",
+  [{"fps": 0}, {"fps": -1}, {"size": (0, 4)}, {"size": (4,)}, {"max_frames": 0}],
+  ids=str,
 )
 def test_bad_read_arguments_raise_value_error(mp4_16fps, kwargs):
-    with pytest.raises(ValueError) as info:
-        read_video(mp4_16fps, **kwargs)
-    assert not isinstance(info.value, VideoReadError)
+  with pytest.raises(ValueError) as info:
+    read_video(mp4_16fps, **kwargs)
+  assert not isinstance(info.value, VideoReadError)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -231,65 +234,65 @@ def test_bad_read_arguments_raise_value_error(mp4_16fps, kwargs):
 
 
 @pytest.mark.parametrize(
-    "video, match",
-    [
-        (np.zeros((2, 8, 8, 3), np.float32), "dtype uint8"),
-        (np.zeros((8, 8, 3), np.uint8), r"shape \[T, H, W, 3\]"),
-        (np.zeros((2, 8, 8, 4), np.uint8), r"shape \[T, H, W, 3\]"),
-        (np.zeros((0, 8, 8, 3), np.uint8), "T, H, W >= 1"),
-        ([[[[0, 0, 0]]]], "numpy array"),
-    ],
-    ids=["float", "3d", "rgba", "no-frames", "list"],
+  "video, match",
+  [
+    (np.zeros((2, 8, 8, 3), np.float32), "dtype uint8"),
+    (np.zeros((8, 8, 3), np.uint8), r"shape \[T, H, W, 3\]"),
+    (np.zeros((2, 8, 8, 4), np.uint8), r"shape \[T, H, W, 3\]"),
+    (np.zeros((0, 8, 8, 3), np.uint8), "T, H, W >= 1"),
+    ([[[[0, 0, 0]]]], "numpy array"),
+  ],
+  ids=["float", "3d", "rgba", "no-frames", "list"],
 )
 @pytest.mark.parametrize("writer", [write_mp4, write_gif], ids=["mp4", "gif"])
 def test_write_rejects_bad_input(tmp_path, writer, video, match):
-    with pytest.raises(ValueError, match=match):
-        writer(tmp_path / "x.out", video)
-    assert os.listdir(tmp_path) == []
+  with pytest.raises(ValueError, match=match):
+    writer(tmp_path / "x.out", video)
+  assert os.listdir(tmp_path) == []
 
 
 def test_write_rejects_bad_fps_and_crf(tmp_path):
-    with pytest.raises(ValueError, match="fps"):
-        write_mp4(tmp_path / "a.mp4", flat_clip(1, 8, 8), fps=0)
-    with pytest.raises(ValueError, match="crf"):
-        write_mp4(tmp_path / "a.mp4", flat_clip(1, 8, 8), crf=60)
-    with pytest.raises(FileNotFoundError, match="does not exist"):
-        write_mp4(tmp_path / "no" / "such" / "dir.mp4", flat_clip(1, 8, 8))
-    assert os.listdir(tmp_path) == []
+  with pytest.raises(ValueError, match="fps"):
+    write_mp4(tmp_path / "a.mp4", flat_clip(1, 8, 8), fps=0)
+  with pytest.raises(ValueError, match="crf"):
+    write_mp4(tmp_path / "a.mp4", flat_clip(1, 8, 8), crf=60)
+  with pytest.raises(FileNotFoundError, match="does not exist"):
+    write_mp4(tmp_path / "no" / "such" / "dir.mp4", flat_clip(1, 8, 8))
+  assert os.listdir(tmp_path) == []
 
 
 @pytest.mark.parametrize("writer, name", [(write_mp4, "out.mp4"), (write_gif, "out.gif")])
 def test_failed_write_leaves_nothing_behind(tmp_path, monkeypatch, writer, name):
-    path = tmp_path / name
-    path.write_bytes(b"previous good file")
-    real_encode = video_io._encode
+  path = tmp_path / name
+  path.write_bytes(b"previous good file")
+  real_encode = video_io._encode
 
-    def encode_then_fail(container, stream, frames):
-        def some_frames():
-            for i, f in enumerate(frames):
-                if i == 3:
-                    raise RuntimeError("simulated encoder crash")
-                yield f
+  def encode_then_fail(container, stream, frames):
+    def some_frames():
+      for i, f in enumerate(frames):
+        if i == 3:
+          raise RuntimeError("simulated encoder crash")
+        yield f
 
-        real_encode(container, stream, some_frames())
+    real_encode(container, stream, some_frames())
 
-    monkeypatch.setattr(video_io, "_encode", encode_then_fail)
-    with pytest.raises(RuntimeError, match="simulated encoder crash"):
-        writer(path, flat_clip(8, 16, 16))
-    # The old file is untouched and no temp file is left in the directory.
-    assert os.listdir(tmp_path) == [name]
-    assert path.read_bytes() == b"previous good file"
+  monkeypatch.setattr(video_io, "_encode", encode_then_fail)
+  with pytest.raises(RuntimeError, match="simulated encoder crash"):
+    writer(path, flat_clip(8, 16, 16))
+  # The old file is untouched and no temp file is left in the directory.
+  assert os.listdir(tmp_path) == [name]
+  assert path.read_bytes() == b"previous good file"
 
 
 def test_successful_write_replaces_and_has_normal_permissions(tmp_path):
-    path = tmp_path / "out.mp4"
-    path.write_bytes(b"old")
-    write_mp4(path, flat_clip(2, 8, 8))
-    assert os.listdir(tmp_path) == ["out.mp4"]
-    umask = os.umask(0)
-    os.umask(umask)
-    assert os.stat(path).st_mode & 0o777 == 0o666 & ~umask
-    assert read_video(path).shape == (2, 8, 8, 3)
+  path = tmp_path / "out.mp4"
+  path.write_bytes(b"old")
+  write_mp4(path, flat_clip(2, 8, 8))
+  assert os.listdir(tmp_path) == ["out.mp4"]
+  umask = os.umask(0)
+  os.umask(umask)
+  assert os.stat(path).st_mode & 0o777 == 0o666 & ~umask
+  assert read_video(path).shape == (2, 8, 8, 3)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -298,123 +301,161 @@ def test_successful_write_replaces_and_has_normal_permissions(tmp_path):
 
 
 def _write_wav(path) -> None:
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(8000)
-        w.writeframes(b"\0\0" * 800)
+  with wave.open(str(path), "wb") as w:
+    w.setnchannels(1)
+    w.setsampwidth(2)
+    w.setframerate(8000)
+    w.writeframes(b"\0\0" * 800)
+
+
+def _write_with_pyav(path: str, fmt: str, video: np.ndarray, rotation: int = 0) -> None:
+  """Plain H.264 writer (no faststart, no colour tags), independent of the code under test."""
+  with av.open(path, "w", format=fmt) as c:
+    s = c.add_stream("libx264", rate=8)
+    s.width, s.height, s.pix_fmt = video.shape[2], video.shape[1], "yuv420p"
+    if rotation:
+      s.set_display_rotation(rotation)
+    for i, f in enumerate(video):
+      frame = av.VideoFrame.from_ndarray(f, format="rgb24")
+      frame.pts = i
+      c.mux(s.encode(frame))
+    c.mux(s.encode(None))
 
 
 def _bad_files(root) -> dict[str, tuple[str, str]]:
-    """Builds a corpus of broken files; returns {case: (path, expected reason substring)}."""
-    good_path = str(root / "good.mp4")
-    write_mp4(good_path, flat_clip(48, 48, 64, seed=2), fps=16)
-    good = open(good_path, "rb").read()
-    with av.open(good_path) as c:
-        packets = [pkt for pkt in c.demux(video=0) if pkt.size]
-    mid_first_frame = packets[0].pos + packets[0].size // 2
-    packet_boundary = packets[len(packets) // 2].pos
-    os.remove(good_path)
-    rng = np.random.default_rng(0)
-    files = {
-        "empty": ("empty.mp4", b"", "empty file"),
-        "random": ("random.mp4", rng.bytes(4096), "not a video"),
-        # moov is written first (faststart), so 40% keeps the header and the first few frames.
-        "truncated": ("truncated.mp4", good[: int(len(good) * 0.4)], "truncated/corrupt"),
-        "truncated-first-frame": ("cut.mp4", good[:mid_first_frame], "truncated/corrupt"),
-        # Cut between two packets: FFmpeg decodes the first half without any error.
-        "truncated-at-boundary": ("half.mp4", good[:packet_boundary], "truncated/corrupt"),
-        "header-only": ("header_only.mp4", good[:64], "truncated/corrupt"),
-        "text-as-mp4": ("notes.mp4", b"just some text\n" * 50, "not a video"),
-        # FFmpeg's tty demuxer opens any .txt as an ANSI-art "video"; it must be rejected.
-        "text-as-txt": ("notes.txt", b"just some text\n" * 50, "not a video"),
-    }
-    out = {}
-    for case, (name, data, reason) in files.items():
-        (root / name).write_bytes(data)
-        out[case] = (str(root / name), reason)
-    frame = av.VideoFrame.from_ndarray(np.zeros((8, 8, 3), np.uint8), format="rgb24")
-    frame.save(str(root / "image.png"))
-    os.rename(root / "image.png", root / "image_png.mp4")
-    out["png-as-mp4"] = (str(root / "image_png.mp4"), "not a video")
-    _write_wav(root / "audio.wav")
-    os.rename(root / "audio.wav", root / "audio_only.mp4")
-    out["audio-only"] = (str(root / "audio_only.mp4"), "no video stream")
-    os.mkdir(root / "a_directory.mp4")
-    out["directory"] = (str(root / "a_directory.mp4"), "is a directory")
-    out["missing"] = (str(root / "does_not_exist.mp4"), "file not found")
-    return out
+  """Builds a corpus of broken files; returns {case: (path, expected reason substring)}."""
+  good_path = str(root / "good.mp4")
+  write_mp4(good_path, flat_clip(48, 48, 64, seed=2), fps=16)
+  good = open(good_path, "rb").read()
+  with av.open(good_path) as c:
+    packets = [pkt for pkt in c.demux(video=0) if pkt.size]
+  mid_first_frame = packets[0].pos + packets[0].size // 2
+  packet_boundary = packets[len(packets) // 2].pos
+  os.remove(good_path)
+  # Written without faststart, so the index (moov) is at the end and a cut loses it.
+  no_faststart = str(root / "no_faststart.mp4")
+  _write_with_pyav(no_faststart, "mp4", flat_clip(8, 32, 32))
+  no_moov = open(no_faststart, "rb").read()
+  os.remove(no_faststart)
+  mkv = str(root / "good.mkv")
+  _write_with_pyav(mkv, "matroska", flat_clip(32, 32, 32))
+  mkv_bytes = open(mkv, "rb").read()
+  os.remove(mkv)
+  rng = np.random.default_rng(0)
+  files = {
+    "empty": ("empty.mp4", b"", "empty file"),
+    "random": ("random.mp4", rng.bytes(4096), "not a video"),
+    # moov is written first (faststart), so 40% keeps the header and the first few frames.
+    "truncated": ("truncated.mp4", good[: int(len(good) * 0.4)], "truncated/corrupt"),
+    "truncated-first-frame": ("cut.mp4", good[:mid_first_frame], "truncated/corrupt"),
+    # Cut between two packets: FFmpeg decodes the first half without any error.
+    "truncated-at-boundary": ("half.mp4", good[:packet_boundary], "truncated/corrupt"),
+    # Matroska has no per-stream duration; the file's is used when video is the only stream.
+    "truncated-mkv": ("cut.mkv", mkv_bytes[: len(mkv_bytes) // 2], "truncated/corrupt"),
+    "truncated-no-moov": ("no_moov.mp4", no_moov[: int(len(no_moov) * 0.9)], "moov"),
+    "header-only": ("header_only.mp4", good[:64], "truncated/corrupt"),
+    "text-as-mp4": ("notes.mp4", b"just some text\n" * 50, "not a video"),
+    # FFmpeg's tty demuxer opens any .txt as an ANSI-art "video"; it must be rejected.
+    "text-as-txt": ("notes.txt", b"just some text\n" * 50, "not a video"),
+  }
+  out = {}
+  for case, (name, data, reason) in files.items():
+    (root / name).write_bytes(data)
+    out[case] = (str(root / name), reason)
+  frame = av.VideoFrame.from_ndarray(np.zeros((8, 8, 3), np.uint8), format="rgb24")
+  frame.save(str(root / "image.png"))
+  os.rename(root / "image.png", root / "image_png.mp4")
+  out["png-as-mp4"] = (str(root / "image_png.mp4"), "not a video")
+  _write_wav(root / "audio.wav")
+  os.rename(root / "audio.wav", root / "audio_only.mp4")
+  out["audio-only"] = (str(root / "audio_only.mp4"), "no video stream")
+  os.mkdir(root / "a_directory.mp4")
+  out["directory"] = (str(root / "a_directory.mp4"), "is a directory")
+  out["missing"] = (str(root / "does_not_exist.mp4"), "file not found")
+  return out
 
 
 @pytest.fixture(scope="module")
 def bad_files(tmp_path_factory):
-    return _bad_files(tmp_path_factory.mktemp("bad"))
+  return _bad_files(tmp_path_factory.mktemp("bad"))
 
 
 CASES = [
-    "empty", "random", "truncated", "truncated-first-frame", "truncated-at-boundary", "header-only", "text-as-mp4", "text-as-txt",
-    "png-as-mp4", "audio-only", "directory", "missing",
+  "empty", "random", "truncated", "truncated-first-frame", "truncated-at-boundary",
+  "truncated-mkv", "truncated-no-moov", "header-only", "text-as-mp4", "text-as-txt",
+  "png-as-mp4", "audio-only", "directory", "missing",
 ]
 
 
 @pytest.mark.parametrize("case", CASES)
 @pytest.mark.parametrize("fn", [read_video, probe], ids=["read_video", "probe"])
 def test_bad_files_raise_video_read_error(bad_files, case, fn):
-    path, reason = bad_files[case]
-    if fn is probe and case in ("truncated", "truncated-at-boundary"):
-        # The header (moov, written first) is intact and the first frame decodes: probe is cheap
-        # and does not read the whole file, so it cannot see the damage further on.
-        assert probe(path)["frames"] == 48
-        return
-    with pytest.raises(VideoReadError) as info:
-        fn(path)
-    msg = str(info.value)
-    assert os.path.basename(path) in msg
-    assert reason in msg
-    assert info.value.path == path
+  path, reason = bad_files[case]
+  if fn is probe and case in ("truncated", "truncated-at-boundary", "truncated-mkv"):
+    # The header (moov, written first) is intact and the first frame decodes: probe is cheap
+    # and does not read the whole file, so it cannot see the damage further on.
+    assert probe(path)["height"] > 0
+    return
+  with pytest.raises(VideoReadError) as info:
+    fn(path)
+  msg = str(info.value)
+  assert os.path.basename(path) in msg
+  assert reason in msg
+  assert info.value.path == path
+
+
+def test_video_read_error_fields_and_pickling():
+  err = VideoReadError("dir/a.mp4", "empty file", "0 bytes")
+  assert (err.path, err.reason, err.detail) == ("dir/a.mp4", "empty file", "0 bytes")
+  assert str(err) == "dir/a.mp4: empty file (0 bytes)"
+  again = pickle.loads(pickle.dumps(err))
+  assert type(again) is VideoReadError and str(again) == str(err)
+  assert str(VideoReadError("a.mp4: custom message")) == "a.mp4: custom message"
+  missing = pickle.loads(pickle.dumps(VideoNotFoundError("b.mp4")))
+  assert isinstance(missing, FileNotFoundError) and str(missing) == "b.mp4: file not found"
 
 
 def test_missing_file_is_also_file_not_found(bad_files):
-    path, _ = bad_files["missing"]
-    with pytest.raises(FileNotFoundError):
-        read_video(path)
-    with pytest.raises(VideoNotFoundError):
-        probe(path)
+  path, _ = bad_files["missing"]
+  with pytest.raises(FileNotFoundError):
+    read_video(path)
+  with pytest.raises(VideoNotFoundError):
+    probe(path)
 
 
 @pytest.mark.parametrize(
-    "case, match",
-    [
-        ("truncated", r"file ends inside a packet after [1-9]\d* frames"),
-        ("truncated-first-frame", r"decode failed after 0 frames"),
-        ("truncated-at-boundary", r"decoded 24 frames covering 1.5 s of the 3 s"),
-    ],
+  "case, match",
+  [
+    ("truncated", r"file ends inside a packet after [1-9]\d* frames"),
+    ("truncated-first-frame", r"decode failed after 0 frames"),
+    ("truncated-at-boundary", r"decoded 24 frames covering 1.5 s of the 3 s"),
+  ],
 )
 def test_truncation_is_detected_and_explained(bad_files, case, match):
-    path = bad_files[case][0]
-    with pytest.raises(VideoReadError, match=match):
-        read_video(path)
-    with pytest.raises(VideoReadError, match=match):
-        read_video(path, fps=8)
-    if case != "truncated-first-frame":
-        # Frames before the damage are still usable when the caller only needs a prefix.
-        assert read_video(path, max_frames=2).shape[0] == 2
+  path = bad_files[case][0]
+  with pytest.raises(VideoReadError, match=match):
+    read_video(path)
+  with pytest.raises(VideoReadError, match=match):
+    read_video(path, fps=8)
+  if case != "truncated-first-frame":
+    # Frames before the damage are still usable when the caller only needs a prefix.
+    assert read_video(path, max_frames=2).shape[0] == 2
 
 
 def test_iter_videos_skips_and_counts_bad_files(bad_files, mp4_16fps):
-    paths = [mp4_16fps] + [bad_files[c][0] for c in CASES] + [mp4_16fps]
-    skipped: dict[str, int] = {}
-    got = list(iter_videos(paths, skipped=skipped, fps=8, size=(16, 16)))
-    assert [p for p, _ in got] == [mp4_16fps, mp4_16fps]
-    assert all(v.shape == (10, 16, 16, 3) for _, v in got)
-    assert sum(skipped.values()) == len(CASES)
-    assert skipped["empty file"] == 1
-    assert skipped["not a video / unknown format"] == 4
-    assert skipped["truncated/corrupt"] == 4
-    assert skipped["no video stream"] == 1
-    assert skipped["file not found"] == 1
+  paths = [mp4_16fps] + [bad_files[c][0] for c in CASES] + [mp4_16fps]
+  skipped: dict[str, int] = {}
+  got = list(iter_videos(paths, skipped=skipped, fps=8, size=(16, 16)))
+  assert [p for p, _ in got] == [mp4_16fps, mp4_16fps]
+  assert all(v.shape == (10, 16, 16, 3) for _, v in got)
+  assert sum(skipped.values()) == len(CASES)
+  assert skipped["empty file"] == 1
+  assert skipped["not a video / unknown format"] == 4
+  assert skipped["truncated/corrupt"] == 6
+  assert skipped["no video stream"] == 1
+  assert skipped["file not found"] == 1
 
 
 def test_iter_videos_propagates_caller_errors(mp4_16fps):
-    with pytest.raises(ValueError, match="fps"):
-        list(iter_videos([mp4_16fps], fps=-1))
+  with pytest.raises(ValueError, match="fps"):
+    list(iter_videos([mp4_16fps], fps=-1))

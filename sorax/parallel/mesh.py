@@ -87,7 +87,9 @@ def state_shardings(abstract_state: Any, mesh: Mesh, rules: Rules) -> Any:
 
   Variables without names are replicated.
   """
-  specs = nnx.get_partition_spec(abstract_state)
+  # get_partition_spec applies the rules in context itself; read the raw logical names here.
+  with nn.logical_axis_rules(()):
+    specs = nnx.get_partition_spec(abstract_state)
   return logical_to_sharding(specs, mesh, rules)
 
 

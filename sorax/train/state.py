@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import flax
@@ -85,15 +86,18 @@ def init_state(cfg: ml_collections.ConfigDict, vocab_size: int, mesh: Mesh, rule
   gcfg = generator_config(cfg, vocab_size)
   graphdef, abstract = abstract_model(cfg, vocab_size)
   p_sh = param_shardings(abstract, mesh, rules)
+  rep = mesh_lib.replicated(mesh)
+  # Optimizer moments are shaped like the params and sharded like them; counters replicate.
+  opt_sh = optax.tree_map_params(tx, lambda _, s: s, jax.eval_shape(tx.init, abstract), p_sh,
+                                 transform_non_params=lambda _: rep)
+  shardings = TrainState(step=rep, params=p_sh, opt_state=opt_sh, ema=p_sh, rng=rep)
 
-  @jax.jit
+  @functools.partial(jax.jit, out_shardings=shardings)
   def init():
     params = nnx.state(Generator(gcfg, rngs=nnx.Rngs(cfg.seed)))
-    params = jax.lax.with_sharding_constraint(params, p_sh)
     return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
                       ema=jax.tree.map(jnp.copy, params), rng=jax.random.PRNGKey(cfg.seed + 1))
 
   with jax.set_mesh(mesh):
     state = init()
-  shardings = jax.tree.map(lambda x: x.sharding, state)
-  return graphdef, state, shardings
+  return graphdef, state, jax.tree.map(lambda x: x.sharding, state)

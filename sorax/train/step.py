@@ -66,7 +66,7 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     ema = jax.tree.map(lambda e, p: e * cfg.ema_decay + p * (1 - cfg.ema_decay), state.ema, params)
-    metrics = {"loss": loss, "grad_norm": optax.global_norm(grads)}
+    metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads)}
     new = TrainState(step=state.step + 1, params=params, opt_state=opt_state, ema=ema,
                      rng=state.rng)
     return new, metrics

@@ -1,0 +1,93 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from sorax import config as config_lib
+from sorax.models.dit import DiT, DiTConfig, count_params
+from sorax.parallel.mesh import make_mesh, rules_from_config, state_shardings
+from sorax.train import state as state_lib
+from tests.test_config import WORLD
+
+
+def _inputs(b=2, n=12, p=8, l=5, tw=16):
+  k = jax.random.split(jax.random.PRNGKey(0), 3)
+  pos = jnp.stack(jnp.meshgrid(jnp.arange(3), jnp.arange(2), jnp.arange(2), indexing="ij"), -1)
+  pos = jnp.broadcast_to(pos.reshape(-1, 3), (b, n, 3))
+  return (jax.random.normal(k[0], (b, n, p)), pos, jnp.array([0.2, 0.9]),
+          jax.random.normal(k[1], (b, l, tw)), jnp.ones((b, l), bool))
+
+
+def test_adaln_zero_starts_at_zero_velocity():
+  m = DiT(DiTConfig(token_dim=8, width=32, depth=2, heads=2, text_width=16), rngs=nnx.Rngs(0))
+  out = m(*_inputs())
+  assert out.shape == (2, 12, 8) and float(jnp.abs(out).max()) == 0.0
+
+
+def _perturbed(cfg):
+  m = DiT(cfg, rngs=nnx.Rngs(0))
+  # Move every zero-initialised weight so the blocks actually do something.
+  state = nnx.state(m)
+  leaves, tree = jax.tree.flatten(state)
+  keys = jax.random.split(jax.random.PRNGKey(3), len(leaves))
+  leaves = [l + 0.05 * jax.random.normal(k, l.shape) for l, k in zip(leaves, keys)]
+  nnx.update(m, jax.tree.unflatten(tree, leaves))
+  return m
+
+
+def test_scan_and_loop_agree_and_remat_is_exact():
+  base = dict(token_dim=8, width=32, depth=3, heads=2, text_width=16)
+  scanned = _perturbed(DiTConfig(**base, scan_layers=True))
+  out = scanned(*_inputs())
+  looped = DiT(DiTConfig(**base, scan_layers=False), rngs=nnx.Rngs(0))
+  s_state = nnx.state(scanned)
+  blocks = s_state["blocks"]
+  l_state = nnx.state(looped)
+  for i in range(3):
+    l_state["blocks"][i] = jax.tree.map(lambda x: x[i], blocks)
+  for k in s_state:
+    if k != "blocks":
+      l_state[k] = s_state[k]
+  nnx.update(looped, l_state)
+  np.testing.assert_allclose(looped(*_inputs()), out, atol=1e-5)
+  remat = _perturbed(DiTConfig(**base, scan_layers=True, remat="full"))
+  np.testing.assert_allclose(remat(*_inputs()), out, atol=1e-6)
+
+
+def test_text_and_time_change_the_output():
+  m = _perturbed(DiTConfig(token_dim=8, width=32, depth=2, heads=2, text_width=16))
+  x, pos, t, txt, mask = _inputs()
+  out = m(x, pos, t, txt, mask)
+  assert not np.allclose(m(x, pos, t, txt * -1, mask), out, atol=1e-4)
+  assert not np.allclose(m(x, pos, t * 0.1, txt, mask), out, atol=1e-4)
+
+
+def test_every_parameter_has_logical_axes():
+  m = DiT(DiTConfig(token_dim=8, width=32, depth=2, heads=2, text_width=16), rngs=nnx.Rngs(0))
+  specs = jax.tree.leaves(nnx.get_partition_spec(nnx.state(m)),
+                          is_leaf=lambda x: isinstance(x, jax.sharding.PartitionSpec))
+  params = jax.tree.leaves(nnx.state(m))
+  assert len(specs) == len(params)
+  for spec, p in zip(specs, params):
+    assert len(spec) == p.ndim and all(a is not None for a in spec), spec
+
+
+def test_bad_config_is_a_clear_error():
+  with pytest.raises(ValueError, match="not divisible by heads"):
+    DiTConfig(token_dim=8, width=30, heads=4)
+  with pytest.raises(ValueError, match="unknown remat policy"):
+    DiTConfig(token_dim=8, remat="sometimes")
+
+
+def test_base_config_shapes_without_allocating():
+  cfg = config_lib.load_config(f"{WORLD}:base")
+  graphdef, abstract = state_lib.abstract_model(cfg, 512)
+  n = sum(x.size for x in jax.tree.leaves(abstract))
+  assert 30e6 < n < 80e6
+  mesh = make_mesh({"data": 2, "fsdp": 4}, jax.devices()[:8])
+  sh = state_shardings(abstract, mesh, rules_from_config(cfg.mesh.rules))
+  wq = sh["dit"]["blocks"]["attn"]["wq"]
+  wq = jax.tree.leaves(wq, is_leaf=lambda x: isinstance(x, jax.sharding.NamedSharding))[0]
+  # [layers, embed, heads, kv]: embed is FSDP-sharded, heads tensor-parallel.
+  assert wq.spec == jax.sharding.PartitionSpec(None, "fsdp", "tensor", None)

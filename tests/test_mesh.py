@@ -1,0 +1,74 @@
+"""Train steps on 8 simulated CPU devices match a single device."""
+
+import jax
+import numpy as np
+import pytest
+
+from sorax import config as config_lib
+from sorax.parallel import mesh as mesh_lib
+from sorax.train import state as state_lib
+from sorax.train.step import StepConfig, make_train_step
+from tests.test_config import WORLD
+
+TINY = ["--config.model.width=64", "--config.model.depth=2", "--config.model.heads=4",
+        "--config.model.text_width=32", "--config.model.text_depth=1", "--config.data.batch_size=8",
+        "--config.data.text_len=12", "--config.optim.warmup_steps=1"]
+
+
+def _batch(seed):
+  rng = np.random.default_rng(seed)
+  return {"video": rng.integers(0, 256, (8, 2, 16, 16, 3), dtype=np.uint8),
+          "ids": rng.integers(3, 500, (8, 12)).astype(np.int32),
+          "mask": np.arange(12)[None].repeat(8, 0) < rng.integers(2, 12, (8, 1))}
+
+
+def _run(shape, devices, steps=2):
+  cfg = config_lib.load_config(f"{WORLD}:demo", TINY)
+  mesh = mesh_lib.make_mesh(shape, devices)
+  rules = mesh_lib.rules_from_config(cfg.mesh.rules)
+  tx = state_lib.make_optimizer(cfg)
+  with mesh_lib.activate(mesh, rules):
+    graphdef, state, shardings = state_lib.init_state(cfg, 512, mesh, rules, tx)
+    codec = state_lib.make_codec_from(cfg)
+    step = jax.jit(make_train_step(graphdef, tx, codec.encode,
+                                   StepConfig((1, 2, 2), 0.0, 1.0, 1.0, 0.2, 0.9)),
+                   in_shardings=(shardings, None), out_shardings=(shardings, None))
+    losses = []
+    for i in range(steps):
+      b = {k: jax.device_put(v, mesh_lib.batch_sharding(mesh, rules, v.ndim))
+           for k, v in _batch(i).items()}
+      state, m = step(state, b)
+      losses.append(float(m["loss"]))
+  return losses, jax.device_get(state.params), state
+
+
+@pytest.fixture(scope="module")
+def single():
+  return _run({"data": 1}, jax.devices()[:1])
+
+
+@pytest.mark.parametrize("shape", [{"data": 2, "fsdp": 4}, {"data": 2, "tensor": 4}])
+def test_sharded_steps_match_one_device(single, shape):
+  assert len(jax.devices()) == 8
+  losses, params, state = _run(shape, jax.devices())
+  np.testing.assert_allclose(losses, single[0], rtol=2e-5)
+  for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(single[1])):
+    np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-6)
+  # The parameters really are split over the mesh.
+  wq = state.params["dit"]["blocks"]["attn"]["wq"]
+  wq = jax.tree.leaves(wq)[0]
+  assert len(wq.sharding.device_set) == 8
+  assert wq.addressable_shards[0].data.shape[1 if "fsdp" in shape else 2] == wq.shape[
+      1 if "fsdp" in shape else 2] // 4
+
+
+def test_mesh_errors():
+  with pytest.raises(ValueError, match="unknown mesh axes"):
+    mesh_lib.make_mesh({"model": 2})
+  with pytest.raises(ValueError, match="needs 16 devices"):
+    mesh_lib.make_mesh({"data": 16})
+  with pytest.raises(ValueError, match="at most one mesh axis may be -1"):
+    mesh_lib.make_mesh({"data": -1, "fsdp": -1})
+  assert mesh_lib.make_mesh({"data": -1, "tensor": 2}).shape["data"] == 4
+  with pytest.raises(ValueError, match="unknown mesh axes"):
+    mesh_lib.rules_from_config([["embed", "model"]])
