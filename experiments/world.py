@@ -48,7 +48,7 @@ def get_config(arg: str = "demo") -> ml_collections.ConfigDict:
   c.data = ml_collections.ConfigDict(dict(
       height=32, width=32, frames=8, max_objects=3, wall_prob=0.25, num_clips=10_000_000,
       caption_levels=["terse", "descriptive", "alt"], caption_weights=[0.5, 0.35, 0.15],
-      text_len=64, batch_size=16, seed=0, worker_count=0))
+      text_len=80, batch_size=16, seed=0, worker_count=0))
 
   c.codec = ml_collections.ConfigDict(dict(name="space_to_depth", temporal=1, spatial=4, scale=1.5))
 
@@ -76,12 +76,12 @@ def get_config(arg: str = "demo") -> ml_collections.ConfigDict:
 
   if variant == "small":
     c.model.update(width=192, depth=6, heads=6)
-    c.data.batch_size = 32
+    c.data.update(batch_size=32, text_len=160)
     c.train.steps = 20_000
     c.train.checkpoint_every = 2000
     c.optim.update(lr=6e-4, warmup_steps=500, ema_decay=0.999)
   elif variant == "base":
-    c.data.update(height=64, width=64, frames=16, batch_size=64)
+    c.data.update(height=64, width=64, frames=16, batch_size=64, text_len=160)
     c.model.update(width=512, depth=12, heads=8, text_width=256, text_depth=4,
                    dtype="bfloat16", attention="auto", remat="dots")
     c.diffusion.base_tokens = 1024

@@ -122,10 +122,7 @@ def _sampling_fn(graphdef, latent_shape, patch, steps, cfg_scale, sampler, shift
       v = model.dit(jnp.concatenate([x, x]), positions, jnp.concatenate([t, t]), text, tmask)
       return v[:b], v[b:]
 
-    if cfg_scale == 1.0:
-      v = lambda x, t: both(x, t)[0]
-    else:
-      v = samplers.guided(both, cfg_scale)
+    v = samplers.guided(both, cfg_scale)
     tokens = integrate(v, noise, ts)
     latent = P.unpatchify_batch(tokens, latent_shape, patch)
     return to_pixels(codec.decode(latent))

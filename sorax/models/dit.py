@@ -2,8 +2,9 @@
 
 Each block: adaLN-zero modulated self-attention (3D RoPE over (t, h, w) patch coordinates,
 QK-norm), cross-attention to text tokens, adaLN-zero modulated MLP. Blocks are created with
-`nnx.vmap` (parameters stacked on a leading `layers` axis) and run with `nnx.scan` under a
-named remat policy, so compile time does not grow with depth.
+`nnx.vmap` (parameters stacked on a leading `layers` axis) and run as one scanned block under a
+named remat policy (a `jax.lax.scan` over the stacked block state), so compile time does not
+grow with depth.
 """
 
 from __future__ import annotations
@@ -113,21 +114,21 @@ class DiT(nnx.Module):
     txt = self.text_out(jax.nn.gelu(self.text_in(text), approximate=True))
     rope = layers.rope_angles(positions, cfg.width // cfg.heads, cfg.rope_theta)
 
-    def body(block, h):
-      return block(h, c, rope, txt, text_mask, token_mask)
-
     policy = REMAT_POLICIES[cfg.remat]
-    if cfg.remat != "none":
-      body = nnx.remat(body, policy=policy, prevent_cse=not cfg.scan_layers)
 
+    def run_block(block_def, block_state, h):
+      # Pure in (state, h): safe under any outer jit/scan, and remat-able with jax.checkpoint.
+      return nnx.merge(block_def, block_state)(h, c, rope, txt, text_mask, token_mask)
+
+    if cfg.remat != "none":
+      run_block = jax.checkpoint(run_block, policy=policy, static_argnums=(0,),
+                                 prevent_cse=not cfg.scan_layers)
     if cfg.scan_layers:
-      @nnx.scan(in_axes=(0, nnx.Carry), out_axes=nnx.Carry)
-      def run(block, h):
-        return body(block, h)
-      x = run(self.blocks, x)
+      block_def, stacked = nnx.split(self.blocks)
+      x, _ = jax.lax.scan(lambda h, st: (run_block(block_def, st, h), None), x, stacked)
     else:
       for block in self.blocks:
-        x = body(block, x)
+        x = run_block(*nnx.split(block), x)
 
     shift, scale = jnp.split(self.final_mod(jax.nn.silu(c))[:, None, :], 2, axis=-1)
     x = self.final_norm(x) * (1 + scale) + shift

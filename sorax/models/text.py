@@ -73,7 +73,7 @@ def train_tokenizer(out_path: str | os.PathLike = DEFAULT_TOKENIZER, *, num_clip
       sentence_iterator=iter(sentences), model_writer=model, vocab_size=vocab_size,
       model_type="unigram", byte_fallback=True, character_coverage=1.0, pad_id=PAD_ID,
       unk_id=UNK_ID, bos_id=BOS_ID, eos_id=-1, num_threads=1, shuffle_input_sentence=False,
-      minloglevel=2)
+      minloglevel=2, hard_vocab_limit=False)
   out = pathlib.Path(out_path)
   out.parent.mkdir(parents=True, exist_ok=True)
   tmp = out.with_suffix(".tmp")
@@ -109,8 +109,9 @@ class TextEncoder(nnx.Module):
                rngs: nnx.Rngs, dtype: str = "float32", param_dtype: str = "float32"):
     self.width, self.heads = width, heads
     dt, pdt = jnp.dtype(dtype), jnp.dtype(param_dtype)
+    # Rows padded to a multiple of 128 so the table shards over any tensor axis size.
     self.embed = nnx.Embed(
-        vocab_size, width, dtype=dt, param_dtype=pdt, rngs=rngs,
+        -(-vocab_size // 128) * 128, width, dtype=dt, param_dtype=pdt, rngs=rngs,
         embedding_init=layers.partitioned(nnx.initializers.normal(0.02), ("vocab", "text_embed")))
     self.blocks = nnx.List([TextBlock(width, heads, rngs=rngs, dtype=dt, param_dtype=pdt)
                             for _ in range(depth)])

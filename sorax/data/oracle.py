@@ -1,0 +1,463 @@
+"""The world's scorer: does a video show what its prompt asked for? (WORLD.md "What a scorer checks")
+
+Judges only what a prompt states (colours, shapes, sizes, motions, background, wall), never the
+start positions: at scoring time the spec usually comes from a terse caption (start=None).
+
+Pipeline, all numpy:
+  1. Every pixel -> nearest palette colour (8 object colours, 4 backgrounds, wall gray).
+  2. Per object colour and frame: a mask cleaned of compression specks (3x3 opening, then the
+     pixels connected to what survives) -> area, bounding box, box centre; flags for frames where
+     the object may be cut off (touching the canvas edge, next to the wall band while the wall is
+     drawn, next to another object).
+  3. Shape: the best IoU against the four shapes rendered with WORLD.md's pixel-centre rule on the
+     object's bounding box, voted over the uncut frames. Size: the bounding-box extent against
+     sqrt(0.16 * 0.32) * min(H, W). Motion: a small classifier over the box-centre and extent
+     trajectory. Permanence: an object seen on both sides of the wall has the same shape and size
+     on both; one that goes behind it and never comes out, in time to have crossed, fails.
+
+Robust to H.264 artefacts (chroma bleed makes thin rims of wrong colours around edges; the opening
+removes them) and to garbage input (noise, blank or constant frames score False, never crash).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Iterable
+
+import numpy as np
+
+from sorax.data import world
+
+CHECKS = ("color", "shape", "size", "motion", "background", "wall", "permanence", "no_extra",
+          "all_right")
+
+_OBJ_NAMES = tuple(world.OBJECT_COLORS)
+_BG_NAMES = tuple(world.BACKGROUNDS)
+_PALETTE = np.array(list(world.OBJECT_COLORS.values()) + list(world.BACKGROUNDS.values())
+                    + [world.WALL_COLOR], np.int32)  # [13, 3]
+_N_OBJ = len(_OBJ_NAMES)
+_LUMA = np.array([0.2126, 0.7152, 0.0722], np.float32)  # BT.709, what H.264 keeps sharp
+_WALL = len(_PALETTE) - 1
+
+_MIN_BLOB = 0.25 * 0.5 * 0.16 ** 2  # a blob: >= a quarter of the smallest object, in min(H, W)^2
+_WALL_GRAY = 0.5  # wall drawn when at least this part of the band is gray
+_BG_SHARE = 0.8  # the asked background holds this part of all background-coloured pixels
+_SIZE_SPLIT = math.sqrt(0.16 * 0.32)  # WORLD.md size check, fraction of min(H, W)
+_MIN_IOU = 0.55  # below this an object matches no shape
+
+
+def _need_frames(frames: int) -> int:
+  """Frames a colour must show a solid blob in to count as present: max(2, 10% of T), <= T."""
+  return min(frames, max(2, math.ceil(0.1 * frames - 1e-9)))
+
+
+# ----------------------------------------------------------------------------------------------
+# Pixels -> colours -> per-frame blobs
+# ----------------------------------------------------------------------------------------------
+
+
+def _labels(video: np.ndarray) -> np.ndarray:
+  """uint8 [T, H, W, 3] -> palette index uint8 [T, H, W] (nearest colour, squared RGB distance)."""
+  T = video.shape[0]
+  out = np.empty(video.shape[:3], np.uint8)
+  step = max(1, 2_000_000 // max(1, video[0].size))  # bound the [.., 13] distance temporary
+  for i in range(0, T, step):
+    v = video[i:i + step].astype(np.int32)
+    d = ((v[..., None, :] - _PALETTE) ** 2).sum(-1)
+    out[i:i + step] = d.argmin(-1)
+  return out
+
+
+def _shift_or(m: np.ndarray, axis: int) -> np.ndarray:
+  out = m.copy()
+  sl = [slice(None)] * m.ndim
+  a, b = list(sl), list(sl)
+  a[axis], b[axis] = slice(1, None), slice(None, -1)
+  out[tuple(a)] |= m[tuple(b)]
+  out[tuple(b)] |= m[tuple(a)]
+  return out
+
+
+def _shift_and(m: np.ndarray, axis: int) -> np.ndarray:
+  out = m.copy()
+  sl = [slice(None)] * m.ndim
+  a, b = list(sl), list(sl)
+  a[axis], b[axis] = slice(1, None), slice(None, -1)
+  out[tuple(a)] &= m[tuple(b)]
+  out[tuple(b)] &= m[tuple(a)]
+  edge_lo, edge_hi = list(sl), list(sl)
+  edge_lo[axis], edge_hi[axis] = 0, -1
+  out[tuple(edge_lo)] = False  # outside the canvas counts as "not this colour"
+  out[tuple(edge_hi)] = False
+  return out
+
+
+def _dilate(m: np.ndarray) -> np.ndarray:
+  """3x3 dilation of bool [..., H, W]."""
+  return _shift_or(_shift_or(m, -1), -2)
+
+
+def _erode(m: np.ndarray) -> np.ndarray:
+  """3x3 erosion of bool [..., H, W]."""
+  return _shift_and(_shift_and(m, -1), -2)
+
+
+class _Blobs:
+  """One colour over a clip: core / region bool [T, H, W] and per-frame box measurements.
+
+  core: the 3x3 opening of the colour's mask (drops rims and specks thinner than 3 px);
+  region: the core plus mask pixels within 3 px of it (gives back thin tips: triangle apex,
+  diamond corners). present[t]: a solid blob (non-empty core, area >= min_area).
+  """
+
+  def __init__(self, mask: np.ndarray, min_area: float):
+    core = _dilate(_erode(mask)) & mask
+    region = core
+    for _ in range(3):
+      region = _dilate(region) & mask
+    self.core, self.region = core, region
+    self.present = core.any((1, 2)) & (region.sum((1, 2)) >= min_area)
+    self.measure(region)
+
+  def refine(self, luma: np.ndarray, obj_luma: float, bg_luma: np.ndarray,
+             exclude: np.ndarray) -> None:
+    """Re-measures from luma near the region: pixels within 2 px of it, not in `exclude`, whose
+    luma is nearer the object's than the background's. H.264 keeps luma at full resolution but
+    halves chroma, so thin tips whose colour bled into the background are given back."""
+    near = _dilate(_dilate(self.region)) & ~exclude
+    mid = (obj_luma + bg_luma[:, None, None]) / 2  # [T, 1, 1]
+    brighter = obj_luma >= bg_luma[:, None, None]
+    on = np.where(brighter, luma >= mid, luma <= mid)
+    self.measure((near & on) | self.region & ~exclude)
+
+  def measure(self, region: np.ndarray) -> None:
+    T, H, W = region.shape
+    present = self.present
+    self.region = region
+    self.area = region.sum((1, 2))
+    rows, cols = region.any(2), region.any(1)  # [T, H], [T, W]
+    self.r0 = np.where(present, rows.argmax(1), 0)
+    self.r1 = np.where(present, H - 1 - rows[:, ::-1].argmax(1), 0)
+    self.c0 = np.where(present, cols.argmax(1), 0)
+    self.c1 = np.where(present, W - 1 - cols[:, ::-1].argmax(1), 0)
+    self.cx = (self.c0 + self.c1 + 1) / 2  # box centre, pixels
+    self.cy = (self.r0 + self.r1 + 1) / 2
+    self.extent = np.maximum(self.r1 - self.r0 + 1, self.c1 - self.c0 + 1) * present
+    self.edge = present & ((self.r0 == 0) | (self.c0 == 0) | (self.r1 == H - 1)
+                           | (self.c1 == W - 1))
+
+
+# ----------------------------------------------------------------------------------------------
+# Shape, size, motion
+# ----------------------------------------------------------------------------------------------
+
+
+def _shape_ious(blobs: _Blobs, frames: np.ndarray) -> np.ndarray:
+  """Best IoU of each frame's region with each shape of world.SHAPES -> float [F, 4].
+
+  Templates are centred on the region's bounding box with size ~ its extent, jittered by half a
+  pixel in centre and size (the pixel box of a shape of size s spans floor(s) or ceil(s) pixels).
+  """
+  F = len(frames)
+  if F == 0:
+    return np.zeros((0, len(world.SHAPES)))
+  T, H, W = blobs.region.shape
+  r0, r1, c0, c1 = (a[frames] for a in (blobs.r0, blobs.r1, blobs.c0, blobs.c1))
+  n = np.maximum(r1 - r0, c1 - c0) + 1  # [F]
+  S = int(n.max()) + 4  # common window, 2 px margin
+  top = ((r0 + r1 + 1) // 2 - S // 2)[:, None] + np.arange(S)  # [F, S] rows
+  left = ((c0 + c1 + 1) // 2 - S // 2)[:, None] + np.arange(S)  # [F, S] cols
+  valid = ((top >= 0) & (top < H))[:, :, None] & ((left >= 0) & (left < W))[:, None, :]
+  crop = blobs.region[frames[:, None, None], np.clip(top, 0, H - 1)[:, :, None],
+                      np.clip(left, 0, W - 1)[:, None, :]] & valid  # [F, S, S]
+  j = np.array([-0.5, 0.0, 0.5])
+  oy, ox, ds = (a.ravel() for a in np.meshgrid(j, j, j, indexing="ij"))  # [V]
+  cy = (r0 + r1 + 1)[:, None] / 2 + oy  # [F, V]
+  cx = (c0 + c1 + 1)[:, None] / 2 + ox
+  s = n[:, None] + ds
+  dy = (top[:, None, :, None] + 0.5) - cy[:, :, None, None]  # [F, V, S, 1]
+  dx = (left[:, None, None, :] + 0.5) - cx[:, :, None, None]  # [F, V, 1, S]
+  area = crop.sum((1, 2))[:, None]  # [F, 1]
+  out = np.zeros((F, len(world.SHAPES)))
+  for k, shape in enumerate(world.SHAPES):
+    tm = world.inside_shape(shape, dx, dy, s[:, :, None, None]) & valid[:, None]  # [F, V, S, S]
+    inter = (tm & crop[:, None]).sum((2, 3))
+    union = tm.sum((2, 3)) + area - inter
+    out[:, k] = (inter / np.maximum(union, 1)).max(1)
+  return out
+
+
+def _vote_shape(ious: np.ndarray) -> str | None:
+  """Majority shape over frames (ties -> higher mean IoU); None if nothing matches well."""
+  if len(ious) == 0:
+    return None
+  best = ious.argmax(1)
+  votes = np.bincount(best, minlength=ious.shape[1]) + 1e-3 * ious.mean(0)
+  k = int(votes.argmax())
+  if np.median(ious[best == k, k]) < _MIN_IOU:
+    return None
+  return world.SHAPES[k]
+
+
+def _size_word(extent_px: float, m: int) -> str:
+  return "large" if extent_px > _SIZE_SPLIT * m else "small"
+
+
+def _lsq_slope(t: np.ndarray, v: np.ndarray) -> float:
+  tc = t - t.mean()
+  den = (tc * tc).sum()
+  return float((tc * (v - v.mean())).sum() / den) if den > 0 else 0.0
+
+
+def classify_motion(t: np.ndarray, x: np.ndarray, y: np.ndarray, e: np.ndarray, frames: int,
+                    height: int, width: int) -> str | None:
+  """One of world.MOTIONS (or None: not measurable / none of them) from a trajectory.
+
+  Args:
+    t: seconds [F] (F >= 2 frames where the object is fully seen, increasing).
+    x, y: box centre [F], pixels.  e: box extent [F], pixels.
+    frames, height, width: the clip's T, H, W.
+  """
+  if len(t) < 2 or t[-1] - t[0] <= 0:
+    return None
+  m = min(height, width)
+  # Growth over the whole clip, as a fraction of growing's small -> large change (0.16 m).
+  duration = max(frames - 1, 1) / world.FPS
+  growth = _lsq_slope(t, e) * duration / (0.16 * m)
+  xf, yf = x / width, y / height
+  tol_x, tol_y = max(0.04, 2.5 / width), max(0.04, 2.5 / height)
+  still_x = np.ptp(xf) <= tol_x
+  still_y = np.ptp(yf) <= tol_y
+  if abs(growth) >= 0.5:
+    if still_x and still_y:
+      return "growing" if growth > 0 else "shrinking"
+    return None
+  if still_x and still_y:
+    return "static"
+  vx, vy = _lsq_slope(t, xf), _lsq_slope(t, yf)  # canvas fractions per second
+  steps_x, steps_y = np.diff(xf), np.diff(yf)
+  if still_y:
+    monotone = np.all(steps_x * np.sign(vx) >= -tol_x / 2)
+    if monotone and 0.2 <= abs(vx) <= 0.8:
+      return "right" if vx > 0 else "left"
+    return None
+  if still_x:
+    # Falling: released at rest and accelerating (clear curvature), or down then back up.
+    peak = np.maximum.accumulate(yf)  # lowest point so far (y grows downward)
+    bounced = bool(np.any((peak - yf[0] > tol_y) & (peak - yf > tol_y)))
+    if len(t) >= 3:
+      a2 = np.polyfit(t - t[0], yf, 2)[0]  # half the acceleration, H/s^2
+      curve = np.abs(yf - np.polyval(np.polyfit(t, yf, 1), t)).max()
+    else:
+      a2, curve = 0.0, 0.0
+    if bounced or (a2 >= 0.4 and curve > tol_y / 2):
+      return "falling"
+    monotone = np.all(steps_y * np.sign(vy) >= -tol_y / 2)
+    if monotone and 0.2 <= abs(vy) <= 0.8:
+      return "down" if vy > 0 else "up"
+    return None
+  # Both axes move: bouncing (0.4 canvas/s per axis, reflected at the edges).
+  dt = np.diff(t)
+  sx, sy = np.median(np.abs(steps_x) / dt), np.median(np.abs(steps_y) / dt)
+  if 0.15 <= sx <= 0.8 and 0.15 <= sy <= 0.8:
+    return "bouncing"
+  return None
+
+
+# ----------------------------------------------------------------------------------------------
+# Scoring
+# ----------------------------------------------------------------------------------------------
+
+
+def _check_inputs(video: Any, spec: Any) -> tuple[np.ndarray, world.SceneSpec]:
+  if not isinstance(video, np.ndarray):
+    raise ValueError(f"video must be a numpy uint8 array [T, H, W, 3], got {type(video).__name__}")
+  if video.dtype != np.uint8:
+    raise ValueError(f"video must have dtype uint8, got {video.dtype}")
+  if video.ndim != 4 or video.shape[-1] != 3 or min(video.shape[:3]) < 1:
+    raise ValueError(f"video must have shape [T, H, W, 3] with T, H, W >= 1, got {video.shape}")
+  if isinstance(spec, str):
+    spec = world.parse_terse(spec)
+  elif isinstance(spec, dict):
+    spec = world.SceneSpec.from_json(spec)
+  elif not isinstance(spec, world.SceneSpec):
+    raise ValueError(f"spec must be a SceneSpec, a spec JSON dict or a terse caption, "
+                     f"got {type(spec).__name__}")
+  return video, spec
+
+
+def explain_video(video: np.ndarray, spec: world.SceneSpec | dict | str) -> dict[str, Any]:
+  """Everything score_video measures: {"checks": {...}, "objects": [{color, shape, size,
+  motion, permanence, frames_seen, ...} per spec object], "background", "wall", "extra"}."""
+  video, spec = _check_inputs(video, spec)
+  T, H, W, _ = video.shape
+  m = min(H, W)
+  labels = _labels(video)
+  need = _need_frames(T)
+  min_area = max(2.0, _MIN_BLOB * m * m)
+
+  # Background and wall.
+  band = world.wall_columns(W)
+  gray_band = (labels[:, :, band] == _WALL).mean((1, 2)) if band.any() else np.zeros(T)
+  wall_frames = gray_band >= _WALL_GRAY  # [T]
+  wall_seen = bool(gray_band.mean() >= _WALL_GRAY)
+  bg_counts = np.bincount(labels.ravel(), minlength=len(_PALETTE))[_N_OBJ:_WALL]
+  bg_total = bg_counts.sum()
+  asked_bg = _BG_NAMES.index(spec.background)
+  background_ok = bool(bg_total >= 0.25 * labels.size
+                       and bg_counts[asked_bg] >= _BG_SHARE * bg_total)
+
+  blobs = {}
+  for i, name in enumerate(_OBJ_NAMES):
+    mask = labels == i
+    if mask.any():
+      blobs[name] = _Blobs(mask, min_area)
+  all_cores = np.zeros(labels.shape, bool)
+  for b in blobs.values():
+    all_cores |= b.core
+
+  asked = {o.color for o in spec.objects}
+  extra = sorted(c for c, b in blobs.items() if c not in asked and b.present.sum() >= need)
+
+  # Shapes are measured on luma near each object's colour blob (see _Blobs.refine).
+  luma = video.astype(np.float32) @ _LUMA
+  bg_luma = np.full(T, float(_PALETTE[_N_OBJ + int(bg_counts.argmax())] @ _LUMA))
+  wall_mask = band[None, None, :] & wall_frames[:, None, None]
+  for o in spec.objects:
+    b = blobs.get(o.color)
+    if b is not None:
+      obj_luma = float(_PALETTE[_OBJ_NAMES.index(o.color)] @ _LUMA)
+      b.refine(luma, obj_luma, bg_luma, (all_cores & ~b.core) | wall_mask)
+
+  band_idx = np.flatnonzero(band)
+  b0, b1 = (band_idx[0], band_idx[-1]) if len(band_idx) else (W, -1)
+  objects = []
+  for o in spec.objects:
+    objects.append(_score_object(o, blobs.get(o.color), all_cores, wall_frames, (b0, b1),
+                                 need, spec.wall, T, H, W))
+
+  def agg(key):
+    return all(r[key] for r in objects)
+
+  perms = [r["permanence"] for r in objects if r["permanence"] is not None]
+  checks = {
+      "color": agg("color"), "shape": agg("shape_ok"), "size": agg("size_ok"),
+      "motion": agg("motion_ok"), "background": background_ok,
+      "wall": wall_seen == spec.wall, "permanence": all(perms) if perms else None,
+      "no_extra": not extra}
+  checks["all_right"] = all(v for v in checks.values() if v is not None)
+  return {"checks": checks, "objects": objects, "background": _BG_NAMES[int(bg_counts.argmax())],
+          "wall": wall_seen, "extra": extra}
+
+
+def _score_object(o: world.ObjectSpec, b: _Blobs | None, all_cores: np.ndarray,
+                  wall_frames: np.ndarray, band: tuple[int, int], need: int, wall_asked: bool,
+                  T: int, H: int, W: int) -> dict[str, Any]:
+  m = min(H, W)
+  res = {"color_name": o.color, "color": False, "shape": None, "size": None, "motion": None,
+         "shape_ok": False, "size_ok": False, "motion_ok": False, "permanence": None,
+         "frames_seen": 0}
+  if b is None:
+    return res
+  res["frames_seen"] = int(b.present.sum())
+  res["color"] = bool(res["frames_seen"] >= need)
+  if not res["color"]:
+    return res
+  b0, b1 = band
+  near_wall = wall_frames & b.present & (b.c1 >= b0 - 2) & (b.c0 <= b1 + 2)
+  others = all_cores & ~b.core
+  near_other = (_dilate(_dilate(b.region)) & others).any((1, 2))
+  seen = b.present & ~near_wall & ~near_other  # whole unless cut by the canvas edge
+  clean = seen & ~b.edge
+  use = np.flatnonzero(clean)
+  if len(use) < 2:
+    use = np.flatnonzero(seen) if seen.any() else np.flatnonzero(b.present)
+
+  ious = _shape_ious(b, use)
+  res["shape"] = _vote_shape(ious)
+  res["shape_ok"] = res["shape"] == o.shape
+
+  ext = b.extent[use].astype(float)
+  if o.motion in ("growing", "shrinking") and len(use) >= 2:
+    start_extent = float(np.polyval(np.polyfit(use.astype(float), ext, 1), 0.0))
+  else:
+    start_extent = float(np.median(ext))
+  res["size"] = _size_word(start_extent, m)
+  res["size_ok"] = res["size"] == o.size
+
+  if T == 1:
+    res["motion"] = "static" if o.motion == "static" else None
+  else:
+    res["motion"] = classify_motion(use / world.FPS, b.cx[use], b.cy[use], ext, T, H, W)
+  res["motion_ok"] = res["motion"] == o.motion
+
+  if wall_asked:
+    res["permanence"] = _permanence(o, b, clean, ious, use, band, T, W, m)
+  return res
+
+
+def _permanence(o: world.ObjectSpec, b: _Blobs, clean: np.ndarray, ious: np.ndarray,
+                use: np.ndarray, band: tuple[int, int], T: int, W: int, m: int) -> bool | None:
+  """None: the object does not pass behind the wall. Else whether it came back the same:
+  seen on both sides with the same shape and size, or not lost behind the wall for longer than
+  crossing it takes."""
+  b0, b1 = band
+  side = np.zeros(T, int)  # -1 left of the band, +1 right of it, 0 touching it or unseen
+  side[b.present & (b.c1 < b0)] = -1
+  side[b.present & (b.c0 > b1)] = 1
+  touching = b.present & (b.c1 >= b0 - 2) & (b.c0 <= b1 + 2)
+  seen_sides = side[side != 0]
+  if len(seen_sides) and (seen_sides != seen_sides[0]).any():
+    verdicts = []
+    for s in (-1, 1):
+      pick = np.isin(use, np.flatnonzero(clean & (side == s)))
+      if pick.any():
+        shape = _vote_shape(ious[pick])
+        size = _size_word(float(np.median(b.extent[use[pick]])), m)
+        verdicts.append((shape, size))
+    return len(verdicts) < 2 or verdicts[0] == verdicts[1]
+  # Never seen on both sides: lost behind the wall? Only movers that cross can be.
+  speed = {"left": world.SPEED, "right": world.SPEED, "bouncing": world.BOUNCE_SPEED}.get(o.motion)
+  if speed is None or not touching.any() or not (side != 0).any():
+    return None
+  first_touch = int(np.flatnonzero(touching)[0])
+  extent = float(np.median(b.extent[b.present]))
+  cross_s = ((b1 - b0 + 1) + extent + 4) / (speed * W)
+  if (T - 1 - first_touch) / world.FPS < 1.5 * cross_s + 1.0 / world.FPS:
+    return None  # the clip ends before a crossing would be seen
+  later = np.arange(T) > first_touch
+  return bool((b.present & later & ~touching).any())
+
+
+def score_video(video: np.ndarray, spec: world.SceneSpec | dict | str) -> dict[str, bool | None]:
+  """Scores one video against the spec (or terse caption / spec JSON) that asked for it.
+
+  Args:
+    video: uint8 [T, H, W, 3], any T, H, W >= 1.
+    spec: what was asked; start positions are never used.
+
+  Returns:
+    {check: bool | None} for CHECKS. Per-object checks (color, shape, size, motion) are True iff
+    true for every object; permanence is None when no object passes behind the wall; all_right is
+    True iff every applicable check is.
+
+  Raises:
+    ValueError: video not a uint8 [T, H, W, 3] array, or an invalid spec.
+  """
+  return explain_video(video, spec)["checks"]
+
+
+def score_videos(videos: Iterable[np.ndarray], specs: Iterable[Any]) -> dict[str, float]:
+  """Rates of each check over pairs (video, spec); permanence over the clips where it applies
+  (nan if none). Adds "n" (clips) and "permanence_n" (clips where permanence applies)."""
+  videos, specs = list(videos), list(specs)
+  if len(videos) != len(specs):
+    raise ValueError(f"got {len(videos)} videos but {len(specs)} specs")
+  results = [score_video(v, s) for v, s in zip(videos, specs)]
+  out: dict[str, float] = {}
+  for key in CHECKS:
+    vals = [r[key] for r in results if r[key] is not None]
+    out[key] = float(np.mean(vals)) if vals else float("nan")
+  out["n"] = float(len(results))
+  out["permanence_n"] = float(sum(r["permanence"] is not None for r in results))
+  return out
