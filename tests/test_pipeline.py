@@ -18,7 +18,7 @@ def test_batches_have_the_promised_shapes():
   it = iter(world_dataset(_cfg(), Tokenizer()))
   b = next(it)
   assert b["video"].shape == (3, 4, 16, 24, 3) and b["video"].dtype == np.uint8
-  assert b["ids"].shape == (3, 80) and b["ids"].dtype == np.int32
+  assert b["ids"].shape == (3, 48) and b["ids"].dtype == np.int32
   assert b["mask"].dtype == bool and b["mask"][:, 0].all()
 
 

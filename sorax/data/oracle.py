@@ -44,6 +44,7 @@ _WALL_GRAY = 0.5  # wall drawn when at least this part of the band is gray
 _BG_SHARE = 0.8  # the asked background holds this part of all background-coloured pixels
 _SIZE_SPLIT = math.sqrt(0.16 * 0.32)  # WORLD.md size check, fraction of min(H, W)
 _MIN_IOU = 0.55  # below this an object matches no shape
+_IOU_TIE = 0.03  # shapes whose IoUs differ by less explain a frame equally well
 
 
 def _need_frames(frames: int) -> int:
@@ -152,11 +153,13 @@ class _Blobs:
 # ----------------------------------------------------------------------------------------------
 
 
-def _shape_ious(blobs: _Blobs, frames: np.ndarray) -> np.ndarray:
+def _shape_ious(blobs: _Blobs, frames: np.ndarray, s_prior: np.ndarray) -> np.ndarray:
   """Best IoU of each frame's region with each shape of world.SHAPES -> float [F, 4].
 
-  Templates are centred on the region's bounding box with size ~ its extent, jittered by half a
-  pixel in centre and size (the pixel box of a shape of size s spans floor(s) or ceil(s) pixels).
+  Templates (WORLD.md's pixel-centre rule) are centred on the region's bounding box, +-0.5 px,
+  with size s in {n - 0.5, n, n + 0.5, s_prior} for a box of n pixels: a shape of size s spans
+  about s pixels, but a diamond's or triangle's tips can fall between pixel centres, so the
+  canonical size `s_prior` of the frame (what the spec implies) is tried as well.
   """
   F = len(frames)
   if F == 0:
@@ -164,17 +167,19 @@ def _shape_ious(blobs: _Blobs, frames: np.ndarray) -> np.ndarray:
   T, H, W = blobs.region.shape
   r0, r1, c0, c1 = (a[frames] for a in (blobs.r0, blobs.r1, blobs.c0, blobs.c1))
   n = np.maximum(r1 - r0, c1 - c0) + 1  # [F]
-  S = int(n.max()) + 4  # common window, 2 px margin
+  S = int(max(n.max(), np.ceil(s_prior.max()))) + 4  # common window, 2 px margin
   top = ((r0 + r1 + 1) // 2 - S // 2)[:, None] + np.arange(S)  # [F, S] rows
   left = ((c0 + c1 + 1) // 2 - S // 2)[:, None] + np.arange(S)  # [F, S] cols
   valid = ((top >= 0) & (top < H))[:, :, None] & ((left >= 0) & (left < W))[:, None, :]
   crop = blobs.region[frames[:, None, None], np.clip(top, 0, H - 1)[:, :, None],
                       np.clip(left, 0, W - 1)[:, None, :]] & valid  # [F, S, S]
   j = np.array([-0.5, 0.0, 0.5])
-  oy, ox, ds = (a.ravel() for a in np.meshgrid(j, j, j, indexing="ij"))  # [V]
-  cy = (r0 + r1 + 1)[:, None] / 2 + oy  # [F, V]
-  cx = (c0 + c1 + 1)[:, None] / 2 + ox
-  s = n[:, None] + ds
+  oy, ox = (a.ravel() for a in np.meshgrid(j, j, indexing="ij"))  # [9]
+  sizes = np.concatenate([n[:, None] + j, s_prior[:, None]], 1)  # [F, 4]
+  shape = (F, sizes.shape[1], len(oy))  # V = sizes x offsets
+  cy = np.broadcast_to((r0 + r1 + 1)[:, None, None] / 2 + oy, shape).reshape(F, -1)  # [F, V]
+  cx = np.broadcast_to((c0 + c1 + 1)[:, None, None] / 2 + ox, shape).reshape(F, -1)
+  s = np.broadcast_to(sizes[:, :, None], shape).reshape(F, -1)
   dy = (top[:, None, :, None] + 0.5) - cy[:, :, None, None]  # [F, V, S, 1]
   dx = (left[:, None, None, :] + 0.5) - cx[:, :, None, None]  # [F, V, 1, S]
   area = crop.sum((1, 2))[:, None]  # [F, 1]
@@ -187,16 +192,23 @@ def _shape_ious(blobs: _Blobs, frames: np.ndarray) -> np.ndarray:
   return out
 
 
-def _vote_shape(ious: np.ndarray) -> str | None:
-  """Majority shape over frames (ties -> higher mean IoU); None if nothing matches well."""
+def _shape_seen(ious: np.ndarray, asked: str) -> str | None:
+  """The shape frames show (ious: [F, 4] from _shape_ious), or None if no shape fits.
+
+  `asked` when it explains most frames as well as any shape (within _IOU_TIE): at small sizes
+  pixel sets can be ambiguous (a 7.7 px diamond centred on a pixel corner has exactly the pixels
+  of a 5.5 px circle). Otherwise the shape that fits most frames best.
+  """
   if len(ious) == 0:
     return None
+  k = world.SHAPES.index(asked)
+  fits = ious[:, k] >= ious.max(1) - _IOU_TIE
+  if fits.mean() >= 0.5 and np.median(ious[:, k]) >= _MIN_IOU:
+    return asked
   best = ious.argmax(1)
   votes = np.bincount(best, minlength=ious.shape[1]) + 1e-3 * ious.mean(0)
   k = int(votes.argmax())
-  if np.median(ious[best == k, k]) < _MIN_IOU:
-    return None
-  return world.SHAPES[k]
+  return world.SHAPES[k] if np.median(ious[best == k, k]) >= _MIN_IOU else None
 
 
 def _size_word(extent_px: float, m: int) -> str:
@@ -245,11 +257,13 @@ def classify_motion(t: np.ndarray, x: np.ndarray, y: np.ndarray, e: np.ndarray, 
     # Falling: released at rest and accelerating (clear curvature), or down then back up.
     peak = np.maximum.accumulate(yf)  # lowest point so far (y grows downward)
     bounced = bool(np.any((peak - yf[0] > tol_y) & (peak - yf > tol_y)))
-    if len(t) >= 3:
-      a2 = np.polyfit(t - t[0], yf, 2)[0]  # half the acceleration, H/s^2
-      curve = np.abs(yf - np.polyval(np.polyfit(t, yf, 1), t)).max()
-    else:
-      a2, curve = 0.0, 0.0
+    # The descent: frames until the object first gets near its lowest point.
+    n = int(np.argmax(yf >= yf.max() - tol_y)) + 1
+    a2 = curve = 0.0
+    if n >= 3:
+      td, yd = t[:n] - t[0], yf[:n]
+      a2 = np.polyfit(td, yd, 2)[0]  # half the acceleration, H/s^2
+      curve = np.abs(yd - np.polyval(np.polyfit(td, yd, 1), td)).max()
     if bounced or (a2 >= 0.4 and curve > tol_y / 2):
       return "falling"
     monotone = np.all(steps_y * np.sign(vy) >= -tol_y / 2)
@@ -364,17 +378,24 @@ def _score_object(o: world.ObjectSpec, b: _Blobs | None, all_cores: np.ndarray,
   if not res["color"]:
     return res
   b0, b1 = band
-  near_wall = wall_frames & b.present & (b.c1 >= b0 - 2) & (b.c0 <= b1 + 2)
+  near_wall = wall_frames & b.present & (b.c1 >= b0 - 1) & (b.c0 <= b1 + 1)
   others = all_cores & ~b.core
   near_other = (_dilate(_dilate(b.region)) & others).any((1, 2))
   seen = b.present & ~near_wall & ~near_other  # whole unless cut by the canvas edge
-  clean = seen & ~b.edge
+  # Touching the edge is not being cut by it (an object may start flush with it): keep edge
+  # frames that are as big as the object gets.
+  clean = seen & (~b.edge | (b.area >= 0.9 * b.area[seen].max(initial=0)))
   use = np.flatnonzero(clean)
   if len(use) < 2:
-    use = np.flatnonzero(seen) if seen.any() else np.flatnonzero(b.present)
+    use = np.flatnonzero(seen) if seen.sum() >= 2 else np.flatnonzero(b.present)
 
-  ious = _shape_ious(b, use)
-  res["shape"] = _vote_shape(ious)
+  m_px = [world.size_px(z, H, W) for z in world.SIZES]
+  if o.motion in ("growing", "shrinking"):  # canonical size of each frame, as the spec implies
+    s_prior = np.interp(use, [0, max(T - 1, 1)], m_px if o.motion == "growing" else m_px[::-1])
+  else:
+    s_prior = np.full(len(use), world.size_px(o.size, H, W))
+  ious = _shape_ious(b, use, s_prior)
+  res["shape"] = _shape_seen(ious, o.shape)
   res["shape_ok"] = res["shape"] == o.shape
 
   ext = b.extent[use].astype(float)
@@ -412,7 +433,7 @@ def _permanence(o: world.ObjectSpec, b: _Blobs, clean: np.ndarray, ious: np.ndar
     for s in (-1, 1):
       pick = np.isin(use, np.flatnonzero(clean & (side == s)))
       if pick.any():
-        shape = _vote_shape(ious[pick])
+        shape = _shape_seen(ious[pick], o.shape)
         size = _size_word(float(np.median(b.extent[use[pick]])), m)
         verdicts.append((shape, size))
     return len(verdicts) < 2 or verdicts[0] == verdicts[1]
