@@ -59,7 +59,9 @@ def get_config(arg: str = "demo") -> ml_collections.ConfigDict:
   c.tokenizer = ""  # empty: the shipped sorax/assets/world_sp.model
 
   c.diffusion = ml_collections.ConfigDict(dict(
-      t_mean=0.0, t_std=1.0, base_shift=1.0, base_tokens=128, text_dropout=0.1))
+      t_mean=0.0, t_std=1.0, base_shift=1.0, base_tokens=128, text_dropout=0.1,
+      # Pixel tokens (space_to_depth) are wider than the model: predict x0 (Li & He 2025).
+      prediction="x0"))
 
   c.optim = ml_collections.ConfigDict(dict(
       lr=1e-3, warmup_steps=100, end_lr_frac=0.05, weight_decay=0.01, b1=0.9, b2=0.99,

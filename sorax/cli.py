@@ -4,6 +4,7 @@
   sorax train --config experiments/world.py:demo --workdir runs/x [--config.key=value ...]
   sorax sample --checkpoint runs/x (--prompt TEXT | --prompts FILE) --out DIR [options]
   sorax score --videos DIR --prompts SPECS.jsonl
+  sorax eval --checkpoint runs/x --out DIR [--num-prompts 64]   held-out prompts, sampled + scored
   sorax build-tokenizer [--out PATH]
 """
 
@@ -62,6 +63,16 @@ def _add_demo(sub):
   p.add_argument("--fresh", action="store_true", help="delete the workdir first")
 
 
+def _add_eval(sub):
+  p = sub.add_parser("eval", help="sample held-out world prompts with a checkpoint and score them")
+  p.add_argument("--checkpoint", required=True)
+  p.add_argument("--out", required=True)
+  p.add_argument("--num-prompts", type=int, default=64)
+  p.add_argument("--steps", type=int)
+  p.add_argument("--cfg", type=float)
+  p.add_argument("--seed", type=int)
+
+
 def build_parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(prog="sorax", description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -70,6 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
   _add_train(sub)
   _add_sample(sub)
   _add_score(sub)
+  _add_eval(sub)
   p = sub.add_parser("build-tokenizer", help="retrain the shipped world tokenizer")
   p.add_argument("--out", default=None)
   return parser
@@ -134,6 +146,17 @@ def cmd_score(args) -> int:
   return 0
 
 
+def cmd_eval(args) -> int:
+  from sorax.evaluate import evaluate_checkpoint
+  if args.num_prompts < 1:
+    raise CLIError(f"--num-prompts must be a positive integer, got {args.num_prompts}")
+  result = evaluate_checkpoint(args.checkpoint, args.out, num_prompts=args.num_prompts,
+                               seed=args.seed, steps=args.steps, cfg_scale=args.cfg)
+  print(result.pop("table"))
+  print(json.dumps(result))
+  return 0
+
+
 def cmd_demo(args) -> int:
   from sorax.demo import run_demo
   return run_demo(workdir=args.workdir, out=args.out, steps=args.steps,
@@ -160,7 +183,7 @@ def main(argv: Sequence[str] | None = None) -> int:
   try:
     if args.verb == "train":
       return cmd_train(args, overrides)
-    return {"sample": cmd_sample, "score": cmd_score, "demo": cmd_demo,
+    return {"sample": cmd_sample, "score": cmd_score, "demo": cmd_demo, "eval": cmd_eval,
             "build-tokenizer": cmd_build_tokenizer}[args.verb](args)
   except (CLIError, ConfigError, CheckpointError, VideoReadError, FileNotFoundError,
           ValueError) as e:

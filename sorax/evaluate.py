@@ -62,7 +62,42 @@ def score_folder(videos: str | pathlib.Path, specs_file: str | pathlib.Path) -> 
     specs.append(spec)
   if missing:
     raise FileNotFoundError(f"{len(missing)} videos missing in {folder}: {', '.join(missing[:5])}")
-  return oracle.score_videos(clips, specs)
+  return json_safe(oracle.score_videos(clips, specs))
+
+
+def json_safe(rates: dict) -> dict:
+  """NaN rates (a check that applied to no clip) -> None, so the output is strict JSON."""
+  return {k: (None if isinstance(v, float) and v != v else v) for k, v in rates.items()}
+
+
+def evaluate_checkpoint(checkpoint: str | pathlib.Path, out: str | pathlib.Path, *,
+                        num_prompts: int = 8, seed: int | None = None, steps: int | None = None,
+                        cfg_scale: float | None = None, gif: bool = True) -> dict:
+  """Samples `num_prompts` held-out terse prompts at the training clip size, writes
+  <out>/<i>.mp4 (+ .gif), prompts.jsonl (for `sorax score`) and scores.json; prints the table.
+  -> {"all_right", "rates", "table", ...}."""
+  from sorax.cli import write_videos
+  from sorax.sample import Pipeline
+
+  pipe = Pipeline.load(checkpoint)
+  d = pipe.cfg.data
+  specs = heldout_specs(num_prompts, d.height, d.width, d.frames, max_objects=d.max_objects,
+                        wall_prob=d.wall_prob)
+  rng = np.random.default_rng(0)
+  prompts = [world.caption(s, "terse", rng) for s in specs]
+  videos = pipe.generate(prompts, seed=pipe.cfg.sample.seed if seed is None else seed,
+                         steps=steps, cfg_scale=cfg_scale)
+  out_dir = pathlib.Path(out)
+  write_videos(videos, [str(i) for i in range(len(videos))], out_dir, gif=gif)
+  with open(out_dir / "prompts.jsonl", "w", encoding="utf-8") as f:
+    for p, s in zip(prompts, specs):
+      f.write(json.dumps({"prompt": p, "spec": s.to_json()}) + "\n")
+  results = [oracle.score_video(v, s) for v, s in zip(videos, specs)]
+  rates = json_safe(oracle.score_videos(list(videos), specs))
+  summary = {"checkpoint": str(checkpoint), "train_steps": pipe.step,
+             "all_right": rates["all_right"], "rates": rates, "videos": str(out_dir)}
+  (out_dir / "scores.json").write_text(json.dumps(summary, indent=2))
+  return {**summary, "table": format_table(prompts, results, rates)}
 
 
 SHORT = {"background": "bg", "permanence": "perm", "no_extra": "extra", "all_right": "ALL"}
@@ -78,6 +113,6 @@ def format_table(prompts: Sequence[str], results: Sequence[dict], rates: dict) -
     p = p if len(p) <= 58 else p[:55] + "..."
     lines.append(f"{i:>2}  {p:<58}" + "".join(f"{mark(r.get(c)):>7}" for c in checks))
   lines.append("-" * len(head))
-  lines.append(f"{'':>2}  {'rate':<58}" + "".join(
-      f"{rates.get(c, float('nan')):>7.2f}" for c in checks))
+  fmt = lambda v: "     -" if v is None or v != v else f"{v:.2f}"
+  lines.append(f"{'':>2}  {'rate':<58}" + "".join(f"{fmt(rates.get(c)):>7}" for c in checks))
   return "\n".join(lines)

@@ -91,7 +91,7 @@ class Pipeline:
     n_tok = int(np.prod(grid))
     shift = flow.resolution_shift(n_tok, c.diffusion.base_tokens, c.diffusion.base_shift)
     fn = _sampling_fn(self.graphdef, latent_shape, patch, steps, float(cfg_scale), sampler,
-                      shift, self.codec)
+                      shift, self.codec, c.diffusion.prediction)
     out = []
     key = jax.random.PRNGKey(seed)
     for start in range(0, len(prompts), batch_size):
@@ -104,7 +104,8 @@ class Pipeline:
 
 
 @functools.lru_cache(maxsize=16)
-def _sampling_fn(graphdef, latent_shape, patch, steps, cfg_scale, sampler, shift, codec):
+def _sampling_fn(graphdef, latent_shape, patch, steps, cfg_scale, sampler, shift, codec,
+                 prediction):
   pos = P.positions(P.grid_shape(latent_shape, patch))
   ts = samplers.schedule(steps, shift)
   integrate = samplers.get_sampler(sampler)
@@ -119,7 +120,8 @@ def _sampling_fn(graphdef, latent_shape, patch, steps, cfg_scale, sampler, shift
     positions = jnp.broadcast_to(pos, (2 * b,) + pos.shape)
 
     def both(x, t):  # one batched call for the conditional and the null prompt
-      v = model.dit(jnp.concatenate([x, x]), positions, jnp.concatenate([t, t]), text, tmask)
+      x2, t2 = jnp.concatenate([x, x]), jnp.concatenate([t, t])
+      v = flow.to_velocity(model.dit(x2, positions, t2, text, tmask), x2, t2, prediction)
       return v[:b], v[b:]
 
     v = samplers.guided(both, cfg_scale)

@@ -74,3 +74,16 @@ def test_cfg_combines_branches():
     samplers.get_sampler("rk9")
   with pytest.raises(ValueError, match="at least 1 step"):
     samplers.schedule(0)
+
+
+def test_x0_prediction_gives_the_true_velocity_from_the_true_x0():
+  k = jax.random.split(jax.random.PRNGKey(1), 2)
+  x0, n = jax.random.normal(k[0], (3, 4, 2)), jax.random.normal(k[1], (3, 4, 2))
+  t = jnp.array([0.1, 0.5, 0.9])
+  x_t = flow.interpolate(x0, n, t)
+  np.testing.assert_allclose(flow.to_velocity(x0, x_t, t, "x0"), n - x0, rtol=1e-5, atol=1e-5)
+  np.testing.assert_array_equal(flow.to_velocity(n - x0, x_t, t, "velocity"), n - x0)
+  # Below t_min the division is clamped, so t -> 0 stays finite.
+  assert jnp.isfinite(flow.to_velocity(x0, x_t, jnp.zeros(3), "x0")).all()
+  with pytest.raises(ValueError, match="unknown prediction 'eps'"):
+    flow.to_velocity(x0, x_t, t, "eps")

@@ -44,6 +44,7 @@ _WALL_GRAY = 0.5  # wall drawn when at least this part of the band is gray
 _BG_SHARE = 0.8  # the asked background holds this part of all background-coloured pixels
 _SIZE_SPLIT = math.sqrt(0.16 * 0.32)  # WORLD.md size check, fraction of min(H, W)
 _MIN_IOU = 0.55  # below this an object matches no shape
+_WHOLE_IOU = 0.8  # a frame whose best shape fits worse shows a cut object
 _IOU_TIE = 0.03  # shapes whose IoUs differ by less explain a frame equally well
 
 
@@ -58,15 +59,18 @@ def _need_frames(frames: int) -> int:
 
 
 def _labels(video: np.ndarray) -> np.ndarray:
-  """uint8 [T, H, W, 3] -> palette index uint8 [T, H, W] (nearest colour, squared RGB distance)."""
-  T = video.shape[0]
-  out = np.empty(video.shape[:3], np.uint8)
-  step = max(1, 2_000_000 // max(1, video[0].size))  # bound the [.., 13] distance temporary
-  for i in range(0, T, step):
-    v = video[i:i + step].astype(np.int32)
-    d = ((v[..., None, :] - _PALETTE) ** 2).sum(-1)
-    out[i:i + step] = d.argmin(-1)
-  return out
+  """uint8 [T, H, W, 3] -> palette index uint8 [T, H, W] (nearest colour, squared RGB distance).
+
+  argmin |v - p|^2 = argmin (|p|^2 - 2 v.p): one small matmul, exact in float32 (integers < 2^24).
+  """
+  flat = video.reshape(-1, 3)
+  w = -2 * _PALETTE.T.astype(np.float32)  # [3, 13]
+  bias = (_PALETTE.astype(np.float32) ** 2).sum(1)  # [13]
+  out = np.empty(len(flat), np.uint8)
+  step = 1 << 20
+  for i in range(0, len(flat), step):
+    out[i:i + step] = (flat[i:i + step].astype(np.float32) @ w + bias).argmin(1)
+  return out.reshape(video.shape[:3])
 
 
 def _shift_or(m: np.ndarray, axis: int) -> np.ndarray:
@@ -103,16 +107,29 @@ def _erode(m: np.ndarray) -> np.ndarray:
   return _shift_and(_shift_and(m, -1), -2)
 
 
+def _open2(m: np.ndarray) -> np.ndarray:
+  """2x2 opening of bool [..., H, W]: the union of the 2x2 squares inside m."""
+  e = m[..., :-1, :-1] & m[..., 1:, :-1] & m[..., :-1, 1:] & m[..., 1:, 1:]
+  out = np.zeros_like(m)
+  out[..., :-1, :-1] |= e
+  out[..., 1:, :-1] |= e
+  out[..., :-1, 1:] |= e
+  out[..., 1:, 1:] |= e
+  return out
+
+
 class _Blobs:
   """One colour over a clip: core / region bool [T, H, W] and per-frame box measurements.
 
-  core: the 3x3 opening of the colour's mask (drops rims and specks thinner than 3 px);
+  core: the 3x3 opening of the colour's mask (drops rims and specks thinner than 3 px; 2x2 on
+  canvases whose small objects are under 8 px);
   region: the core plus mask pixels within 3 px of it (gives back thin tips: triangle apex,
   diamond corners). present[t]: a solid blob (non-empty core, area >= min_area).
   """
 
-  def __init__(self, mask: np.ndarray, min_area: float):
-    core = _dilate(_erode(mask)) & mask
+  def __init__(self, mask: np.ndarray, min_area: float, small_px: float):
+    # Objects under 8 px (canvases under 50 px) may have no 3x3 square inside: open with 2x2.
+    core = _dilate(_erode(mask)) & mask if small_px >= 8 else _open2(mask)
     region = core
     for _ in range(3):
       region = _dilate(region) & mask
@@ -221,30 +238,37 @@ def _lsq_slope(t: np.ndarray, v: np.ndarray) -> float:
   return float((tc * (v - v.mean())).sum() / den) if den > 0 else 0.0
 
 
+def _rms_fit(basis: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, float]:
+  """Least squares v ~ basis @ coef -> (coef, RMS residual)."""
+  coef = np.linalg.lstsq(basis, v, rcond=None)[0]
+  return coef, float(np.sqrt(np.mean((basis @ coef - v) ** 2)))
+
+
 def classify_motion(t: np.ndarray, x: np.ndarray, y: np.ndarray, e: np.ndarray, frames: int,
                     height: int, width: int) -> str | None:
-  """One of world.MOTIONS (or None: not measurable / none of them) from a trajectory.
+  """One of world.MOTIONS, or None (not measurable, or like none of them), from a trajectory.
+
+  Speeds are judged loosely (0.2-0.8 canvas/s where the world says 0.5 or 0.4): the check is
+  for the motion a prompt names, not for its exact speed.
 
   Args:
-    t: seconds [F] (F >= 2 frames where the object is fully seen, increasing).
+    t: seconds since the clip's first frame [F], increasing, F >= 2 frames where the object is
+      seen whole.
     x, y: box centre [F], pixels.  e: box extent [F], pixels.
     frames, height, width: the clip's T, H, W.
   """
   if len(t) < 2 or t[-1] - t[0] <= 0:
     return None
-  m = min(height, width)
-  # Growth over the whole clip, as a fraction of growing's small -> large change (0.16 m).
-  duration = max(frames - 1, 1) / world.FPS
-  growth = _lsq_slope(t, e) * duration / (0.16 * m)
   xf, yf = x / width, y / height
+  # Box centres move by whole or half pixels, and compression shifts a box edge by a pixel.
   tol_x, tol_y = max(0.04, 2.5 / width), max(0.04, 2.5 / height)
-  still_x = np.ptp(xf) <= tol_x
-  still_y = np.ptp(yf) <= tol_y
-  if abs(growth) >= 0.5:
-    if still_x and still_y:
-      return "growing" if growth > 0 else "shrinking"
-    return None
+  still_x, still_y = np.ptp(xf) <= tol_x, np.ptp(yf) <= tol_y
   if still_x and still_y:
+    # Extent change over the whole clip, as a fraction of growing's 0.16 * min(H, W).
+    duration = max(frames - 1, 1) / world.FPS
+    growth = _lsq_slope(t, e) * duration / (0.16 * min(height, width))
+    if abs(growth) >= 0.5:
+      return "growing" if growth > 0 else "shrinking"
     return "static"
   vx, vy = _lsq_slope(t, xf), _lsq_slope(t, yf)  # canvas fractions per second
   steps_x, steps_y = np.diff(xf), np.diff(yf)
@@ -254,18 +278,17 @@ def classify_motion(t: np.ndarray, x: np.ndarray, y: np.ndarray, e: np.ndarray, 
       return "right" if vx > 0 else "left"
     return None
   if still_x:
-    # Falling: released at rest and accelerating (clear curvature), or down then back up.
+    # Falling: down then back up (a bounce), or a descent that a free fall from rest at t = 0
+    # (y = a + c t^2) explains clearly better than a constant speed (y = a + b t).
     peak = np.maximum.accumulate(yf)  # lowest point so far (y grows downward)
-    bounced = bool(np.any((peak - yf[0] > tol_y) & (peak - yf > tol_y)))
-    # The descent: frames until the object first gets near its lowest point.
-    n = int(np.argmax(yf >= yf.max() - tol_y)) + 1
-    a2 = curve = 0.0
-    if n >= 3:
-      td, yd = t[:n] - t[0], yf[:n]
-      a2 = np.polyfit(td, yd, 2)[0]  # half the acceleration, H/s^2
-      curve = np.abs(yd - np.polyval(np.polyfit(td, yd, 1), td)).max()
-    if bounced or (a2 >= 0.4 and curve > tol_y / 2):
+    if np.any((peak - yf[0] > tol_y) & (peak - yf > tol_y)):
       return "falling"
+    for n in range(3, len(t) + 1):  # any first stretch of >= 3 frames
+      td, yd = t[:n], y[:n]
+      _, res_line = _rms_fit(np.stack([np.ones(n), td], 1), yd)
+      (_, c), res_fall = _rms_fit(np.stack([np.ones(n), td * td], 1), yd)
+      if c >= 0.3 * height and res_fall <= 1.0 and res_line >= max(0.5, 2 * res_fall):
+        return "falling"
     monotone = np.all(steps_y * np.sign(vy) >= -tol_y / 2)
     if monotone and 0.2 <= abs(vy) <= 0.8:
       return "down" if vy > 0 else "up"
@@ -325,7 +348,7 @@ def explain_video(video: np.ndarray, spec: world.SceneSpec | dict | str) -> dict
   for i, name in enumerate(_OBJ_NAMES):
     mask = labels == i
     if mask.any():
-      blobs[name] = _Blobs(mask, min_area)
+      blobs[name] = _Blobs(mask, min_area, world.size_px("small", H, W))
   all_cores = np.zeros(labels.shape, bool)
   for b in blobs.values():
     all_cores |= b.core
@@ -364,6 +387,19 @@ def explain_video(video: np.ndarray, spec: world.SceneSpec | dict | str) -> dict
           "wall": wall_seen, "extra": extra}
 
 
+def _cut_by_edge(b: _Blobs, seen: np.ndarray) -> np.ndarray:
+  """bool [T]: frames where the canvas edge cuts the object. Touching the edge is not enough (an
+  object may sit flush with it): the box must be clearly narrower across that edge than along
+  it (every shape's box is square), or the area clearly below the object's usual area."""
+  H, W = b.region.shape[1:]
+  h, w = b.r1 - b.r0 + 1, b.c1 - b.c0 + 1
+  lr = (b.c0 == 0) | (b.c1 == W - 1)
+  tb = (b.r0 == 0) | (b.r1 == H - 1)
+  inner = seen & ~b.edge
+  ref = np.median(b.area[inner]) if inner.any() else b.area[seen].max(initial=0)
+  return b.edge & ((lr & (w < h - 1.5)) | (tb & (h < w - 1.5)) | (b.area < 0.8 * ref))
+
+
 def _score_object(o: world.ObjectSpec, b: _Blobs | None, all_cores: np.ndarray,
                   wall_frames: np.ndarray, band: tuple[int, int], need: int, wall_asked: bool,
                   T: int, H: int, W: int) -> dict[str, Any]:
@@ -379,22 +415,26 @@ def _score_object(o: world.ObjectSpec, b: _Blobs | None, all_cores: np.ndarray,
     return res
   b0, b1 = band
   near_wall = wall_frames & b.present & (b.c1 >= b0 - 1) & (b.c0 <= b1 + 1)
-  others = all_cores & ~b.core
-  near_other = (_dilate(_dilate(b.region)) & others).any((1, 2))
-  seen = b.present & ~near_wall & ~near_other  # whole unless cut by the canvas edge
-  # Touching the edge is not being cut by it (an object may start flush with it): keep edge
-  # frames that are as big as the object gets.
-  clean = seen & (~b.edge | (b.area >= 0.9 * b.area[seen].max(initial=0)))
-  use = np.flatnonzero(clean)
-  if len(use) < 2:
-    use = np.flatnonzero(seen) if seen.sum() >= 2 else np.flatnonzero(b.present)
-
+  near_other = (_dilate(b.region) & all_cores & ~b.core).any((1, 2))
+  cut = _cut_by_edge(b, b.present & ~near_wall & ~near_other)
   m_px = [world.size_px(z, H, W) for z in world.SIZES]
-  if o.motion in ("growing", "shrinking"):  # canonical size of each frame, as the spec implies
-    s_prior = np.interp(use, [0, max(T - 1, 1)], m_px if o.motion == "growing" else m_px[::-1])
-  else:
-    s_prior = np.full(len(use), world.size_px(o.size, H, W))
-  ious = _shape_ious(b, use, s_prior)
+
+  def prior(frames):  # canonical size of each frame, as the spec implies
+    if o.motion in ("growing", "shrinking"):
+      return np.interp(frames, [0, max(T - 1, 1)], m_px if o.motion == "growing" else m_px[::-1])
+    return np.full(len(frames), world.size_px(o.size, H, W))
+
+  # Frames where the object is seen whole: away from the wall and other objects, not cut by the
+  # edge, and fitting some shape well. Fewer than two such frames: relax, nearest first (an
+  # object may sit right next to the wall band without going behind it).
+  tiers = (~near_wall & ~near_other & ~cut, ~near_other & ~cut, ~cut, np.ones(T, bool))
+  for tier in tiers:
+    use = np.flatnonzero(b.present & tier)
+    ious = _shape_ious(b, use, prior(use))
+    whole = ious.max(1, initial=0) >= _WHOLE_IOU
+    if whole.sum() >= 2:
+      use, ious = use[whole], ious[whole]
+      break
   res["shape"] = _shape_seen(ious, o.shape)
   res["shape_ok"] = res["shape"] == o.shape
 
@@ -413,12 +453,12 @@ def _score_object(o: world.ObjectSpec, b: _Blobs | None, all_cores: np.ndarray,
   res["motion_ok"] = res["motion"] == o.motion
 
   if wall_asked:
-    res["permanence"] = _permanence(o, b, clean, ious, use, band, T, W, m)
+    res["permanence"] = _permanence(o, b, ious, use, band, T, W, m)
   return res
 
 
-def _permanence(o: world.ObjectSpec, b: _Blobs, clean: np.ndarray, ious: np.ndarray,
-                use: np.ndarray, band: tuple[int, int], T: int, W: int, m: int) -> bool | None:
+def _permanence(o: world.ObjectSpec, b: _Blobs, ious: np.ndarray, use: np.ndarray,
+                band: tuple[int, int], T: int, W: int, m: int) -> bool | None:
   """None: the object does not pass behind the wall. Else whether it came back the same:
   seen on both sides with the same shape and size, or not lost behind the wall for longer than
   crossing it takes."""
@@ -431,7 +471,7 @@ def _permanence(o: world.ObjectSpec, b: _Blobs, clean: np.ndarray, ious: np.ndar
   if len(seen_sides) and (seen_sides != seen_sides[0]).any():
     verdicts = []
     for s in (-1, 1):
-      pick = np.isin(use, np.flatnonzero(clean & (side == s)))
+      pick = side[use] == s
       if pick.any():
         shape = _shape_seen(ious[pick], o.shape)
         size = _size_word(float(np.median(b.extent[use[pick]])), m)

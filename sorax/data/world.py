@@ -44,6 +44,9 @@ GRAVITY = 2.0  # H per second^2
 RESTITUTION = 0.6
 BOX_GAP = 0.05  # random specs: min gap between start boxes, canvas fractions
 MAX_OVERLAP = 0.25  # random specs: reject when two boxes overlap in more than this part of the clip
+# Random specs, beyond WORLD.md (whose aim is "every clip is measurable"): each object is seen
+# whole in at least this many frames, so that a scorer can judge its shape and motion.
+MIN_WHOLE_FRAMES = 3
 
 # "Boundary included" for pixel centres, with slack for float rounding: a centre that is on the
 # boundary mathematically may land 1e-15 outside it after the arithmetic.
@@ -332,9 +335,18 @@ def _box_gap(a: ObjectSpec, b: ObjectSpec, height: int, width: int) -> float:
   return max(gx, gy)
 
 
-def _overlap_ok(objects, height: int, width: int, frames: int) -> bool:
-  """True when no two objects' boxes overlap in more than a quarter of the frames."""
+def _overlap_ok(objects, wall: bool, height: int, width: int, frames: int) -> bool:
+  """True when no two objects' boxes overlap in more than a quarter of the frames, and every
+  object is seen whole (box inside the canvas, off the wall band, clear of the other boxes) in
+  at least MIN_WHOLE_FRAMES frames (or all of them, for shorter clips)."""
   tracks = [object_track(o, height, width, frames) for o in objects]
+  whole = []
+  for x, y, s in tracks:
+    h = s / 2 + _EPS
+    ok = (x - h >= 0) & (x + h <= width) & (y - h >= 0) & (y + h <= height)
+    if wall:
+      ok &= (x + h < WALL_BAND[0] * width) | (x - h > WALL_BAND[1] * width)
+    whole.append(ok)
   for i in range(len(tracks)):
     for j in range(i):
       (xa, ya, sa), (xb, yb, sb) = tracks[i], tracks[j]
@@ -342,7 +354,10 @@ def _overlap_ok(objects, height: int, width: int, frames: int) -> bool:
       hit = (np.abs(xa - xb) < reach) & (np.abs(ya - yb) < reach)
       if hit.sum() > MAX_OVERLAP * frames:
         return False
-  return True
+      near = (np.abs(xa - xb) < reach + 1) & (np.abs(ya - yb) < reach + 1)  # 1 px apart
+      whole[i] &= ~near
+      whole[j] &= ~near
+  return all(w.sum() >= min(MIN_WHOLE_FRAMES, frames) for w in whole)
 
 
 def _place(spec: SceneSpec, rng: np.random.Generator, height: int, width: int, frames: int,
@@ -367,7 +382,7 @@ def _place(spec: SceneSpec, rng: np.random.Generator, height: int, width: int, f
         placed.append(cand)
         o = cand
       out.append(o)
-    if len(out) == len(spec.objects) and (not strict or _overlap_ok(out, H, W, frames)):
+    if len(out) == len(spec.objects) and (not strict or _overlap_ok(out, spec.wall, H, W, frames)):
       return dataclasses.replace(spec, objects=tuple(out))
   return None
 
@@ -381,7 +396,8 @@ def random_spec(rng: np.random.Generator, height: int, width: int, frames: int, 
   object starts fully inside, fully visible, its box (largest extent) at least 0.05 from the others
   and clear of the wall band; left/right/up/down movers start in the third they move away from,
   falling ones in the top third. Scenes where two boxes overlap in more than a quarter of the
-  frames, or that cannot be placed, are redrawn.
+  frames, where an object is seen whole (box inside the canvas, off the wall band, 1 px clear
+  of other boxes) in fewer than 3 frames, or that cannot be placed, are redrawn.
   """
   if not 1 <= max_objects <= MAX_OBJECTS:
     raise ValueError(f"max_objects must be in [1, {MAX_OBJECTS}], got {max_objects}")

@@ -42,6 +42,27 @@ def velocity_target(x0: jax.Array, noise: jax.Array) -> jax.Array:
   return noise - x0
 
 
+PREDICTIONS = ("velocity", "x0")
+
+
+def to_velocity(out: jax.Array, x_t: jax.Array, t: jax.Array, prediction: str,
+                t_min: float = 0.05) -> jax.Array:
+  """Turns the network's output into a velocity.
+
+  "velocity": the output is v. "x0": the output is the clean sample and
+  v = (x_t - x0_hat) / t, with t clamped at `t_min`. x0-prediction lets a network whose width is
+  below the token dimension still produce the full-rank noise part of v (it comes from x_t
+  analytically, not through the network): Li & He, "Back to Basics: Let Denoising Generative
+  Models Denoise" (2025). Pixel-space tokens before the VAE are such a case.
+  """
+  if prediction == "velocity":
+    return out
+  if prediction == "x0":
+    tb = jnp.maximum(t, t_min).reshape((-1,) + (1,) * (x_t.ndim - 1))
+    return (x_t - out) / tb
+  raise ValueError(f"unknown prediction {prediction!r}; choose from {PREDICTIONS}")
+
+
 def flow_loss(pred: jax.Array, x0: jax.Array, noise: jax.Array,
               mask: jax.Array | None = None) -> jax.Array:
   """Mean squared velocity error. pred/x0/noise [B, N, P]; mask bool [B, N] of real tokens."""

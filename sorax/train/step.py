@@ -24,6 +24,7 @@ class StepConfig:
   shift: float
   text_dropout: float
   ema_decay: float
+  prediction: str = "velocity"  # what the network outputs: flow.PREDICTIONS
 
 
 def null_text(ids: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -53,7 +54,8 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
     noise = jax.random.normal(r_noise, x0.shape, x0.dtype)
     ids, mask = drop_text(r_drop, ids, mask, cfg.text_dropout)
     model = nnx.merge(graphdef, params)
-    pred = model(flow.interpolate(x0, noise, t), positions, t, ids, mask)
+    x_t = flow.interpolate(x0, noise, t)
+    pred = flow.to_velocity(model(x_t, positions, t, ids, mask), x_t, t, cfg.prediction)
     return flow.flow_loss(pred, x0, noise)
 
   def train_step(state: TrainState, batch: dict[str, Any]):

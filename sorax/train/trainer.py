@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import pathlib
 import shutil
+import sys
 import time
 from typing import Any
 
@@ -44,7 +45,7 @@ def step_config(cfg: ml_collections.ConfigDict) -> StepConfig:
                                 cfg.diffusion.base_tokens, cfg.diffusion.base_shift)
   return StepConfig(patch=tuple(cfg.model.patch), t_mean=cfg.diffusion.t_mean,
                     t_std=cfg.diffusion.t_std, shift=shift, text_dropout=cfg.diffusion.text_dropout,
-                    ema_decay=cfg.optim.ema_decay)
+                    ema_decay=cfg.optim.ema_decay, prediction=cfg.diffusion.prediction)
 
 
 class Trainer:
@@ -117,7 +118,7 @@ class Trainer:
     total = cfg.train.steps if steps is None else steps
     writer = MetricsWriter(self.workdir) if jax.process_index() == 0 else None
     bar = tqdm(total=total, initial=self.step, disable=not progress, desc="train",
-               dynamic_ncols=True)
+               dynamic_ncols=True, mininterval=1.0 if sys.stderr.isatty() else 15.0)
     last: dict[str, float] = {}
     t0, n0 = time.perf_counter(), self.step
     try:
