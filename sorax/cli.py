@@ -110,20 +110,8 @@ def cmd_train(args, overrides: Sequence[str]) -> int:
   return 0
 
 
-def write_videos(videos, names: Sequence[str], out: pathlib.Path, *, gif: bool) -> list[str]:
-  from sorax.data.video_io import write_gif, write_mp4
-  out.mkdir(parents=True, exist_ok=True)
-  files = []
-  for video, name in zip(videos, names):
-    write_mp4(out / f"{name}.mp4", video)
-    files.append(str(out / f"{name}.mp4"))
-    if gif:
-      write_gif(out / f"{name}.gif", video)
-  return files
-
-
 def cmd_sample(args) -> int:
-  from sorax.sample import Pipeline
+  from sorax.sample import Pipeline, save_videos
   prompts = [(0, args.prompt)] if args.prompt is not None else _read_prompts(args.prompts)
   for name, value in (("frames", args.frames), ("height", args.height), ("width", args.width),
                       ("steps", args.steps)):
@@ -134,7 +122,7 @@ def cmd_sample(args) -> int:
   videos = pipe.generate([p for _, p in prompts], frames=args.frames, height=args.height,
                          width=args.width, steps=args.steps, cfg_scale=args.cfg,
                          sampler=args.sampler, seed=args.seed, batch_size=args.batch_size)
-  files = write_videos(videos, [str(i) for i, _ in prompts], pathlib.Path(args.out), gif=args.gif)
+  files = save_videos(videos, [str(i) for i, _ in prompts], pathlib.Path(args.out), gif=args.gif)
   print(json.dumps({"videos": files, "seconds": round(time.perf_counter() - t0, 2),
                     "checkpoint_step": pipe.step}))
   return 0

@@ -76,8 +76,7 @@ def evaluate_checkpoint(checkpoint: str | pathlib.Path, out: str | pathlib.Path,
   """Samples `num_prompts` held-out terse prompts at the training clip size, writes
   <out>/<i>.mp4 (+ .gif), prompts.jsonl (for `sorax score`) and scores.json; prints the table.
   -> {"all_right", "rates", "table", ...}."""
-  from sorax.cli import write_videos
-  from sorax.sample import Pipeline
+  from sorax.sample import Pipeline, save_videos
 
   pipe = Pipeline.load(checkpoint)
   d = pipe.cfg.data
@@ -88,7 +87,7 @@ def evaluate_checkpoint(checkpoint: str | pathlib.Path, out: str | pathlib.Path,
   videos = pipe.generate(prompts, seed=pipe.cfg.sample.seed if seed is None else seed,
                          steps=steps, cfg_scale=cfg_scale)
   out_dir = pathlib.Path(out)
-  write_videos(videos, [str(i) for i in range(len(videos))], out_dir, gif=gif)
+  save_videos(videos, [str(i) for i in range(len(videos))], out_dir, gif=gif)
   with open(out_dir / "prompts.jsonl", "w", encoding="utf-8") as f:
     for p, s in zip(prompts, specs):
       f.write(json.dumps({"prompt": p, "spec": s.to_json()}) + "\n")

@@ -103,6 +103,20 @@ class Pipeline:
     return np.concatenate(out, axis=0)
 
 
+def save_videos(videos: np.ndarray, names: Sequence[str], out: pathlib.Path, *,
+                gif: bool = False) -> list[str]:
+  """Writes <out>/<name>.mp4 (and .gif) for each uint8 [T, H, W, 3] video; atomic per file."""
+  from sorax.data.video_io import write_gif, write_mp4
+  out.mkdir(parents=True, exist_ok=True)
+  files = []
+  for video, name in zip(videos, names):
+    write_mp4(out / f"{name}.mp4", video)
+    files.append(str(out / f"{name}.mp4"))
+    if gif:
+      write_gif(out / f"{name}.gif", video)
+  return files
+
+
 @functools.lru_cache(maxsize=16)
 def _sampling_fn(graphdef, latent_shape, patch, steps, cfg_scale, sampler, shift, codec,
                  prediction):

@@ -80,3 +80,32 @@ def test_score_errors(capsys, tmp_path):
   rc, _, err = run(capsys, "score", "--videos", str(tmp_path), "--prompts",
                    str(tmp_path / "specs.jsonl"))
   assert rc == 2 and "0.mp4" in err and "empty" in err
+
+
+def test_train_sample_score_end_to_end(capsys, tmp_path):
+  from tests.test_train import TINY
+  work = tmp_path / "run"
+  rc, out, err = run(capsys, "train", "--config", f"{WORLD}:demo", "--workdir", str(work),
+                     "--no-progress", "--config.train.steps=2", *TINY)
+  assert rc == 0, err
+  assert json.loads(out.strip().splitlines()[-1])["workdir"] == str(work)
+  prompts = tmp_path / "prompts.txt"
+  prompts.write_text("large red circle moving right on a navy background\n\n"
+                     "small blue square on a black background\n")
+  rc, out, err = run(capsys, "sample", "--checkpoint", str(work), "--prompts", str(prompts),
+                     "--out", str(tmp_path / "out"), "--frames", "2", "--height", "16",
+                     "--width", "24", "--steps", "2", "--gif")
+  assert rc == 0, err
+  names = sorted(p.name for p in (tmp_path / "out").iterdir())
+  assert names == ["0.gif", "0.mp4", "2.gif", "2.mp4"]  # <line index>.mp4, blank line skipped
+  from sorax.data.video_io import read_video
+  assert read_video(tmp_path / "out" / "2.mp4").shape == (2, 16, 24, 3)
+  rc, out, err = run(capsys, "eval", "--checkpoint", str(work), "--out", str(tmp_path / "ev"),
+                     "--num-prompts", "2", "--steps", "2")
+  assert rc == 0, err
+  summary = json.loads(out.strip().splitlines()[-1])
+  assert summary["rates"]["n"] == 2 and 0.0 <= summary["all_right"] <= 1.0
+  rc, out, err = run(capsys, "score", "--videos", str(tmp_path / "ev"), "--prompts",
+                     str(tmp_path / "ev" / "prompts.jsonl"))
+  assert rc == 0, err
+  assert json.loads(out)["all_right"] == summary["all_right"]

@@ -21,6 +21,7 @@ removes them) and to garbage input (noise, blank or constant frames score False,
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any, Iterable
 
@@ -58,18 +59,46 @@ def _need_frames(frames: int) -> int:
 # ----------------------------------------------------------------------------------------------
 
 
+def _nearest(rgb: np.ndarray) -> np.ndarray:
+  """Exact nearest palette index of int/uint8 colours [N, 3] -> uint8 [N].
+
+  argmin |v - p|^2 = argmin (|p|^2 - 2 v.p): exact in float32 (integers < 2^24); ties go to the
+  lower index (objects, then backgrounds, then the wall).
+  """
+  w = -2 * _PALETTE.T.astype(np.float32)  # [3, 13]
+  bias = (_PALETTE.astype(np.float32) ** 2).sum(1)  # [13]
+  return (rgb.astype(np.float32) @ w + bias).argmin(1).astype(np.uint8)
+
+
+@functools.cache
+def _cell_table() -> np.ndarray:
+  """uint8 [32^3]: the palette index of every colour in an 8x8x8 RGB cell, or 255 when the cell
+  straddles a boundary. A cell is settled when all 8 corners are strictly nearest to one colour:
+  the distance difference to any two colours is affine in RGB, so then the whole cell is too."""
+  i = np.arange(32)
+  cells = np.stack(np.meshgrid(i, i, i, indexing="ij"), -1).reshape(-1, 1, 3) * 8  # [C, 1, 3]
+  corners = np.stack(np.meshgrid(*[[0, 7]] * 3, indexing="ij"), -1).reshape(1, 8, 3)
+  pts = (cells + corners).reshape(-1, 3).astype(np.int64)
+  d = ((pts[:, None, :] - _PALETTE[None].astype(np.int64)) ** 2).sum(-1)  # [C*8, 13]
+  order = np.argsort(d, 1, kind="stable")
+  best = order[:, 0].reshape(-1, 8)
+  strict = (np.take_along_axis(d, order[:, :2], 1) @ [-1, 1] > 0).reshape(-1, 8)
+  settled = (best == best[:, :1]).all(1) & strict.all(1)
+  return np.where(settled, best[:, 0], 255).astype(np.uint8)
+
+
 def _labels(video: np.ndarray) -> np.ndarray:
   """uint8 [T, H, W, 3] -> palette index uint8 [T, H, W] (nearest colour, squared RGB distance).
 
-  argmin |v - p|^2 = argmin (|p|^2 - 2 v.p): one small matmul, exact in float32 (integers < 2^24).
+  A table over 8x8x8 RGB cells settles most pixels; the rest are computed exactly.
   """
   flat = video.reshape(-1, 3)
-  w = -2 * _PALETTE.T.astype(np.float32)  # [3, 13]
-  bias = (_PALETTE.astype(np.float32) ** 2).sum(1)  # [13]
-  out = np.empty(len(flat), np.uint8)
-  step = 1 << 20
-  for i in range(0, len(flat), step):
-    out[i:i + step] = (flat[i:i + step].astype(np.float32) @ w + bias).argmin(1)
+  q = flat >> 3
+  key = (q[:, 0].astype(np.int32) << 10) | (q[:, 1].astype(np.int32) << 5) | q[:, 2]
+  out = _cell_table()[key]
+  open_ = np.flatnonzero(out == 255)
+  if len(open_):
+    out[open_] = _nearest(flat[open_])
   return out.reshape(video.shape[:3])
 
 
@@ -459,35 +488,56 @@ def _score_object(o: world.ObjectSpec, b: _Blobs | None, all_cores: np.ndarray,
 
 def _permanence(o: world.ObjectSpec, b: _Blobs, ious: np.ndarray, use: np.ndarray,
                 band: tuple[int, int], T: int, W: int, m: int) -> bool | None:
-  """None: the object does not pass behind the wall. Else whether it came back the same:
-  seen on both sides with the same shape and size, or not lost behind the wall for longer than
-  crossing it takes."""
+  """None when the object does not pass behind the wall; else whether it came back the same.
+
+  Seen on both sides of the band: True iff its shape and size agree on every visit to a side
+  (a bouncing object may cross several times). Last seen
+  heading into the wall (or vanished just before it), then never again although the clip went on
+  long enough to cross: False.
+  """
   b0, b1 = band
   side = np.zeros(T, int)  # -1 left of the band, +1 right of it, 0 touching it or unseen
   side[b.present & (b.c1 < b0)] = -1
   side[b.present & (b.c0 > b1)] = 1
-  touching = b.present & (b.c1 >= b0 - 2) & (b.c0 <= b1 + 2)
-  seen_sides = side[side != 0]
-  if len(seen_sides) and (seen_sides != seen_sides[0]).any():
-    verdicts = []
-    for s in (-1, 1):
-      pick = side[use] == s
+  on_side = np.flatnonzero(side)
+  if len(on_side) and (side[on_side] != side[on_side[0]]).any():
+    # Visits: runs of frames on one side. Each visit's shape and size must match the others.
+    visit = np.zeros(T, int)
+    visit[on_side] = np.cumsum(np.r_[0, np.diff(side[on_side]) != 0])
+    verdicts = set()
+    for v in range(visit[on_side[-1]] + 1):
+      pick = (side[use] != 0) & (visit[use] == v)
       if pick.any():
-        shape = _shape_seen(ious[pick], o.shape)
-        size = _size_word(float(np.median(b.extent[use[pick]])), m)
-        verdicts.append((shape, size))
-    return len(verdicts) < 2 or verdicts[0] == verdicts[1]
-  # Never seen on both sides: lost behind the wall? Only movers that cross can be.
+        verdicts.add((_shape_seen(ious[pick], o.shape),
+                      _size_word(float(np.median(b.extent[use[pick]])), m)))
+    return len(verdicts) <= 1
+  # Never seen on both sides: did it go behind the wall and stay lost? Only objects that move
+  # sideways (left, right, bouncing) can pass behind it.
   speed = {"left": world.SPEED, "right": world.SPEED, "bouncing": world.BOUNCE_SPEED}.get(o.motion)
-  if speed is None or not touching.any() or not (side != 0).any():
+  seen = np.flatnonzero(b.present)
+  last = int(seen[-1])
+  if speed is None or last == T - 1:
     return None
-  first_touch = int(np.flatnonzero(touching)[0])
-  extent = float(np.median(b.extent[b.present]))
-  cross_s = ((b1 - b0 + 1) + extent + 4) / (speed * W)
-  if (T - 1 - first_touch) / world.FPS < 1.5 * cross_s + 1.0 / world.FPS:
-    return None  # the clip ends before a crossing would be seen
-  later = np.arange(T) > first_touch
-  return bool((b.present & later & ~touching).any())
+  step = speed * W / world.FPS  # pixels per frame
+  if o.motion == "bouncing":
+    if len(seen) < 2:
+      return None
+    heading = np.sign(b.cx[last] - b.cx[seen[-2]])
+  else:
+    heading = 1 if o.motion == "right" else -1
+  lo, hi = b.c0[last] + heading * step, b.c1[last] + heading * step + 1  # box at last + 1
+  if hi <= 0 or lo >= W:
+    return None  # left the canvas
+  toward = b.c1[last] < b0 and heading > 0 or b.c0[last] > b1 and heading < 0
+  behind = hi > b0 and lo <= b1 + 1
+  if not (toward or behind):
+    return None
+  # It went (or was about to go) behind the wall and never came out: a failure if the clip
+  # lasted long enough for it to cross.
+  cross_frames = ((b1 - b0 + 1) + (b.c1[last] - b.c0[last] + 1)) / step
+  if T - 1 - last < cross_frames + 2:
+    return None
+  return False
 
 
 def score_video(video: np.ndarray, spec: world.SceneSpec | dict | str) -> dict[str, bool | None]:

@@ -6,7 +6,7 @@ iterator's whole state is a position: saving it with the model makes resumption 
 
 from __future__ import annotations
 
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
 import grain
 import numpy as np
@@ -86,7 +86,3 @@ def world_dataset(data_cfg, tokenizer: Tokenizer, *, shard_index: int = 0,
   if data_cfg.worker_count > 0:
     it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=data_cfg.worker_count))
   return it
-
-
-def take(iterator: Iterator[dict], n: int) -> list[dict]:
-  return [next(iterator) for _ in range(n)]

@@ -12,6 +12,7 @@ from flax import nnx
 
 from sorax import patchify as P
 from sorax.diffusion import flow
+from sorax.models.codec import from_pixels
 from sorax.models.text import BOS_ID, PAD_ID
 from sorax.train.state import TrainState
 
@@ -60,8 +61,7 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
 
   def train_step(state: TrainState, batch: dict[str, Any]):
     rng = jax.random.fold_in(state.rng, state.step)
-    video = batch["video"].astype(jnp.float32) / 127.5 - 1.0
-    latent = encode(video)
+    latent = encode(from_pixels(batch["video"]))
     x0, positions = P.patchify_batch(latent, cfg.patch)
     loss, grads = jax.value_and_grad(loss_fn)(state.params, x0, positions, batch["ids"],
                                               batch["mask"], rng)
