@@ -85,8 +85,13 @@ class Pipeline:
     cfg_scale = c.sample.cfg if cfg_scale is None else cfg_scale
     sampler = sampler or c.sample.sampler
     samplers.get_sampler(sampler)
-    latent_shape = self.codec.latent_shape(frames, height, width)
     patch = tuple(c.model.patch)
+    for name, n, f, p in zip(("frames", "height", "width"), (frames, height, width),
+                             self.codec.factors, patch):
+      if n < 1 or n % (f * p):
+        raise ValueError(f"{name}={n} must be a positive multiple of {f * p} for this checkpoint "
+                         f"(codec factor {f} x patch {p})")
+    latent_shape = self.codec.latent_shape(frames, height, width)
     grid = P.grid_shape(latent_shape, patch)
     n_tok = int(np.prod(grid))
     shift = flow.resolution_shift(n_tok, c.diffusion.base_tokens, c.diffusion.base_shift)

@@ -72,6 +72,8 @@ def test_keep_n_and_sampling_from_checkpoint(tmp_path):
   assert vids.shape == (2, 4, 16, 32, 3) and vids.dtype == np.uint8
   again = pipe.generate(["red circle"], frames=4, height=16, width=32)
   np.testing.assert_array_equal(again[0], vids[0])  # same seed, same video
+  with pytest.raises(ValueError, match="height=18 must be a positive multiple of 8"):
+    pipe.generate(["red circle"], frames=4, height=18, width=32)
 
 
 def test_missing_checkpoint_is_a_clear_error(tmp_path):
