@@ -342,7 +342,8 @@ def test_complete_spec_places_missing_starts_only():
   assert W.complete_spec(fixed, rng, 64, 64, 16).objects[1].start == (0.9, 0.1)
   # Scenes the rules cannot fit are still placed.
   crowded = W.parse_terse("large red square moving right and large blue square moving right and "
-                          "large green square moving right on a black background, behind a gray wall")
+                          "large green square moving right on a black background, behind a gray "
+                          "wall")
   assert all(o.start is not None for o in W.complete_spec(crowded, rng, 48, 80, 24).objects)
   W.render(W.complete_spec(crowded, rng, 48, 80, 24), 48, 80, 24)
 

@@ -1,22 +1,27 @@
-"""The world's scorer: does a video show what its prompt asked for? (WORLD.md "What a scorer checks")
+"""The world's scorer: does a video show what its prompt asked for? (WORLD.md, "What a scorer
+checks" and "Precise rules")
 
 Judges only what a prompt states (colours, shapes, sizes, motions, background, wall), never the
 start positions: at scoring time the spec usually comes from a terse caption (start=None).
 
-Pipeline, all numpy:
+Pipeline, numpy only:
   1. Every pixel -> nearest palette colour (8 object colours, 4 backgrounds, wall gray).
-  2. Per object colour and frame: a mask cleaned of compression specks (3x3 opening, then the
-     pixels connected to what survives) -> area, bounding box, box centre; flags for frames where
-     the object may be cut off (touching the canvas edge, next to the wall band while the wall is
-     drawn, next to another object).
-  3. Shape: the best IoU against the four shapes rendered with WORLD.md's pixel-centre rule on the
-     object's bounding box, voted over the uncut frames. Size: the bounding-box extent against
-     sqrt(0.16 * 0.32) * min(H, W). Motion: a small classifier over the box-centre and extent
-     trajectory. Permanence: an object seen on both sides of the wall has the same shape and size
-     on both; one that goes behind it and never comes out, in time to have crossed, fails.
+  2. Per object colour and frame, a blob: the colour's mask opened 3x3 (drops the thin rims and
+     specks H.264 chroma bleed leaves at edges) plus the pixels attached to it; it is present
+     when big enough. Around each asked object, the blob is re-measured on luma, which H.264 keeps
+     at full resolution, to get back tips whose colour bled away. -> area, bounding box, centre.
+  3. Frames where the object is seen whole: not touching another object, not cut by the canvas
+     edge or the drawn wall, and fitting some shape with IoU >= 0.8.
+  4. Shape: IoU with the four shapes drawn by WORLD.md's pixel-centre rule on the object's box,
+     over the whole frames. Size: box extent vs sqrt(0.16 * 0.32) * min(H, W) (at frame 0 for
+     growing/shrinking). Motion: classify_motion on the box centre and extent over time.
+  5. Permanence (wall clips): every visit of an object to a side of the wall shows the same shape
+     and size; one last seen heading behind the wall that never comes out, although the clip
+     lasts long enough for it to cross, fails.
+  6. No extra object: no unasked object colour is present in max(2, 10% of T) frames or more.
 
-Robust to H.264 artefacts (chroma bleed makes thin rims of wrong colours around edges; the opening
-removes them) and to garbage input (noise, blank or constant frames score False, never crash).
+Garbage (noise, blank or constant frames, odd sizes) scores False and never crashes; a video of
+the wrong dtype or shape raises one ValueError.
 """
 
 from __future__ import annotations
@@ -102,38 +107,20 @@ def _labels(video: np.ndarray) -> np.ndarray:
   return out.reshape(video.shape[:3])
 
 
-def _shift_or(m: np.ndarray, axis: int) -> np.ndarray:
-  out = m.copy()
-  sl = [slice(None)] * m.ndim
-  a, b = list(sl), list(sl)
-  a[axis], b[axis] = slice(1, None), slice(None, -1)
-  out[tuple(a)] |= m[tuple(b)]
-  out[tuple(b)] |= m[tuple(a)]
-  return out
-
-
-def _shift_and(m: np.ndarray, axis: int) -> np.ndarray:
-  out = m.copy()
-  sl = [slice(None)] * m.ndim
-  a, b = list(sl), list(sl)
-  a[axis], b[axis] = slice(1, None), slice(None, -1)
-  out[tuple(a)] &= m[tuple(b)]
-  out[tuple(b)] &= m[tuple(a)]
-  edge_lo, edge_hi = list(sl), list(sl)
-  edge_lo[axis], edge_hi[axis] = 0, -1
-  out[tuple(edge_lo)] = False  # outside the canvas counts as "not this colour"
-  out[tuple(edge_hi)] = False
-  return out
+def _morph(m: np.ndarray, grow: bool) -> np.ndarray:
+  """3x3 dilation (grow) or erosion of bool [..., H, W]; outside the canvas counts as empty."""
+  p = np.pad(m, [(0, 0)] * (m.ndim - 2) + [(1, 1), (1, 1)])
+  op = np.logical_or if grow else np.logical_and
+  rows = op(op(p[..., :-2, :], p[..., 1:-1, :]), p[..., 2:, :])  # [..., H, W + 2]
+  return op(op(rows[..., :-2], rows[..., 1:-1]), rows[..., 2:])
 
 
 def _dilate(m: np.ndarray) -> np.ndarray:
-  """3x3 dilation of bool [..., H, W]."""
-  return _shift_or(_shift_or(m, -1), -2)
+  return _morph(m, True)
 
 
 def _erode(m: np.ndarray) -> np.ndarray:
-  """3x3 erosion of bool [..., H, W]."""
-  return _shift_and(_shift_and(m, -1), -2)
+  return _morph(m, False)
 
 
 def _open2(m: np.ndarray) -> np.ndarray:
@@ -222,10 +209,10 @@ def _shape_ious(blobs: _Blobs, frames: np.ndarray, s_prior: np.ndarray) -> np.nd
   j = np.array([-0.5, 0.0, 0.5])
   oy, ox = (a.ravel() for a in np.meshgrid(j, j, indexing="ij"))  # [9]
   sizes = np.concatenate([n[:, None] + j, s_prior[:, None]], 1)  # [F, 4]
-  shape = (F, sizes.shape[1], len(oy))  # V = sizes x offsets
-  cy = np.broadcast_to((r0 + r1 + 1)[:, None, None] / 2 + oy, shape).reshape(F, -1)  # [F, V]
-  cx = np.broadcast_to((c0 + c1 + 1)[:, None, None] / 2 + ox, shape).reshape(F, -1)
-  s = np.broadcast_to(sizes[:, :, None], shape).reshape(F, -1)
+  grid = (F, sizes.shape[1], len(oy))  # V = sizes x offsets
+  cy = np.broadcast_to((r0 + r1 + 1)[:, None, None] / 2 + oy, grid).reshape(F, -1)  # [F, V]
+  cx = np.broadcast_to((c0 + c1 + 1)[:, None, None] / 2 + ox, grid).reshape(F, -1)
+  s = np.broadcast_to(sizes[:, :, None], grid).reshape(F, -1)
   dy = (top[:, None, :, None] + 0.5) - cy[:, :, None, None]  # [F, V, S, 1]
   dx = (left[:, None, None, :] + 0.5) - cx[:, :, None, None]  # [F, V, 1, S]
   area = crop.sum((1, 2))[:, None]  # [F, 1]
@@ -416,17 +403,20 @@ def explain_video(video: np.ndarray, spec: world.SceneSpec | dict | str) -> dict
           "wall": wall_seen, "extra": extra}
 
 
-def _cut_by_edge(b: _Blobs, seen: np.ndarray) -> np.ndarray:
-  """bool [T]: frames where the canvas edge cuts the object. Touching the edge is not enough (an
-  object may sit flush with it): the box must be clearly narrower across that edge than along
-  it (every shape's box is square), or the area clearly below the object's usual area."""
+def _cut(b: _Blobs, wall_side: np.ndarray, near_other: np.ndarray) -> np.ndarray:
+  """bool [T]: frames where the canvas edge or the drawn wall cuts the object.
+
+  Touching is not enough (an object may sit flush with the edge or right next to the band): the
+  box must be clearly narrower across the edge than along it (every shape's box is square), or
+  the area clearly below the object's usual area (small shapes vary by ~25% with pixel phase).
+  """
   H, W = b.region.shape[1:]
   h, w = b.r1 - b.r0 + 1, b.c1 - b.c0 + 1
-  lr = (b.c0 == 0) | (b.c1 == W - 1)
-  tb = (b.r0 == 0) | (b.r1 == H - 1)
-  inner = seen & ~b.edge
-  ref = np.median(b.area[inner]) if inner.any() else b.area[seen].max(initial=0)
-  return b.edge & ((lr & (w < h - 1.5)) | (tb & (h < w - 1.5)) | (b.area < 0.8 * ref))
+  lr = b.present & ((b.c0 == 0) | (b.c1 == W - 1) | wall_side)
+  tb = b.present & ((b.r0 == 0) | (b.r1 == H - 1))
+  free = b.present & ~lr & ~tb & ~near_other
+  ref = np.median(b.area[free]) if free.any() else b.area[b.present].max(initial=0)
+  return (lr | tb) & ((lr & (w < h - 1.5)) | (tb & (h < w - 1.5)) | (b.area < 0.65 * ref))
 
 
 def _score_object(o: world.ObjectSpec, b: _Blobs | None, all_cores: np.ndarray,
@@ -443,9 +433,9 @@ def _score_object(o: world.ObjectSpec, b: _Blobs | None, all_cores: np.ndarray,
   if not res["color"]:
     return res
   b0, b1 = band
-  near_wall = wall_frames & b.present & (b.c1 >= b0 - 1) & (b.c0 <= b1 + 1)
+  wall_side = wall_frames & b.present & (b.c1 >= b0 - 1) & (b.c0 <= b1 + 1)
   near_other = (_dilate(b.region) & all_cores & ~b.core).any((1, 2))
-  cut = _cut_by_edge(b, b.present & ~near_wall & ~near_other)
+  cut = _cut(b, wall_side, near_other)
   m_px = [world.size_px(z, H, W) for z in world.SIZES]
 
   def prior(frames):  # canonical size of each frame, as the spec implies
@@ -453,10 +443,9 @@ def _score_object(o: world.ObjectSpec, b: _Blobs | None, all_cores: np.ndarray,
       return np.interp(frames, [0, max(T - 1, 1)], m_px if o.motion == "growing" else m_px[::-1])
     return np.full(len(frames), world.size_px(o.size, H, W))
 
-  # Frames where the object is seen whole: away from the wall and other objects, not cut by the
-  # edge, and fitting some shape well. Fewer than two such frames: relax, nearest first (an
-  # object may sit right next to the wall band without going behind it).
-  tiers = (~near_wall & ~near_other & ~cut, ~near_other & ~cut, ~cut, np.ones(T, bool))
+  # Frames where the object is seen whole: not touching another object, not cut by the edge or
+  # the wall, and fitting some shape well. Fewer than two such frames: relax.
+  tiers = (~near_other & ~cut, ~cut, np.ones(T, bool))
   for tier in tiers:
     use = np.flatnonzero(b.present & tier)
     ious = _shape_ious(b, use, prior(use))
@@ -506,7 +495,7 @@ def _permanence(o: world.ObjectSpec, b: _Blobs, ious: np.ndarray, use: np.ndarra
     visit[on_side] = np.cumsum(np.r_[0, np.diff(side[on_side]) != 0])
     verdicts = set()
     for v in range(visit[on_side[-1]] + 1):
-      pick = (side[use] != 0) & (visit[use] == v)
+      pick = (side[use] != 0) & (visit[use] == v) & ~b.edge[use]  # the edge may cut it
       if pick.any():
         verdicts.add((_shape_seen(ious[pick], o.shape),
                       _size_word(float(np.median(b.extent[use[pick]])), m)))

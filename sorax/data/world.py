@@ -458,7 +458,8 @@ def _alt(spec: SceneSpec, rng: np.random.Generator) -> str:
     words = ([o.size] if rng.random() < 0.3 else []) + [o.color, o.shape]
     if o.motion != "static" and rng.random() < 0.3:
       words.append(MOTION_WORDS[o.motion])
-    parts.append(f"{_article(words[0])} {' '.join(words)}" if rng.random() < 0.6 else " ".join(words))
+    text = " ".join(words)
+    parts.append(f"{_article(text)} {text}" if rng.random() < 0.6 else text)
   objs = " and ".join(parts) if rng.random() < 0.6 else ", ".join(parts)
   if rng.random() < 0.25:
     objs += f" on {spec.background}"
@@ -559,7 +560,8 @@ def caption(spec: SceneSpec, level: str, rng: np.random.Generator) -> str:
   raise ValueError(f"unknown caption level {level!r}; choose from {CAPTION_LEVELS}")
 
 
-_TERSE_RE = re.compile(r"^(?P<objects>.+?) on a (?P<bg>[a-z]+) background(?P<wall>, behind a gray wall)?$")
+_TERSE_RE = re.compile(
+    r"^(?P<objects>.+?) on a (?P<bg>[a-z]+) background(?P<wall>, behind a gray wall)?$")
 _WORDS_MOTION = {w: m for m, w in MOTION_WORDS.items()}
 
 
