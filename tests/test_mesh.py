@@ -7,12 +7,14 @@ import pytest
 from sorax import config as config_lib
 from sorax.parallel import mesh as mesh_lib
 from sorax.train import state as state_lib
-from sorax.train.step import StepConfig, make_train_step
+from sorax.train.step import make_train_step
+from sorax.train.trainer import step_config
 from tests.test_config import WORLD
 
 TINY = ["--config.model.width=64", "--config.model.depth=2", "--config.model.heads=4",
         "--config.model.text_width=32", "--config.model.text_depth=1", "--config.data.batch_size=8",
-        "--config.data.text_len=12", "--config.optim.warmup_steps=1"]
+        "--config.data.text_len=12", "--config.optim.warmup_steps=1",
+        "--config.diffusion.text_dropout=0.2"]
 
 
 def _batch(seed):
@@ -30,8 +32,7 @@ def _run(shape, devices, steps=2):
   with mesh_lib.activate(mesh, rules):
     graphdef, state, shardings = state_lib.init_state(cfg, 512, mesh, rules, tx)
     codec = state_lib.make_codec_from(cfg)
-    step = jax.jit(make_train_step(graphdef, tx, codec.encode,
-                                   StepConfig((1, 2, 2), 0.0, 1.0, 1.0, 0.2, 0.9)),
+    step = jax.jit(make_train_step(graphdef, tx, codec.encode, step_config(cfg)),
                    in_shardings=(shardings, None), out_shardings=(shardings, None))
     losses = []
     for i in range(steps):

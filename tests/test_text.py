@@ -42,3 +42,10 @@ def test_encoder_ignores_padding():
   n = int(mask.sum())
   np.testing.assert_allclose(out[:, :n], out2[:, :n], atol=1e-5)
   assert out.shape == (1, 12, 32)
+
+
+def test_shipped_tokenizer_is_rebuilt_exactly_by_the_build_command(tmp_path):
+  # Guards against drift: if world captions change, `sorax build-tokenizer` must be rerun.
+  from sorax.models.text import DEFAULT_TOKENIZER, train_tokenizer
+  out = train_tokenizer(tmp_path / "sp.model")
+  assert out.read_bytes() == DEFAULT_TOKENIZER.read_bytes()
