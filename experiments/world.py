@@ -59,8 +59,10 @@ def get_config(arg: str = "demo") -> ml_collections.ConfigDict:
   c.tokenizer = ""  # empty: the shipped sorax/assets/world_sp.model
 
   c.diffusion = ml_collections.ConfigDict(dict(
-      t_mean=0.0, t_std=1.0, base_shift=1.0, base_tokens=128, text_dropout=0.1,
-      # Pixel tokens (space_to_depth) are wider than the model: predict x0 (Li & He 2025).
+      # Pixel tokens (space_to_depth) are wider than the model: predict x0 and bias t towards
+      # noise (logit-normal mean +0.8, std 0.8: JiT's P_mean=-0.8 in our t=1-is-noise
+      # convention). With t_mean=0 backgrounds/walls were ignored (BUILD_NOTES.md).
+      t_mean=0.8, t_std=0.8, base_shift=1.0, base_tokens=128, text_dropout=0.1,
       prediction="x0"))
 
   c.optim = ml_collections.ConfigDict(dict(
