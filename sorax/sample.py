@@ -17,7 +17,6 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
-from sorax import config as config_lib
 from sorax import patchify as P
 from sorax.diffusion import flow, samplers
 from sorax.models.codec import to_pixels

@@ -5,7 +5,7 @@ import pytest
 from flax import nnx
 
 from sorax import config as config_lib
-from sorax.models.dit import DiT, DiTConfig, count_params
+from sorax.models.dit import DiT, DiTConfig
 from sorax.parallel.mesh import make_mesh, rules_from_config, state_shardings
 from sorax.train import state as state_lib
 from tests.test_config import WORLD

@@ -10,8 +10,6 @@ grow with depth.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
-
 import jax
 import jax.numpy as jnp
 from flax import nnx
@@ -133,7 +131,3 @@ class DiT(nnx.Module):
     shift, scale = jnp.split(self.final_mod(jax.nn.silu(c))[:, None, :], 2, axis=-1)
     x = self.final_norm(x) * (1 + scale) + shift
     return self.final_out(x).astype(jnp.float32)
-
-
-def count_params(module: Any) -> int:
-  return sum(x.size for x in jax.tree.leaves(nnx.state(module, nnx.Param)))
