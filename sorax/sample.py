@@ -20,7 +20,7 @@ from flax import nnx
 from sorax import patchify as P
 from sorax.diffusion import flow, samplers
 from sorax.models.codec import to_pixels
-from sorax.models.text import Tokenizer
+from sorax.models.text import DEFAULT_TOKENIZER, Tokenizer
 from sorax.train import state as state_lib
 from sorax.train.checkpoint import CheckpointError, Checkpointer, checkpoint_dir
 from sorax.train.step import null_text
@@ -36,7 +36,11 @@ class Pipeline:
 
   @classmethod
   def load(cls, path: str | pathlib.Path, step: int | None = None) -> "Pipeline":
-    """Loads the EMA weights of a training workdir (or its checkpoints/ folder)."""
+    """Loads the EMA weights of a training workdir (or its checkpoints/ folder).
+
+    The whole train state is restored (then all but the EMA dropped): simple, but it costs
+    three times the weights' memory while loading.
+    """
     ckdir = checkpoint_dir(path)
     if not ckdir.is_dir():
       raise CheckpointError(f"checkpoint {path} not found: no folder {ckdir}")
@@ -49,7 +53,7 @@ class Pipeline:
     cfg.lock()
     tok_path = workdir / "tokenizer.model"
     tokenizer = Tokenizer(tok_path if tok_path.exists() else (cfg.tokenizer or
-                                                               Tokenizer().path))
+                                                               DEFAULT_TOKENIZER))
     if tokenizer.vocab_size != meta["vocab_size"]:
       raise CheckpointError(f"tokenizer {tokenizer.path} has {tokenizer.vocab_size} pieces, "
                             f"checkpoint {path} was trained with {meta['vocab_size']}")
