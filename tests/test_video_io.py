@@ -8,7 +8,7 @@ import av
 import numpy as np
 import pytest
 
-from sorax.data import video_io
+from sorax.data import video_write
 from sorax.data.video_io import (
   VideoNotFoundError,
   VideoReadError,
@@ -265,7 +265,7 @@ def test_write_rejects_bad_fps_and_crf(tmp_path):
 def test_failed_write_leaves_nothing_behind(tmp_path, monkeypatch, writer, name):
   path = tmp_path / name
   path.write_bytes(b"previous good file")
-  real_encode = video_io._encode
+  real_encode = video_write._encode
 
   def encode_then_fail(container, stream, frames):
     def some_frames():
@@ -276,7 +276,7 @@ def test_failed_write_leaves_nothing_behind(tmp_path, monkeypatch, writer, name)
 
     real_encode(container, stream, some_frames())
 
-  monkeypatch.setattr(video_io, "_encode", encode_then_fail)
+  monkeypatch.setattr(video_write, "_encode", encode_then_fail)
   with pytest.raises(RuntimeError, match="simulated encoder crash"):
     writer(path, flat_clip(8, 16, 16))
   # The old file is untouched and no temp file is left in the directory.
