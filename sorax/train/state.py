@@ -46,24 +46,22 @@ def generator_config(cfg: ml_collections.ConfigDict, vocab_size: int) -> Generat
                          text_heads=m.text_heads)
 
 
-def make_optimizer(cfg: ml_collections.ConfigDict) -> optax.GradientTransformation:
+def lr_schedule(cfg: ml_collections.ConfigDict) -> optax.Schedule:
+  """Linear warmup, then cosine decay to lr * end_lr_frac at cfg.train.steps."""
   o = cfg.optim
   steps = max(int(cfg.train.steps), o.warmup_steps + 1)
-  lr = optax.warmup_cosine_decay_schedule(
+  return optax.warmup_cosine_decay_schedule(
       0.0, o.lr, warmup_steps=o.warmup_steps, decay_steps=steps, end_value=o.lr * o.end_lr_frac)
+
+
+def make_optimizer(cfg: ml_collections.ConfigDict) -> optax.GradientTransformation:
+  o = cfg.optim
   # Decay matrices only: norms' scales and biases are left alone.
   decay_mask = lambda params: jax.tree.map(lambda x: x.ndim >= 2, params)
   return optax.chain(
       optax.clip_by_global_norm(o.grad_clip),
-      optax.adamw(lr, b1=o.b1, b2=o.b2, weight_decay=o.weight_decay, mask=decay_mask))
-
-
-def learning_rate(cfg: ml_collections.ConfigDict, step) -> jax.Array:
-  o = cfg.optim
-  steps = max(int(cfg.train.steps), o.warmup_steps + 1)
-  return optax.warmup_cosine_decay_schedule(
-      0.0, o.lr, warmup_steps=o.warmup_steps, decay_steps=steps,
-      end_value=o.lr * o.end_lr_frac)(step)
+      optax.adamw(lr_schedule(cfg), b1=o.b1, b2=o.b2, weight_decay=o.weight_decay,
+                  mask=decay_mask))
 
 
 def abstract_model(cfg: ml_collections.ConfigDict, vocab_size: int):
@@ -71,10 +69,6 @@ def abstract_model(cfg: ml_collections.ConfigDict, vocab_size: int):
   gcfg = generator_config(cfg, vocab_size)
   model = nnx.eval_shape(lambda: Generator(gcfg, rngs=nnx.Rngs(cfg.seed)))
   return nnx.split(model)
-
-
-def param_shardings(abstract_params, mesh: Mesh, rules) -> Any:
-  return mesh_lib.state_shardings(abstract_params, mesh, rules)
 
 
 def init_state(cfg: ml_collections.ConfigDict, vocab_size: int, mesh: Mesh, rules,
@@ -85,7 +79,7 @@ def init_state(cfg: ml_collections.ConfigDict, vocab_size: int, mesh: Mesh, rule
   """
   gcfg = generator_config(cfg, vocab_size)
   graphdef, abstract = abstract_model(cfg, vocab_size)
-  p_sh = param_shardings(abstract, mesh, rules)
+  p_sh = mesh_lib.state_shardings(abstract, mesh, rules)
   rep = mesh_lib.replicated(mesh)
   # Optimizer moments are shaped like the params and sharded like them; counters replicate.
   opt_sh = optax.tree_map_params(tx, lambda _, s: s, jax.eval_shape(tx.init, abstract), p_sh,

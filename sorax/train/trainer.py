@@ -132,7 +132,7 @@ class Trainer:
             raise FloatingPointError(f"loss became {last['loss']} at step {step}")
           dt = time.perf_counter() - t0
           last["steps_per_s"] = (step - n0) / max(dt, 1e-9)
-          last["lr"] = float(state_lib.learning_rate(cfg, step))
+          last["lr"] = float(state_lib.lr_schedule(cfg)(step))
           bar.set_postfix(loss=f"{last['loss']:.4f}")
           if writer:
             writer.write(step, last)
