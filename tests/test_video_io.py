@@ -1,6 +1,7 @@
 """Tests for sorax.data.video_io: round trips, resampling, resizing, atomic writes, bad files."""
 
 import os
+import pathlib
 import pickle
 import wave
 
@@ -15,6 +16,8 @@ from sorax.data.video_io import (
   iter_videos,
   probe,
   read_video,
+  resample_fps,
+  resize_crop,
   write_gif,
   write_mp4,
 )
@@ -326,7 +329,7 @@ def _bad_files(root) -> dict[str, tuple[str, str]]:
   """Builds a corpus of broken files; returns {case: (path, expected reason substring)}."""
   good_path = str(root / "good.mp4")
   write_mp4(good_path, flat_clip(48, 48, 64, seed=2), fps=16)
-  good = open(good_path, "rb").read()
+  good = pathlib.Path(good_path).read_bytes()
   with av.open(good_path) as c:
     packets = [pkt for pkt in c.demux(video=0) if pkt.size]
   mid_first_frame = packets[0].pos + packets[0].size // 2
@@ -335,11 +338,11 @@ def _bad_files(root) -> dict[str, tuple[str, str]]:
   # Written without faststart, so the index (moov) is at the end and a cut loses it.
   no_faststart = str(root / "no_faststart.mp4")
   _write_with_pyav(no_faststart, "mp4", flat_clip(8, 32, 32))
-  no_moov = open(no_faststart, "rb").read()
+  no_moov = pathlib.Path(no_faststart).read_bytes()
   os.remove(no_faststart)
   mkv = str(root / "good.mkv")
   _write_with_pyav(mkv, "matroska", flat_clip(32, 32, 32))
-  mkv_bytes = open(mkv, "rb").read()
+  mkv_bytes = pathlib.Path(mkv).read_bytes()
   os.remove(mkv)
   rng = np.random.default_rng(0)
   files = {
@@ -459,3 +462,83 @@ def test_iter_videos_skips_and_counts_bad_files(bad_files, mp4_16fps):
 def test_iter_videos_propagates_caller_errors(mp4_16fps):
   with pytest.raises(ValueError, match="fps"):
     list(iter_videos([mp4_16fps], fps=-1))
+
+
+# ----------------------------------------------------------------------------------------------
+# Crop position and the in-memory twins (resize_crop, resample_fps)
+# ----------------------------------------------------------------------------------------------
+
+
+def _three_bands(t: int = 3) -> np.ndarray:
+  """uint8 [t, 32, 96, 3]: red, green, blue vertical bands of 32 columns each."""
+  video = np.zeros((t, 32, 96, 3), np.uint8)
+  video[:, :, :32] = (200, 40, 40)
+  video[:, :, 32:64] = (40, 200, 40)
+  video[:, :, 64:] = (40, 40, 200)
+  return video
+
+
+@pytest.mark.parametrize("pos, channel", [((0.5, 0.0), 0), ((0.5, 0.5), 1), ((0.5, 1.0), 2)])
+def test_crop_pos_picks_the_window(tmp_path, pos, channel):
+  video = _three_bands()
+  path = tmp_path / "bands.mp4"
+  write_mp4(path, video, crf=10)
+  from_file = read_video(path, size=(16, 16), crop_pos=pos)  # 32x96 -> 16x48, 16 wide window
+  in_memory = resize_crop(video, 16, 16, crop_pos=pos)
+  for out in (from_file, in_memory):
+    assert out.shape == (3, 16, 16, 3)
+    assert out[:, 4:12, 4:12, channel].min() > 150  # well inside the band, away from the codec
+  assert mean_abs_err(from_file, in_memory) < 4.0
+  assert mean_abs_err(interior(read_video(path, size=(16, 16))), interior(
+    read_video(path, size=(16, 16), crop_pos=(0.5, 0.5)))) == 0  # the default is the centre
+
+
+def test_resize_crop_shapes_dtypes_and_identity():
+  video = flat_clip(2, 24, 40)
+  assert resize_crop(video, 24, 40) is not video
+  np.testing.assert_array_equal(resize_crop(video, 24, 40), video)  # same size: a copy
+  grown = resize_crop(video, 48, 80)
+  assert grown.shape == (2, 48, 80, 3) and grown.dtype == np.uint8
+  # Shrinking by 4 averages whole 4x4 blocks: a flat frame stays exactly that colour.
+  np.testing.assert_array_equal(resize_crop(video[:, 12:, 20:], 3, 5), np.broadcast_to(
+    video[:, -1:, -1:], (2, 3, 5, 3)))
+  out = resize_crop(video.astype(np.float32) / 255, 10, 10)
+  assert out.dtype == np.float32 and out.shape == (2, 10, 10, 3)
+  tall = resize_crop(np.zeros((1, 100, 10, 1), np.uint8), 8, 8)  # 1 channel, very tall
+  assert tall.shape == (1, 8, 8, 1)
+
+
+@pytest.mark.parametrize(
+  "kwargs, match",
+  [({"crop_pos": (0.5, 1.5)}, "crop_pos"), ({"crop_pos": "cc"}, "crop_pos"),
+   ({"crop_pos": (0.5,)}, "crop_pos"), ({"height": 0}, "size")],
+)
+def test_resize_crop_and_read_video_reject_bad_crop(mp4_16fps, kwargs, match):
+  args = {"height": 8, "width": 8} | kwargs
+  with pytest.raises(ValueError, match=match):
+    resize_crop(flat_clip(1, 8, 8), **args)
+  if "crop_pos" in kwargs:
+    with pytest.raises(ValueError, match="crop_pos"):
+      read_video(mp4_16fps, size=(8, 8), crop_pos=kwargs["crop_pos"])
+
+
+@pytest.mark.parametrize("fps", [4, 8, 10, 16, 24, 29.97])
+def test_resample_fps_matches_read_video(mp4_16fps, fps):
+  # Each frame of mp4_16fps is one flat colour, so frames are identified by their mean colour.
+  src = read_video(mp4_16fps)  # [20, 48, 64, 3] at 16 fps
+  from_file = read_video(mp4_16fps, fps=fps)
+  in_memory = resample_fps(src, 16, fps)
+  assert in_memory.shape == from_file.shape
+  np.testing.assert_array_equal(in_memory, from_file)
+
+
+def test_resample_fps_rules():
+  clip = np.arange(8)  # frame i is i; any [T, ...] array works
+  assert resample_fps(clip, 8, 4).tolist() == [0, 2, 4, 6]
+  assert resample_fps(clip, 8, 16).tolist() == [0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7]
+  assert resample_fps(clip, 8, 3).tolist() == [0, 3, 5]  # 2.67 -> 3, 5.33 -> 5
+  assert resample_fps(clip, 8, 5.333333333).tolist() == [0, 1, 3, 4, 6, 7]  # 1.5 -> 1: ties go early
+  with pytest.raises(ValueError, match="src_fps"):
+    resample_fps(clip, 0, 8)
+  with pytest.raises(ValueError, match="T >= 1"):
+    resample_fps(np.zeros((0, 2)), 8, 8)

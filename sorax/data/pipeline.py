@@ -65,9 +65,15 @@ class Tokenize(grain.transforms.Map):
     return {"video": ex["video"], "ids": ids[0], "mask": mask[0]}
 
 
-def world_dataset(data_cfg, tokenizer: Tokenizer, *, shard_index: int = 0,
+def _video_only(ex: dict[str, Any]) -> dict[str, Any]:
+  return {"video": ex["video"]}
+
+
+def world_dataset(data_cfg, tokenizer: Tokenizer | None, *, shard_index: int = 0,
                   shard_count: int = 1) -> grain.IterDataset:
   """Batches {video uint8 [B, T, H, W, 3], ids int32 [B, L], mask bool [B, L]}, forever.
+
+  With no tokenizer (VAE training), batches hold the video only.
 
   Each host reads the slice `shard_index::shard_count` of the clip indices (multi-host JAX:
   process_index / process_count) and builds its local share of the global batch.
@@ -80,7 +86,11 @@ def world_dataset(data_cfg, tokenizer: Tokenizer, *, shard_index: int = 0,
       wall_prob=data_cfg.wall_prob, caption_levels=list(data_cfg.caption_levels),
       caption_weights=list(data_cfg.caption_weights))
   ds = grain.MapDataset.source(source)[shard_index::shard_count]
-  ds = ds.repeat().map(Tokenize(tokenizer, data_cfg.text_len))
+  ds = ds.repeat()
+  if tokenizer is None:
+    ds = ds.map(_video_only)
+  else:
+    ds = ds.map(Tokenize(tokenizer, data_cfg.text_len))
   ds = ds.batch(data_cfg.batch_size // shard_count, drop_remainder=True)
   it = ds.to_iter_dataset()
   if data_cfg.worker_count > 0:

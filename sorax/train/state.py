@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import functools
-from typing import Any
+from typing import Any, Callable
 
 import flax
 import jax
@@ -73,12 +73,24 @@ def abstract_model(cfg: ml_collections.ConfigDict, vocab_size: int):
 
 def init_state(cfg: ml_collections.ConfigDict, vocab_size: int, mesh: Mesh, rules,
                tx: optax.GradientTransformation):
-  """Initializes the train state directly into its shards (no single-device copy first).
+  """The Generator's train state, initialized directly into its shards.
 
   -> (graphdef, state, state_shardings)
   """
   gcfg = generator_config(cfg, vocab_size)
-  graphdef, abstract = abstract_model(cfg, vocab_size)
+  return init_model_state(lambda: Generator(gcfg, rngs=nnx.Rngs(cfg.seed)), cfg.seed, mesh,
+                          rules, tx)
+
+
+def init_model_state(make_model: Callable[[], nnx.Module], seed: int, mesh: Mesh, rules,
+                     tx: optax.GradientTransformation):
+  """Initializes any NNX model's train state directly into its shards (no single-device copy
+  first): shapes by eval_shape, logical names -> shardings, then a jitted init with
+  out_shardings.
+
+  -> (graphdef, state, state_shardings)
+  """
+  graphdef, abstract = nnx.split(nnx.eval_shape(make_model))
   p_sh = mesh_lib.state_shardings(abstract, mesh, rules)
   rep = mesh_lib.replicated(mesh)
   # Optimizer moments are shaped like the params and sharded like them; counters replicate.
@@ -88,9 +100,9 @@ def init_state(cfg: ml_collections.ConfigDict, vocab_size: int, mesh: Mesh, rule
 
   @functools.partial(jax.jit, out_shardings=shardings)
   def init():
-    params = nnx.state(Generator(gcfg, rngs=nnx.Rngs(cfg.seed)))
+    params = nnx.state(make_model())
     return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
-                      ema=jax.tree.map(jnp.copy, params), rng=jax.random.PRNGKey(cfg.seed + 1))
+                      ema=jax.tree.map(jnp.copy, params), rng=jax.random.PRNGKey(seed + 1))
 
   with jax.set_mesh(mesh):
     state = init()

@@ -48,8 +48,12 @@ def step_config(cfg: ml_collections.ConfigDict) -> StepConfig:
                     ema_decay=cfg.optim.ema_decay, prediction=cfg.diffusion.prediction)
 
 
-class Trainer:
-  """Owns the mesh, the state, the data iterator and the checkpointer of one run."""
+class BaseTrainer:
+  """Owns the mesh, the state, the data iterator and the checkpointer of one run.
+
+  Subclasses say what is trained: `init_state`, `make_data`, `make_step`, `batch_ndims` and
+  `meta`; the loop, checkpoints, resume and metrics are shared.
+  """
 
   def __init__(self, cfg: ml_collections.ConfigDict, workdir: str | pathlib.Path, *,
                devices=None):
@@ -57,43 +61,44 @@ class Trainer:
     self.workdir.mkdir(parents=True, exist_ok=True)
     self.mesh = mesh_lib.make_mesh(cfg.mesh.shape, devices)
     self.rules = mesh_lib.rules_from_config(cfg.mesh.rules)
-    self.tokenizer = tokenizer_for(cfg)
-    self.codec = state_lib.make_codec_from(cfg)
     self.tx = state_lib.make_optimizer(cfg)
     with mesh_lib.activate(self.mesh, self.rules):
-      self.graphdef, self.state, self.shardings = state_lib.init_state(
-          cfg, self.tokenizer.vocab_size, self.mesh, self.rules, self.tx)
-    self.data = iter(world_dataset(cfg.data, self.tokenizer, shard_index=jax.process_index(),
-                                   shard_count=jax.process_count()))
+      self.graphdef, self.state, self.shardings = self.init_state()
+    self.data = self.make_data()
     self.ckpt = Checkpointer(self.workdir, keep=cfg.train.keep,
                              async_save=cfg.train.async_checkpoint)
     if self.ckpt.latest_step() is not None:
       step, self.state, _ = self.ckpt.restore(abstract_like(self.state, self.shardings), self.data)
       logging.info("resumed from step %d in %s", step, self.ckpt.directory)
     self._write_run_files()
-    batch_sh = {"video": mesh_lib.batch_sharding(self.mesh, self.rules, 5),
-                "ids": mesh_lib.batch_sharding(self.mesh, self.rules, 2),
-                "mask": mesh_lib.batch_sharding(self.mesh, self.rules, 2)}
-    self.batch_shardings = batch_sh
+    self.batch_shardings = {k: mesh_lib.batch_sharding(self.mesh, self.rules, n)
+                            for k, n in self.batch_ndims().items()}
     self.step_fn = jax.jit(
-        make_train_step(self.graphdef, self.tx, self.codec.encode, step_config(cfg)),
-        in_shardings=(self.shardings, batch_sh),
+        self.make_step(), in_shardings=(self.shardings, self.batch_shardings),
         out_shardings=(self.shardings, mesh_lib.replicated(self.mesh)), donate_argnums=0)
 
+  def init_state(self):
+    raise NotImplementedError
+
+  def make_data(self):
+    raise NotImplementedError
+
+  def make_step(self):
+    raise NotImplementedError
+
+  def batch_ndims(self) -> dict[str, int]:
+    raise NotImplementedError
+
+  def meta(self) -> dict[str, Any]:
+    return {"config": json.loads(config_lib.to_json(self.cfg))}
+
   def _write_run_files(self) -> None:
-    """The config and tokenizer beside the checkpoints, so a workdir is self-contained."""
+    """The config beside the checkpoints, so a workdir is self-contained."""
     if jax.process_index() != 0:
       return
-    tok = self.workdir / "tokenizer.model"
-    if not tok.exists():
-      shutil.copyfile(self.tokenizer.path, tok)
     tmp = self.workdir / "config.json.tmp"
     tmp.write_text(config_lib.to_json(self.cfg))
     tmp.replace(self.workdir / "config.json")
-
-  def meta(self) -> dict[str, Any]:
-    return {"config": json.loads(config_lib.to_json(self.cfg)),
-            "vocab_size": self.tokenizer.vocab_size}
 
   def put_batch(self, batch: dict[str, np.ndarray]) -> dict[str, jax.Array]:
     """Host-local batch -> global sharded arrays (multi-host safe)."""
@@ -149,9 +154,54 @@ class Trainer:
     self.ckpt.close()
 
 
+class Trainer(BaseTrainer):
+  """Text-to-video: the Generator (text encoder + DiT) by flow matching on codec latents."""
+
+  def __init__(self, cfg: ml_collections.ConfigDict, workdir: str | pathlib.Path, *,
+               devices=None):
+    self.tokenizer = tokenizer_for(cfg)
+    self.codec = state_lib.make_codec_from(cfg)
+    super().__init__(cfg, workdir, devices=devices)
+
+  def init_state(self):
+    return state_lib.init_state(self.cfg, self.tokenizer.vocab_size, self.mesh, self.rules,
+                                self.tx)
+
+  def make_data(self):
+    return iter(world_dataset(self.cfg.data, self.tokenizer, shard_index=jax.process_index(),
+                              shard_count=jax.process_count()))
+
+  def make_step(self):
+    return make_train_step(self.graphdef, self.tx, self.codec.encode, step_config(self.cfg))
+
+  def batch_ndims(self) -> dict[str, int]:
+    return {"video": 5, "ids": 2, "mask": 2}
+
+  def meta(self) -> dict[str, Any]:
+    return {**super().meta(), "vocab_size": self.tokenizer.vocab_size}
+
+  def _write_run_files(self) -> None:
+    """The tokenizer too: a workdir samples without the repo's assets."""
+    super()._write_run_files()
+    tok = self.workdir / "tokenizer.model"
+    if jax.process_index() == 0 and not tok.exists():
+      shutil.copyfile(self.tokenizer.path, tok)
+
+
+def trainer_class(cfg: ml_collections.ConfigDict) -> type[BaseTrainer]:
+  """The config's `kind` picks what is trained: "dit" (default) or "vae"."""
+  kind = cfg.get("kind", "dit")
+  if kind == "dit":
+    return Trainer
+  if kind == "vae":
+    from sorax.train.vae_trainer import VAETrainer  # noqa: PLC0415 (it imports this module)
+    return VAETrainer
+  raise ValueError(f"unknown config kind {kind!r}; choose from ['dit', 'vae']")
+
+
 def train(cfg: ml_collections.ConfigDict, workdir: str | pathlib.Path, *,
           progress: bool = True) -> dict[str, float]:
-  trainer = Trainer(cfg, workdir)
+  trainer = trainer_class(cfg)(cfg, workdir)
   try:
     return trainer.fit(progress=progress)
   finally:
