@@ -64,7 +64,7 @@ def get_config(arg: str = "world") -> ml_collections.ConfigDict:
       rules=VAE_RULES))
 
   if variant == "tiny":
-    c.data.update(height=16, width=16, frames=5, batch_size=2)
+    c.data.update(height=16, width=16, frames=5, batch_size=8)
     c.vae.update(latent_channels=4, widths=[8, 16], blocks=1)
     c.loss.crop = None
     c.train.update(steps=4, log_every=2, checkpoint_every=2, async_checkpoint=False)

@@ -5,6 +5,8 @@
   sorax sample --checkpoint runs/x (--prompt TEXT | --prompts FILE) --out DIR [options]
   sorax score --videos DIR --prompts SPECS.jsonl
   sorax eval --checkpoint runs/x --out DIR [--num-prompts 64]   held-out prompts, sampled + scored
+  sorax eval-vae [--checkpoint runs/vae] --out DIR     reconstruction PSNR + oracle on recons
+  sorax export-vae --checkpoint runs/vae --out vae.msgpack    EMA weights -> one VAE file
   sorax build-tokenizer [--out PATH]
 """
 
@@ -72,6 +74,20 @@ def _add_eval(sub):
   p.add_argument("--seed", type=int)
 
 
+def _add_vae(sub):
+  p = sub.add_parser("eval-vae", help="reconstruction PSNR and oracle rates of a VAE on the world")
+  p.add_argument("--checkpoint", default="",
+                 help="a VAE training workdir or .msgpack file (default: the shipped world VAE)")
+  p.add_argument("--out", default=None, help="writes recon.png and scores.json here")
+  p.add_argument("--num-clips", type=int, default=64)
+  p.add_argument("--height", type=int, default=64)
+  p.add_argument("--width", type=int, default=64)
+  p.add_argument("--frames", type=int, default=17)
+  p = sub.add_parser("export-vae", help="write a VAE workdir's EMA weights to one .msgpack file")
+  p.add_argument("--checkpoint", required=True)
+  p.add_argument("--out", required=True)
+
+
 def build_parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(prog="sorax", description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -81,6 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
   _add_sample(sub)
   _add_score(sub)
   _add_eval(sub)
+  _add_vae(sub)
   p = sub.add_parser("build-tokenizer", help="retrain the shipped world tokenizer")
   p.add_argument("--out", default=None)
   return parser
@@ -144,6 +161,24 @@ def cmd_eval(args) -> int:
   return 0
 
 
+def cmd_eval_vae(args) -> int:
+  from sorax.vae_eval import evaluate_vae
+  for name in ("num_clips", "height", "width", "frames"):
+    if getattr(args, name) < 1:
+      raise CLIError(f"--{name.replace('_', '-')} must be a positive integer")
+  print(json.dumps(evaluate_vae(args.checkpoint, num_clips=args.num_clips, height=args.height,
+                                width=args.width, frames=args.frames, out=args.out)))
+  return 0
+
+
+def cmd_export_vae(args) -> int:
+  from sorax.models.vae_codec import load_vae, save_vae
+  codec = load_vae(args.checkpoint)
+  save_vae(args.out, codec.cfg, codec.params)
+  print(json.dumps({"vae": args.out, "from": codec.source}))
+  return 0
+
+
 def cmd_demo(args) -> int:
   from sorax.demo import run_demo
   return run_demo(workdir=args.workdir, out=args.out, steps=args.steps,
@@ -166,14 +201,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.error(f"unrecognized arguments: {' '.join(unknown or overrides)}")
   from sorax.config import ConfigError
   from sorax.data.video_io import VideoReadError
+  from sorax.models.vae_codec import VAELoadError
   from sorax.train.checkpoint import CheckpointError
   try:
     if args.verb == "train":
       return cmd_train(args, overrides)
     return {"sample": cmd_sample, "score": cmd_score, "demo": cmd_demo, "eval": cmd_eval,
-            "build-tokenizer": cmd_build_tokenizer}[args.verb](args)
-  except (CLIError, ConfigError, CheckpointError, VideoReadError, FileNotFoundError,
-          ValueError) as e:
+            "build-tokenizer": cmd_build_tokenizer, "eval-vae": cmd_eval_vae,
+            "export-vae": cmd_export_vae}[args.verb](args)
+  except (CLIError, ConfigError, CheckpointError, VideoReadError, VAELoadError,
+          FileNotFoundError, ValueError) as e:
     print(f"sorax {args.verb}: error: {e}", file=sys.stderr)
     return 2
 

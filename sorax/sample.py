@@ -22,7 +22,8 @@ from sorax.diffusion import flow, samplers
 from sorax.models.codec import to_pixels
 from sorax.models.text import DEFAULT_TOKENIZER, Tokenizer
 from sorax.train import state as state_lib
-from sorax.train.checkpoint import CheckpointError, Checkpointer, checkpoint_dir
+from sorax.models.generator import Generator
+from sorax.train.checkpoint import CheckpointError, checkpoint_dir, restore_ema
 from sorax.train.step import null_text
 
 
@@ -33,6 +34,7 @@ class Pipeline:
   params: Any
   tokenizer: Tokenizer
   step: int = 0
+  latent_stats: dict | None = None  # per-channel latent mean/std of a VAE codec
 
   @classmethod
   def load(cls, path: str | pathlib.Path, step: int | None = None) -> "Pipeline":
@@ -41,41 +43,28 @@ class Pipeline:
     The whole train state is restored (then all but the EMA dropped): simple, but it costs
     three times the weights' memory while loading.
     """
-    ckdir = checkpoint_dir(path)
-    if not ckdir.is_dir():
-      raise CheckpointError(f"checkpoint {path} not found: no folder {ckdir}")
-    workdir = ckdir.parent
-    ckpt = Checkpointer(workdir, create=False, async_save=False)
-    if ckpt.latest_step() is None:
-      raise CheckpointError(f"checkpoint {path} holds no saved step")
-    meta = ckpt.read_meta(step)
+    holder = {}
+
+    def make(cfg, meta):
+      tok_path = checkpoint_dir(path).parent / "tokenizer.model"
+      tokenizer = Tokenizer(tok_path if tok_path.exists() else (cfg.tokenizer or
+                                                                 DEFAULT_TOKENIZER))
+      if tokenizer.vocab_size != meta["vocab_size"]:
+        raise CheckpointError(f"tokenizer {tokenizer.path} has {tokenizer.vocab_size} pieces, "
+                              f"checkpoint {path} was trained with {meta['vocab_size']}")
+      holder["tokenizer"] = tokenizer
+      gcfg = state_lib.generator_config(cfg, meta["vocab_size"])
+      return gcfg, lambda: Generator(gcfg, rngs=nnx.Rngs(0))
+
+    ckstep, graphdef, params, meta, _ = restore_ema(path, make, step)
     cfg = ml_collections.ConfigDict(meta["config"])
     cfg.lock()
-    tok_path = workdir / "tokenizer.model"
-    tokenizer = Tokenizer(tok_path if tok_path.exists() else (cfg.tokenizer or
-                                                               DEFAULT_TOKENIZER))
-    if tokenizer.vocab_size != meta["vocab_size"]:
-      raise CheckpointError(f"tokenizer {tokenizer.path} has {tokenizer.vocab_size} pieces, "
-                            f"checkpoint {path} was trained with {meta['vocab_size']}")
-    tx = state_lib.make_optimizer(cfg)
-    graphdef, abstract_params = state_lib.abstract_model(cfg, meta["vocab_size"])
-    dev = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    return cls(cfg=cfg, graphdef=graphdef, params=params, tokenizer=holder["tokenizer"],
+               step=ckstep, latent_stats=meta.get("latent_stats"))
 
-    def abstract_state():
-      params = jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), abstract_params)
-      return state_lib.TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                                  opt_state=tx.init(params), ema=params,
-                                  rng=jax.random.PRNGKey(0))
-
-    target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=dev),
-                          jax.eval_shape(abstract_state))
-    ckstep, state, _ = ckpt.restore(target, None, step)
-    ckpt.close()
-    return cls(cfg=cfg, graphdef=graphdef, params=state.ema, tokenizer=tokenizer, step=ckstep)
-
-  @property
+  @functools.cached_property
   def codec(self):
-    return state_lib.make_codec_from(self.cfg)
+    return state_lib.make_codec_from(self.cfg, self.latent_stats)
 
   def generate(self, prompts: Sequence[str], *, frames: int | None = None,
                height: int | None = None, width: int | None = None, steps: int | None = None,
@@ -89,17 +78,22 @@ class Pipeline:
     sampler = sampler or c.sample.sampler
     samplers.get_sampler(sampler)
     patch = tuple(c.model.patch)
-    for name, n, f, p in zip(("frames", "height", "width"), (frames, height, width),
-                             self.codec.factors, patch):
+    _, fh, fw = self.codec.factors
+    for name, n, f, p in (("height", height, fh, patch[1]), ("width", width, fw, patch[2])):
       if n < 1 or n % (f * p):
         raise ValueError(f"{name}={n} must be a positive multiple of {f * p} for this checkpoint "
                          f"(codec factor {f} x patch {p})")
+    if frames < 1:
+      raise ValueError(f"frames={frames} must be positive")
     latent_shape = self.codec.latent_shape(frames, height, width)
+    if latent_shape[0] % patch[0]:
+      raise ValueError(f"frames={frames} gives {latent_shape[0]} latent frames, not a multiple of "
+                       f"the temporal patch {patch[0]}")
     grid = P.grid_shape(latent_shape, patch)
     n_tok = int(np.prod(grid))
     shift = flow.resolution_shift(n_tok, c.diffusion.base_tokens, c.diffusion.base_shift)
     fn = _sampling_fn(self.graphdef, latent_shape, patch, steps, float(cfg_scale), sampler,
-                      shift, self.codec, c.diffusion.prediction)
+                      shift, self.codec, c.diffusion.prediction, frames)
     out = []
     key = jax.random.PRNGKey(seed)
     for start in range(0, len(prompts), batch_size):
@@ -127,7 +121,7 @@ def save_videos(videos: np.ndarray, names: Sequence[str], out: pathlib.Path, *,
 
 @functools.lru_cache(maxsize=16)
 def _sampling_fn(graphdef, latent_shape, patch, steps, cfg_scale, sampler, shift, codec,
-                 prediction):
+                 prediction, frames):
   pos = P.positions(P.grid_shape(latent_shape, patch))
   ts = samplers.schedule(steps, shift)
   integrate = samplers.get_sampler(sampler)
@@ -149,6 +143,6 @@ def _sampling_fn(graphdef, latent_shape, patch, steps, cfg_scale, sampler, shift
     v = samplers.guided(both, cfg_scale)
     tokens = integrate(v, noise, ts)
     latent = P.unpatchify_batch(tokens, latent_shape, patch)
-    return to_pixels(codec.decode(latent))
+    return to_pixels(codec.decode(latent)[:, :frames])  # a causal VAE pads to 1 + r*k
 
   return run

@@ -34,6 +34,7 @@ import numpy as np
 
 __all__ = [
   "write_gif",
+  "write_png",
   "write_mp4",
 ]
 
@@ -229,3 +230,25 @@ def write_gif(path: str | os.PathLike, video: np.ndarray, fps: int = 8) -> None:
           yield frame
 
       _encode(container, stream, frames())
+
+
+def write_png(path: str | os.PathLike, image: np.ndarray) -> None:
+  """uint8 [H, W, 3] -> an RGB PNG (zlib only, no imaging library); atomic."""
+  import struct  # noqa: PLC0415
+  import zlib  # noqa: PLC0415
+
+  image = np.asarray(image)
+  if image.dtype != np.uint8 or image.ndim != 3 or image.shape[-1] != 3 or 0 in image.shape:
+    raise ValueError(f"write_png wants uint8 [H, W, 3], got {image.dtype} {image.shape}")
+  h, w, _ = image.shape
+
+  def chunk(kind: bytes, data: bytes) -> bytes:
+    return (struct.pack(">I", len(data)) + kind + data
+            + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+
+  rows = b"".join(b"\x00" + image[i].tobytes() for i in range(h))  # filter 0 per row
+  blob = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
+          + chunk(b"IDAT", zlib.compress(rows, 6)) + chunk(b"IEND", b""))
+  with _atomic_output(path) as tmp:
+    with open(tmp, "wb") as f:
+      f.write(blob)

@@ -1,7 +1,8 @@
 """Latent codecs: video pixels <-> the latent the DiT works on.
 
-Training and sampling only see `encode`/`decode` of a codec, so the learned causal VAE drops in
-beside the parameter-free `space_to_depth` codec used until it lands.
+Training and sampling only see `encode`/`decode`/`latent_shape`/`factors`/`channels` of a codec:
+the learned causal VAE ("vae", sorax/models/vae_codec.py) and the parameter-free, lossless
+`space_to_depth` (a baseline, and the codec for tests that must not depend on trained weights).
 """
 
 from __future__ import annotations
@@ -46,10 +47,15 @@ class SpaceToDepthCodec:
     return depth_to_space(latent / self.scale, self.factors)
 
 
-CODECS = {"space_to_depth": SpaceToDepthCodec}
+def _vae_codec(checkpoint: str = ""):
+  from sorax.models.vae_codec import load_vae  # noqa: PLC0415 (loads weights: only on demand)
+  return load_vae(checkpoint)
 
 
-def make_codec(name: str, **kwargs) -> SpaceToDepthCodec:
+CODECS = {"space_to_depth": SpaceToDepthCodec, "vae": _vae_codec}
+
+
+def make_codec(name: str, **kwargs):
   if name not in CODECS:
     raise ValueError(f"unknown codec {name!r}; choose from {sorted(CODECS)}")
   return CODECS[name](**kwargs)

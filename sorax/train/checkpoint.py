@@ -7,7 +7,7 @@ Layout: <workdir>/checkpoints/<step>/{state, data, meta}.
 from __future__ import annotations
 
 import pathlib
-from typing import Any
+from typing import Any, Callable
 
 import grain
 import jax
@@ -78,3 +78,48 @@ class Checkpointer:
 def abstract_like(state: Any, shardings: Any) -> Any:
   return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
                       state, shardings)
+
+
+def restore_ema(path: str | pathlib.Path, make: Callable[[Any, dict], tuple[Any, Callable]],
+                step: int | None = None):
+  """Restores a training workdir's EMA weights (what sampling and encoding use) on one device.
+
+  `make(cfg, meta) -> (model_cfg, model_fn)` builds the model the checkpoint holds from its saved
+  config. The whole train state is restored (then all but the EMA dropped): simple, but it costs
+  three times the weights' memory while loading.
+
+  -> (step, graphdef, ema params, meta, model_cfg)
+  """
+  import jax.numpy as jnp  # noqa: PLC0415
+  import ml_collections  # noqa: PLC0415
+  from flax import nnx  # noqa: PLC0415
+
+  from sorax.train import state as state_lib  # noqa: PLC0415 (state does not import this)
+
+  ckdir = checkpoint_dir(path)
+  if not ckdir.is_dir():
+    raise CheckpointError(f"checkpoint {path} not found: no folder {ckdir}")
+  ckpt = Checkpointer(ckdir.parent, create=False, async_save=False)
+  try:
+    if ckpt.latest_step() is None:
+      raise CheckpointError(f"checkpoint {path} holds no saved step")
+    meta = ckpt.read_meta(step)
+    cfg = ml_collections.ConfigDict(meta["config"])
+    cfg.lock()
+    model_cfg, model_fn = make(cfg, meta)
+    tx = state_lib.make_optimizer(cfg)
+    graphdef, abstract_params = nnx.split(nnx.eval_shape(model_fn))
+    dev = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+
+    def abstract_state():
+      params = jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), abstract_params)
+      return state_lib.TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                                  opt_state=tx.init(params), ema=params,
+                                  rng=jax.random.PRNGKey(0))
+
+    target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=dev),
+                          jax.eval_shape(abstract_state))
+    ckstep, state, _ = ckpt.restore(target, None, step)
+  finally:
+    ckpt.close()
+  return ckstep, graphdef, state.ema, meta, model_cfg

@@ -28,9 +28,14 @@ class TrainState:
   rng: jax.Array        # uint32 [2] base PRNG key; step keys are fold_in(rng, step)
 
 
-def make_codec_from(cfg: ml_collections.ConfigDict):
-  kw = {k: v for k, v in cfg.codec.items() if k != "name"}
-  return make_codec(cfg.codec.name, **kw)
+def make_codec_from(cfg: ml_collections.ConfigDict, latent_stats: dict | None = None):
+  """The config's codec; a VAE codec normalizes with `latent_stats` ({"mean", "std"})."""
+  # stats_clips is the trainer's (how many clips measure latent_stats), not the codec's.
+  kw = {k: v for k, v in cfg.codec.items() if k not in ("name", "stats_clips")}
+  codec = make_codec(cfg.codec.name, **kw)
+  if latent_stats is not None:
+    codec = codec.with_stats(latent_stats["mean"], latent_stats["std"])
+  return codec
 
 
 def generator_config(cfg: ml_collections.ConfigDict, vocab_size: int) -> GeneratorConfig:

@@ -61,6 +61,10 @@ class BaseTrainer:
     self.workdir.mkdir(parents=True, exist_ok=True)
     self.mesh = mesh_lib.make_mesh(cfg.mesh.shape, devices)
     self.rules = mesh_lib.rules_from_config(cfg.mesh.rules)
+    dp = self.mesh.shape["data"] * self.mesh.shape["fsdp"]
+    if cfg.data.batch_size % dp:
+      raise ValueError(f"data.batch_size={cfg.data.batch_size} is not divisible by the {dp} "
+                       f"data-parallel devices of mesh {dict(self.mesh.shape)}")
     self.tx = state_lib.make_optimizer(cfg)
     with mesh_lib.activate(self.mesh, self.rules):
       self.graphdef, self.state, self.shardings = self.init_state()
@@ -161,7 +165,33 @@ class Trainer(BaseTrainer):
                devices=None):
     self.tokenizer = tokenizer_for(cfg)
     self.codec = state_lib.make_codec_from(cfg)
+    self.latent_stats = None
+    if hasattr(self.codec, "with_stats"):  # a learned codec: normalize its latents
+      self.latent_stats = self._latent_stats(cfg, pathlib.Path(workdir))
+      self.codec = self.codec.with_stats(self.latent_stats["mean"], self.latent_stats["std"])
     super().__init__(cfg, workdir, devices=devices)
+
+  def _latent_stats(self, cfg, workdir: pathlib.Path) -> dict[str, list[float]]:
+    """The run's latent mean/std: from its checkpoint when resuming (never re-measured, so a
+    resumed run trains on the same normalization), else measured on cfg.codec.stats_clips clips
+    drawn with a seed the training stream does not use."""
+    ckpt_dir = workdir / "checkpoints"
+    if ckpt_dir.is_dir():
+      ckpt = Checkpointer(workdir, create=False, async_save=False)
+      try:
+        if ckpt.latest_step() is not None:
+          return ckpt.read_meta()["latent_stats"]
+      finally:
+        ckpt.close()
+    from sorax.models.vae_codec import latent_stats  # noqa: PLC0415
+    data = cfg.data.to_dict()
+    data.update(seed=cfg.data.seed + 7919, worker_count=0)
+    it = iter(world_dataset(ml_collections.ConfigDict(data), None))
+    n = max(1, cfg.codec.get("stats_clips", 64) // cfg.data.batch_size)
+    stats = latent_stats(self.codec, (next(it)["video"] for _ in range(n)))
+    logging.info("latent stats over %d clips: mean %s std %s", n * cfg.data.batch_size,
+                 np.round(stats["mean"], 3), np.round(stats["std"], 3))
+    return stats
 
   def init_state(self):
     return state_lib.init_state(self.cfg, self.tokenizer.vocab_size, self.mesh, self.rules,
@@ -178,7 +208,10 @@ class Trainer(BaseTrainer):
     return {"video": 5, "ids": 2, "mask": 2}
 
   def meta(self) -> dict[str, Any]:
-    return {**super().meta(), "vocab_size": self.tokenizer.vocab_size}
+    meta = {**super().meta(), "vocab_size": self.tokenizer.vocab_size}
+    if self.latent_stats is not None:
+      meta["latent_stats"] = self.latent_stats
+    return meta
 
   def _write_run_files(self) -> None:
     """The tokenizer too: a workdir samples without the repo's assets."""

@@ -1,0 +1,168 @@
+"""The trained causal VAE as the DiT's latent codec: loading, latent normalization, VAE files.
+
+The DiT sees `(z - mean) / std` per latent channel; `mean`/`std` are measured on training clips
+when a DiT run starts and saved with its checkpoints (meta "latent_stats"), so sampling decodes
+with exactly the statistics the model was trained on.
+
+A VAE comes from a VAE training workdir (its EMA weights) or a single `.msgpack` file written by
+`save_vae` (what ships in sorax/assets/ for the demo).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import os
+import pathlib
+from typing import Any, Iterable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx, serialization
+
+from sorax.models import vae as vae_lib
+
+ASSETS = pathlib.Path(__file__).resolve().parent.parent / "assets"
+DEFAULT_VAE = ASSETS / "vae_world.msgpack"
+
+
+class VAELoadError(RuntimeError):
+  pass
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class VAECodec:
+  """encode: [B, T, H, W, 3] in [-1, 1] -> normalized latent [B, t, h, w, c] (T padded to
+  1 + r*k by repeating the last frame); decode: latent -> [B, 1 + r*(t-1), H, W, 3] (callers crop
+  to the frames they asked for)."""
+  cfg: vae_lib.VAEConfig
+  graphdef: Any
+  params: Any
+  mean: tuple[float, ...] | None = None
+  std: tuple[float, ...] | None = None
+  source: str = ""
+
+  @property
+  def factors(self) -> tuple[int, int, int]:
+    return (self.cfg.temporal, self.cfg.spatial, self.cfg.spatial)
+
+  @property
+  def channels(self) -> int:
+    return self.cfg.latent_channels
+
+  def latent_shape(self, frames: int, height: int, width: int) -> tuple[int, int, int, int]:
+    s = self.cfg.spatial
+    for name, n in (("height", height), ("width", width)):
+      if n % s:
+        raise ValueError(f"{name}={n} is not a multiple of the VAE's spatial factor {s}")
+    return (vae_lib.latent_frames(frames, self.cfg.temporal), height // s, width // s,
+            self.channels)
+
+  def with_stats(self, mean, std) -> "VAECodec":
+    mean, std = tuple(map(float, mean)), tuple(map(float, std))
+    if len(mean) != self.channels or len(std) != self.channels or min(std) <= 0:
+      raise ValueError(f"latent stats need {self.channels} means and positive stds, got "
+                       f"{len(mean)} and {std}")
+    return dataclasses.replace(self, mean=mean, std=std)
+
+  def _norm(self):
+    if self.mean is None:
+      return jnp.zeros((self.channels,)), jnp.ones((self.channels,))
+    return jnp.asarray(self.mean), jnp.asarray(self.std)
+
+  def raw_encode(self, video: jax.Array) -> jax.Array:
+    model = nnx.merge(self.graphdef, self.params)
+    return model.moments(vae_lib.pad_frames(video.astype(jnp.float32), self.cfg.temporal))[0]
+
+  def encode(self, video: jax.Array) -> jax.Array:
+    mean, std = self._norm()
+    return (self.raw_encode(video) - mean) / std
+
+  def decode(self, latent: jax.Array) -> jax.Array:
+    mean, std = self._norm()
+    model = nnx.merge(self.graphdef, self.params)
+    return model.decoder(latent * std + mean)[0]
+
+
+def latent_stats(codec: VAECodec, videos: Iterable[np.ndarray]) -> dict[str, list[float]]:
+  """Per-channel mean and std of the raw latents of uint8 videos [B, T, H, W, 3]."""
+  enc = jax.jit(lambda v: codec.raw_encode(jnp.asarray(v, jnp.float32) / 127.5 - 1.0))
+  n, s1, s2 = 0, 0.0, 0.0
+  for v in videos:
+    z = np.asarray(enc(v), np.float64).reshape(-1, codec.channels)
+    n, s1, s2 = n + len(z), s1 + z.sum(0), s2 + (z * z).sum(0)
+  if not n:
+    raise ValueError("latent_stats: no videos")
+  mean = s1 / n
+  std = np.sqrt(np.maximum(s2 / n - mean * mean, 1e-12))
+  return {"mean": mean.tolist(), "std": std.tolist()}
+
+
+# ------------------------------------------------------------------------------ files
+
+
+def vae_config_from_dict(d: dict[str, Any]) -> vae_lib.VAEConfig:
+  fields = {f.name for f in dataclasses.fields(vae_lib.VAEConfig)}
+  unknown = set(d) - fields
+  if unknown:
+    raise VAELoadError(f"unknown VAE config keys {sorted(unknown)}")
+  d = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
+  return vae_lib.VAEConfig(**d)
+
+
+def save_vae(path: str | os.PathLike, cfg: vae_lib.VAEConfig, params: Any) -> None:
+  """One self-describing file: {"config": VAEConfig fields, "params": the weights}; atomic."""
+  path = pathlib.Path(path)
+  state = jax.tree.map(np.asarray, nnx.to_pure_dict(params))
+  blob = serialization.msgpack_serialize({"config": json.dumps(dataclasses.asdict(cfg)),
+                                          "params": state})
+  tmp = path.with_name(path.name + ".tmp")
+  tmp.write_bytes(blob)
+  tmp.replace(path)
+
+
+@functools.lru_cache(maxsize=4)
+def load_vae(path: str | os.PathLike = "") -> VAECodec:
+  """A VAE file (.msgpack) or a VAE training workdir (EMA weights); "" = the shipped world VAE."""
+  p = pathlib.Path(path) if str(path) else DEFAULT_VAE
+  if p.is_dir():
+    return _load_workdir(p)
+  if not p.is_file():
+    raise VAELoadError(f"VAE {p} not found (give a .msgpack file or a VAE training workdir)")
+  try:
+    blob = serialization.msgpack_restore(p.read_bytes())
+    cfg = vae_config_from_dict(json.loads(blob["config"]))
+  except (ValueError, KeyError, TypeError) as e:
+    raise VAELoadError(f"VAE file {p} is not a sorax VAE file: {e}") from e
+  graphdef, abstract = nnx.split(nnx.eval_shape(lambda: vae_lib.VAE(cfg, rngs=nnx.Rngs(0))))
+  try:
+    nnx.replace_by_pure_dict(abstract, blob["params"])
+  except (KeyError, ValueError) as e:
+    raise VAELoadError(f"VAE file {p} does not match its config: {e}") from e
+  params = jax.tree.map(jnp.asarray, abstract)
+  _check_shapes(p, graphdef, params, cfg)
+  return VAECodec(cfg=cfg, graphdef=graphdef, params=params, source=str(p))
+
+
+def _check_shapes(p, graphdef, params, cfg) -> None:
+  want = nnx.split(nnx.eval_shape(lambda: vae_lib.VAE(cfg, rngs=nnx.Rngs(0))))[1]
+  for a, b in zip(jax.tree.leaves(want), jax.tree.leaves(params)):
+    if a.shape != b.shape:
+      raise VAELoadError(f"VAE file {p}: a weight has shape {b.shape}, its config wants {a.shape}")
+
+
+def _load_workdir(workdir: pathlib.Path) -> VAECodec:
+  from sorax.train.checkpoint import restore_ema  # noqa: PLC0415 (train depends on models)
+  from sorax.train.vae_trainer import vae_config  # noqa: PLC0415
+
+  def make(train_cfg, meta):
+    if train_cfg.get("kind") != "vae":
+      raise VAELoadError(f"{workdir} is not a VAE training run (config kind "
+                         f"{train_cfg.get('kind', 'dit')!r})")
+    cfg = vae_config(train_cfg)
+    return cfg, (lambda: vae_lib.VAE(cfg, rngs=nnx.Rngs(0)))
+
+  step, graphdef, params, meta, cfg = restore_ema(workdir, make)
+  return VAECodec(cfg=cfg, graphdef=graphdef, params=params, source=f"{workdir}@{step}")

@@ -1,0 +1,93 @@
+"""VAE training through the CLI, its evaluation, VAE files and the VAE codec."""
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from sorax import cli
+from sorax.models import vae_codec
+from sorax.train.vae_step import psnr, random_crop
+
+
+@pytest.fixture(scope="module")
+def vae_run(tmp_path_factory):
+  workdir = tmp_path_factory.mktemp("vae")
+  assert cli.main(["train", "--config", "experiments/vae_world.py:tiny", "--workdir",
+                   str(workdir), "--no-progress"]) == 0
+  return workdir
+
+
+def test_vae_trains_checkpoints_and_resumes(vae_run, capsys):
+  rows = [json.loads(line) for line in (vae_run / "metrics.jsonl").read_text().splitlines()]
+  assert [r["step"] for r in rows] == [2, 4]
+  assert all(np.isfinite(r["loss"]) and r["psnr"] > 0 for r in rows)
+  # Asking for more steps resumes from step 4 (not from scratch).
+  assert cli.main(["train", "--config", "experiments/vae_world.py:tiny", "--workdir",
+                   str(vae_run), "--no-progress", "--config.train.steps=6"]) == 0
+  rows = [json.loads(line) for line in (vae_run / "metrics.jsonl").read_text().splitlines()]
+  assert [r["step"] for r in rows][-1] == 6 and [r["step"] for r in rows].count(2) == 1
+
+
+def test_eval_vae_and_export(vae_run, tmp_path, capsys):
+  out = tmp_path / "eval"
+  assert cli.main(["eval-vae", "--checkpoint", str(vae_run), "--out", str(out), "--num-clips",
+                   "2", "--height", "16", "--width", "16", "--frames", "5"]) == 0
+  res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+  assert 0 < res["psnr"] < 100 and res["oracle_truth"]["all_right"] == 1.0
+  assert res["chunked_max_diff"] < 1e-3
+  assert (out / "recon.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+  f = tmp_path / "vae.msgpack"
+  assert cli.main(["export-vae", "--checkpoint", str(vae_run), "--out", str(f)]) == 0
+  a, b = vae_codec.load_vae(str(vae_run)), vae_codec.load_vae(str(f))
+  assert a.cfg == b.cfg
+  for x, y in zip(jax.tree.leaves(a.params), jax.tree.leaves(b.params)):
+    np.testing.assert_array_equal(x, y)
+  video = jax.random.uniform(jax.random.key(0), (1, 4, 16, 16, 3), minval=-1, maxval=1)
+  z = b.encode(video)
+  assert z.shape == (1, *b.latent_shape(4, 16, 16))  # 4 frames pad to 5 -> 3 latent frames
+  assert b.decode(z).shape == (1, 5, 16, 16, 3)
+
+
+def test_latent_stats_normalize(vae_run):
+  codec = vae_codec.load_vae(str(vae_run))
+  videos = [np.random.default_rng(i).integers(0, 256, (2, 5, 16, 16, 3), np.uint8)
+            for i in range(3)]
+  stats = vae_codec.latent_stats(codec, videos)
+  normed = codec.with_stats(stats["mean"], stats["std"])
+  z = np.concatenate([np.asarray(normed.encode(jnp.asarray(v, jnp.float32) / 127.5 - 1))
+                      for v in videos]).reshape(-1, codec.channels)
+  np.testing.assert_allclose(z.mean(0), 0, atol=1e-3)
+  np.testing.assert_allclose(z.std(0), 1, atol=1e-3)
+  # Normalization is undone by decode: same pixels as the unnormalized codec.
+  v = jnp.asarray(videos[0], jnp.float32) / 127.5 - 1
+  np.testing.assert_allclose(normed.decode(normed.encode(v)), codec.decode(codec.encode(v)),
+                             atol=1e-4)
+  with pytest.raises(ValueError, match="positive stds"):
+    codec.with_stats(stats["mean"], [0.0] * codec.channels)
+
+
+def test_vae_load_errors(tmp_path, capsys):
+  with pytest.raises(vae_codec.VAELoadError, match="not found"):
+    vae_codec.load_vae(str(tmp_path / "nope.msgpack"))
+  bad = tmp_path / "bad.msgpack"
+  bad.write_bytes(b"not msgpack at all")
+  with pytest.raises(vae_codec.VAELoadError, match="not a sorax VAE file"):
+    vae_codec.load_vae(str(bad))
+  assert cli.main(["eval-vae", "--checkpoint", str(bad)]) == 2
+  assert "not a sorax VAE file" in capsys.readouterr().err
+
+
+def test_psnr_and_random_crop():
+  assert float(psnr(jnp.float32(4.0))) == pytest.approx(0.0)
+  assert float(psnr(jnp.float32(4e-4))) == pytest.approx(40.0, abs=1e-4)
+  v = jnp.arange(2 * 3 * 8 * 8 * 1, dtype=jnp.float32).reshape(2, 3, 8, 8, 1)
+  c = random_crop(jax.random.key(0), v, (4, 5))
+  assert c.shape == (2, 3, 4, 5, 1)
+  for b in range(2):  # each crop is a contiguous window of its own clip
+    i, j = np.argwhere(np.asarray(v[b, 0, :, :, 0]) == float(c[b, 0, 0, 0, 0]))[0]
+    np.testing.assert_array_equal(c[b], v[b, :, i:i + 4, j:j + 5])
+  with pytest.raises(ValueError, match="larger"):
+    random_crop(jax.random.key(0), v, (9, 4))
