@@ -220,6 +220,8 @@ def write_latent_cache(out_dir: str | os.PathLike, examples: Iterable[Mapping[st
     with tqdm(total=total, disable=not progress, desc="cache", unit="clip") as bar:
       for videos, extras in _batches(examples, batch_size):
         lat = _encode(encode_fn, videos, batch_size).astype(dtype)  # [b, t, h, w, c]
+        if not np.isfinite(lat).all():
+          raise ValueError(f"latents overflow {dtype} (|x| > 65504); store them as float32")
         if latent_shape is None:
           latent_shape, video_shape = list(lat.shape[1:]), list(videos.shape[1:])
         elif list(lat.shape[1:]) != latent_shape:

@@ -30,6 +30,7 @@ from flax import nnx
 from sorax.models.layers import partitioned
 from sorax.parallel.mesh import constrain
 
+LOGVAR_INIT = -8.0
 Cache = Any  # nested dict of [B, k, H, W, C] arrays (or None at the start of a video)
 _ACT = ("act_batch", None, None, None, None)
 
@@ -234,6 +235,10 @@ class Encoder(nnx.Module):
     self.mid = ResBlock(w[-1], w[-1], rngs=rngs, **kw)
     self.norm_out = ChannelRMSNorm(w[-1], param_dtype=kw.get("param_dtype", jnp.float32))
     self.conv_out = CausalConv3d(w[-1], 2 * cfg.latent_channels, rngs=rngs, **kw)
+    # Start with a small posterior std: at logvar 0 the sampled noise (std 1) swamps a latent of
+    # std ~1 and reconstruction learns several times slower; the KL term raises it if it wants.
+    c = cfg.latent_channels
+    self.conv_out.bias[...] = jnp.concatenate([jnp.zeros((c,)), jnp.full((c,), LOGVAR_INIT)])
 
   def __call__(self, x: jax.Array, cache: Cache = None):
     """x [B, T, H, W, 3] -> (moments [B, t, h, w, 2c], cache)."""
