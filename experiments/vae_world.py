@@ -39,7 +39,7 @@ def get_config(arg: str = "world") -> ml_collections.ConfigDict:
 
   # Clip lengths 1 + 2k: the causal VAE encodes frame 0 alone, then pairs of frames.
   c.data = ml_collections.ConfigDict(dict(
-      height=64, width=64, frames=9, max_objects=3, wall_prob=0.25, num_clips=10_000_000,
+      height=64, width=64, frames=5, max_objects=3, wall_prob=0.25, num_clips=10_000_000,
       caption_levels=["terse"], caption_weights=[1.0], text_len=0, batch_size=8, seed=0,
       worker_count=0))
 

@@ -48,9 +48,14 @@ def get_config(arg: str = "demo") -> ml_collections.ConfigDict:
   c.data = ml_collections.ConfigDict(dict(
       height=32, width=32, frames=8, max_objects=3, wall_prob=0.25, num_clips=10_000_000,
       caption_levels=["terse", "descriptive", "alt"], caption_weights=[0.5, 0.35, 0.15],
-      text_len=80, batch_size=16, seed=0, worker_count=0))
+      text_len=80, batch_size=16, seed=0, worker_count=0,
+      latent_cache=""))  # a `sorax cache-latents` folder: train on its latents, not rendered clips
 
-  c.codec = ml_collections.ConfigDict(dict(name="space_to_depth", temporal=1, spatial=4, scale=1.5))
+  # name: "vae" (the learned causal VAE; checkpoint "" = the shipped world VAE, else a .msgpack
+  # file or a VAE training workdir; stats_clips clips measure its latent mean/std) or
+  # "space_to_depth" (lossless pixel-unshuffle by temporal/spatial, times scale).
+  c.codec = ml_collections.ConfigDict(dict(
+      name="space_to_depth", checkpoint="", stats_clips=64, temporal=1, spatial=4, scale=1.5))
 
   c.model = ml_collections.ConfigDict(dict(
       patch=[1, 2, 2], width=128, depth=4, heads=4, mlp_ratio=4.0, qk_norm=True,

@@ -5,6 +5,9 @@
   sorax sample --checkpoint runs/x (--prompt TEXT | --prompts FILE) --out DIR [options]
   sorax score --videos DIR --prompts SPECS.jsonl
   sorax eval --checkpoint runs/x --out DIR [--num-prompts 64]   held-out prompts, sampled + scored
+  sorax cache-latents --config experiments/world.py:demo --out DIR [--num-clips N]
+                                               encode world clips once (then train with
+                                               --config.data.latent_cache=DIR)
   sorax eval-vae [--checkpoint runs/vae] --out DIR     reconstruction PSNR + oracle on recons
   sorax export-vae --checkpoint runs/vae --out vae.msgpack    EMA weights -> one VAE file
   sorax build-tokenizer [--out PATH]
@@ -88,6 +91,16 @@ def _add_vae(sub):
   p.add_argument("--out", required=True)
 
 
+def _add_cache(sub):
+  p = sub.add_parser("cache-latents", help="encode world clips with the config's codec into an "
+                     "ArrayRecord latent cache")
+  p.add_argument("--config", required=True)
+  p.add_argument("--out", required=True)
+  p.add_argument("--num-clips", type=int, default=10_000)
+  p.add_argument("--batch-size", type=int, default=16)
+  p.add_argument("--overwrite", action="store_true")
+
+
 def build_parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(prog="sorax", description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -98,6 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
   _add_score(sub)
   _add_eval(sub)
   _add_vae(sub)
+  _add_cache(sub)
   p = sub.add_parser("build-tokenizer", help="retrain the shipped world tokenizer")
   p.add_argument("--out", default=None)
   return parser
@@ -161,6 +175,25 @@ def cmd_eval(args) -> int:
   return 0
 
 
+def cmd_cache_latents(args, overrides: Sequence[str]) -> int:
+  import jax
+
+  from sorax import config as config_lib
+  from sorax.data.latent_cache import cache_world
+  from sorax.train.state import make_codec_from
+  from sorax.train.trainer import codec_identity
+  if args.num_clips < 1:
+    raise CLIError(f"--num-clips must be a positive integer, got {args.num_clips}")
+  cfg = config_lib.load_config(args.config, overrides)
+  codec = make_codec_from(cfg)
+  manifest = cache_world(args.out, cfg.data, jax.jit(codec.raw_encode), num_clips=args.num_clips,
+                         seed=cfg.data.seed, batch_size=args.batch_size, overwrite=args.overwrite,
+                         meta={"codec": codec_identity(cfg)})
+  print(json.dumps({"cache": args.out, "count": manifest["count"],
+                    "latent_shape": manifest["latent_shape"]}))
+  return 0
+
+
 def cmd_eval_vae(args) -> int:
   from sorax.vae_eval import evaluate_vae
   for name in ("num_clips", "height", "width", "frames"):
@@ -197,7 +230,7 @@ def main(argv: Sequence[str] | None = None) -> int:
   args, extra = parser.parse_known_args(argv)
   overrides = [a for a in extra if a.startswith("--config.")]
   unknown = [a for a in extra if not a.startswith("--config.")]
-  if unknown or (overrides and args.verb != "train"):
+  if unknown or (overrides and args.verb not in ("train", "cache-latents")):
     parser.error(f"unrecognized arguments: {' '.join(unknown or overrides)}")
   from sorax.config import ConfigError
   from sorax.data.video_io import VideoReadError
@@ -206,11 +239,13 @@ def main(argv: Sequence[str] | None = None) -> int:
   try:
     if args.verb == "train":
       return cmd_train(args, overrides)
+    if args.verb == "cache-latents":
+      return cmd_cache_latents(args, overrides)
     return {"sample": cmd_sample, "score": cmd_score, "demo": cmd_demo, "eval": cmd_eval,
             "build-tokenizer": cmd_build_tokenizer, "eval-vae": cmd_eval_vae,
             "export-vae": cmd_export_vae}[args.verb](args)
   except (CLIError, ConfigError, CheckpointError, VideoReadError, VAELoadError,
-          FileNotFoundError, ValueError) as e:
+          FileNotFoundError, FileExistsError, ValueError) as e:
     print(f"sorax {args.verb}: error: {e}", file=sys.stderr)
     return 2
 

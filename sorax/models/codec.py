@@ -46,6 +46,12 @@ class SpaceToDepthCodec:
   def decode(self, latent: jax.Array) -> jax.Array:
     return depth_to_space(latent / self.scale, self.factors)
 
+  # The latent cache stores `raw_encode` output; `normalize` maps it to what `encode` returns.
+  raw_encode = encode
+
+  def normalize(self, latent: jax.Array) -> jax.Array:
+    return latent
+
 
 def _vae_codec(checkpoint: str = ""):
   from sorax.models.vae_codec import load_vae  # noqa: PLC0415 (loads weights: only on demand)
@@ -53,6 +59,9 @@ def _vae_codec(checkpoint: str = ""):
 
 
 CODECS = {"space_to_depth": SpaceToDepthCodec, "vae": _vae_codec}
+# The config keys each codec takes (a codec config holds the keys of all codecs, so that
+# `--config.codec.name=vae` is a one-flag switch).
+CODEC_KEYS = {"space_to_depth": ("temporal", "spatial", "scale"), "vae": ("checkpoint",)}
 
 
 def make_codec(name: str, **kwargs):

@@ -76,9 +76,13 @@ class VAECodec:
     model = nnx.merge(self.graphdef, self.params)
     return model.moments(vae_lib.pad_frames(video.astype(jnp.float32), self.cfg.temporal))[0]
 
-  def encode(self, video: jax.Array) -> jax.Array:
+  def normalize(self, latent: jax.Array) -> jax.Array:
+    """raw_encode output (e.g. read from a latent cache) -> what `encode` returns."""
     mean, std = self._norm()
-    return (self.raw_encode(video) - mean) / std
+    return (latent - mean) / std
+
+  def encode(self, video: jax.Array) -> jax.Array:
+    return self.normalize(self.raw_encode(video))
 
   def decode(self, latent: jax.Array) -> jax.Array:
     mean, std = self._norm()

@@ -13,7 +13,7 @@ import optax
 from flax import nnx
 from jax.sharding import Mesh
 
-from sorax.models.codec import make_codec
+from sorax.models.codec import CODEC_KEYS, make_codec
 from sorax.models.dit import DiTConfig
 from sorax.models.generator import Generator, GeneratorConfig
 from sorax.parallel import mesh as mesh_lib
@@ -30,8 +30,8 @@ class TrainState:
 
 def make_codec_from(cfg: ml_collections.ConfigDict, latent_stats: dict | None = None):
   """The config's codec; a VAE codec normalizes with `latent_stats` ({"mean", "std"})."""
-  # stats_clips is the trainer's (how many clips measure latent_stats), not the codec's.
-  kw = {k: v for k, v in cfg.codec.items() if k not in ("name", "stats_clips")}
+  keys = CODEC_KEYS.get(cfg.codec.name, ())
+  kw = {k: v for k, v in cfg.codec.items() if k in keys}
   codec = make_codec(cfg.codec.name, **kw)
   if latent_stats is not None:
     codec = codec.with_stats(latent_stats["mean"], latent_stats["std"])

@@ -42,11 +42,13 @@ def drop_text(rng: jax.Array, ids: jax.Array, mask: jax.Array, p: float):
 
 
 def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
-                    encode: Callable[[jax.Array], jax.Array], cfg: StepConfig):
+                    encode: Callable[[jax.Array], jax.Array], cfg: StepConfig,
+                    normalize: Callable[[jax.Array], jax.Array] | None = None):
   """-> train_step(state, batch) -> (state, metrics); pure, ready for jax.jit.
 
-  batch: video uint8 [B, T, H, W, 3], ids int32 [B, L], mask bool [B, L].
-  `encode` maps [-1, 1] video to the latent [B, t, h, w, c] (the codec, later the VAE).
+  batch: ids int32 [B, L], mask bool [B, L], and either video uint8 [B, T, H, W, 3] (encoded here
+  by `encode`: [-1, 1] video -> latent [B, t, h, w, c]) or latent float32 [B, t, h, w, c] from a
+  latent cache (raw codec output, mapped by `normalize`).
   """
 
   def loss_fn(params, x0, positions, ids, mask, rng):
@@ -61,7 +63,10 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
 
   def train_step(state: TrainState, batch: dict[str, Any]):
     rng = jax.random.fold_in(state.rng, state.step)
-    latent = encode(from_pixels(batch["video"]))
+    if "latent" in batch:
+      latent = batch["latent"] if normalize is None else normalize(batch["latent"])
+    else:
+      latent = encode(from_pixels(batch["video"]))
     x0, positions = P.patchify_batch(latent, cfg.patch)
     loss, grads = jax.value_and_grad(loss_fn)(state.params, x0, positions, batch["ids"],
                                               batch["mask"], rng)

@@ -20,8 +20,10 @@ from tqdm.auto import tqdm
 
 from sorax import config as config_lib
 from sorax import patchify as P
+from sorax.data.latent_cache import latent_dataset, read_manifest
 from sorax.data.pipeline import world_dataset
 from sorax.diffusion import flow
+from sorax.models.codec import CODEC_KEYS
 from sorax.models.text import DEFAULT_TOKENIZER, Tokenizer
 from sorax.parallel import mesh as mesh_lib
 from sorax.train import state as state_lib
@@ -37,6 +39,12 @@ def tokenizer_for(cfg: ml_collections.ConfigDict) -> Tokenizer:
 def num_tokens(cfg: ml_collections.ConfigDict, frames: int, height: int, width: int) -> int:
   codec = state_lib.make_codec_from(cfg)
   return int(np.prod(P.grid_shape(codec.latent_shape(frames, height, width), tuple(cfg.model.patch))))
+
+
+def codec_identity(cfg: ml_collections.ConfigDict) -> dict[str, Any]:
+  """What a latent cache records of its codec, to refuse training on another codec's latents."""
+  keys = CODEC_KEYS.get(cfg.codec.name, ())
+  return {"name": cfg.codec.name, **{k: v for k, v in cfg.codec.to_dict().items() if k in keys}}
 
 
 def step_config(cfg: ml_collections.ConfigDict) -> StepConfig:
@@ -166,6 +174,10 @@ class Trainer(BaseTrainer):
     self.tokenizer = tokenizer_for(cfg)
     self.codec = state_lib.make_codec_from(cfg)
     self.latent_stats = None
+    self.cache_manifest = None
+    if cfg.data.get("latent_cache"):
+      self.cache_manifest = read_manifest(cfg.data.latent_cache)
+      self._check_cache(cfg)
     if hasattr(self.codec, "with_stats"):  # a learned codec: normalize its latents
       self.latent_stats = self._latent_stats(cfg, pathlib.Path(workdir))
       self.codec = self.codec.with_stats(self.latent_stats["mean"], self.latent_stats["std"])
@@ -183,6 +195,9 @@ class Trainer(BaseTrainer):
           return ckpt.read_meta()["latent_stats"]
       finally:
         ckpt.close()
+    if self.cache_manifest is not None:  # measured over every cached clip
+      st = self.cache_manifest["stats"]
+      return {"mean": st["mean"], "std": st["std"]}
     from sorax.models.vae_codec import latent_stats  # noqa: PLC0415
     data = cfg.data.to_dict()
     data.update(seed=cfg.data.seed + 7919, worker_count=0)
@@ -193,19 +208,39 @@ class Trainer(BaseTrainer):
                  np.round(stats["mean"], 3), np.round(stats["std"], 3))
     return stats
 
+  def _check_cache(self, cfg) -> None:
+    d, m = cfg.data, self.cache_manifest
+    want = list(self.codec.latent_shape(d.frames, d.height, d.width))
+    if list(m["latent_shape"]) != want:
+      raise ValueError(f"latent cache {d.latent_cache} holds latents {m['latent_shape']}, but "
+                       f"data {d.frames}x{d.height}x{d.width} through codec {cfg.codec.name!r} "
+                       f"gives {want}")
+    codec_id = (m.get("meta") or {}).get("codec")
+    if codec_id is not None and codec_id != codec_identity(cfg):
+      raise ValueError(f"latent cache {d.latent_cache} was encoded with codec {codec_id}, this "
+                       f"run uses {codec_identity(cfg)}")
+
   def init_state(self):
     return state_lib.init_state(self.cfg, self.tokenizer.vocab_size, self.mesh, self.rules,
                                 self.tx)
 
   def make_data(self):
-    return iter(world_dataset(self.cfg.data, self.tokenizer, shard_index=jax.process_index(),
+    d = self.cfg.data
+    if self.cache_manifest is not None:
+      return iter(latent_dataset(
+          d.latent_cache, self.tokenizer, text_len=d.text_len, batch_size=d.batch_size,
+          caption_levels=list(d.caption_levels), caption_weights=list(d.caption_weights),
+          seed=d.seed, shard_index=jax.process_index(), shard_count=jax.process_count()))
+    return iter(world_dataset(d, self.tokenizer, shard_index=jax.process_index(),
                               shard_count=jax.process_count()))
 
   def make_step(self):
-    return make_train_step(self.graphdef, self.tx, self.codec.encode, step_config(self.cfg))
+    return make_train_step(self.graphdef, self.tx, self.codec.encode, step_config(self.cfg),
+                           normalize=self.codec.normalize)
 
   def batch_ndims(self) -> dict[str, int]:
-    return {"video": 5, "ids": 2, "mask": 2}
+    media = "latent" if self.cache_manifest is not None else "video"
+    return {media: 5, "ids": 2, "mask": 2}
 
   def meta(self) -> dict[str, Any]:
     meta = {**super().meta(), "vocab_size": self.tokenizer.vocab_size}
