@@ -39,7 +39,7 @@ def get_config(arg: str = "world") -> ml_collections.ConfigDict:
 
   # Clip lengths 1 + 2k: the causal VAE encodes frame 0 alone, then pairs of frames.
   c.data = ml_collections.ConfigDict(dict(
-      height=64, width=64, frames=5, max_objects=3, wall_prob=0.25, num_clips=10_000_000,
+      height=64, width=64, frames=9, max_objects=3, wall_prob=0.25, num_clips=10_000_000,
       caption_levels=["terse"], caption_weights=[1.0], text_len=0, batch_size=8, seed=0,
       worker_count=0))
 
@@ -48,10 +48,13 @@ def get_config(arg: str = "world") -> ml_collections.ConfigDict:
       temporal_down=[True], blocks=1, dtype="float32", param_dtype="float32"))
 
   c.loss = ml_collections.ConfigDict(dict(
-      l1=1.0, l2=1.0, kl=1e-6, crop=[32, 32], adversarial=0.0, perceptual=0.0))
+      l1=1.0, l2=1.0, kl=1e-6, crop=[32, 32],
+      # adversarial > 0 adds a hinge 3D PatchGAN (sorax/models/discriminator.py) after
+      # adversarial_start steps; perceptual (LPIPS) is not available (no pretrained weights).
+      adversarial=0.0, adversarial_start=0, disc_widths=[32, 64, 128], perceptual=0.0))
 
   c.optim = ml_collections.ConfigDict(dict(
-      lr=1e-3, warmup_steps=100, end_lr_frac=0.05, weight_decay=0.0, b1=0.9, b2=0.99,
+      lr=5e-4, warmup_steps=100, end_lr_frac=0.05, weight_decay=0.0, b1=0.9, b2=0.99,
       grad_clip=1.0, ema_decay=0.999))
 
   c.train = ml_collections.ConfigDict(dict(

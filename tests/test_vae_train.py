@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import nnx
 
 from sorax import cli
 from sorax.models import vae_codec
@@ -91,3 +92,16 @@ def test_psnr_and_random_crop():
     np.testing.assert_array_equal(c[b], v[b, :, i:i + 4, j:j + 5])
   with pytest.raises(ValueError, match="larger"):
     random_crop(jax.random.key(0), v, (9, 4))
+
+
+def test_adversarial_option_trains_and_loads_the_vae_alone(tmp_path):
+  wd = tmp_path / "gan"
+  assert cli.main(["train", "--config", "experiments/vae_world.py:tiny", "--workdir", str(wd),
+                   "--no-progress", "--config.loss.adversarial=0.1",
+                   "--config.loss.adversarial_start=1", "--config.loss.disc_widths=[8,8]"]) == 0
+  rows = [json.loads(line) for line in (wd / "metrics.jsonl").read_text().splitlines()]
+  assert all(np.isfinite(r["d_loss"]) and np.isfinite(r["g_adv"]) for r in rows)
+  codec = vae_codec.load_vae(str(wd))
+  assert type(nnx.merge(codec.graphdef, codec.params)).__name__ == "VAE"
+  assert cli.main(["train", "--config", "experiments/vae_world.py:tiny", "--workdir",
+                   str(tmp_path / "p"), "--no-progress", "--config.loss.perceptual=1.0"]) == 2

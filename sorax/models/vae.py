@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import math
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -98,16 +97,14 @@ def pad_frames(video: jax.Array, temporal: int) -> jax.Array:
 
 
 class CausalConv3d(nnx.Module):
-  """3D conv, causal in time: left-pads kt-1 zero frames, or prepends the cache from the previous
-  chunk. Spatially 'SAME' (zero padding). kernel [kt, kh, kw, in, out]."""
+  """3D conv, causal in time: left-pads kt-1 copies of the first frame, or prepends the cache
+  from the previous chunk. Spatially 'SAME' (zero padding). kernel [kt, kh, kw, in, out]."""
 
   def __init__(self, cin: int, cout: int, kernel=(3, 3, 3), stride=(1, 1, 1), *, rngs: nnx.Rngs,
                dtype=jnp.float32, param_dtype=jnp.float32, zero_init: bool = False):
     self.kernel_size, self.stride, self.dtype = tuple(kernel), tuple(stride), dtype
-    fan_in = cin * math.prod(kernel)
     init = (nnx.initializers.zeros_init() if zero_init else
             nnx.initializers.variance_scaling(1.0, "fan_in", "truncated_normal"))
-    del fan_in
     axes = ("conv_t", "conv_h", "conv_w", "conv_in", "conv_out")
     self.kernel = nnx.Param(partitioned(init, axes)(rngs.params(), (*kernel, cin, cout), param_dtype))
     self.bias = nnx.Param(partitioned(nnx.initializers.zeros_init(), ("conv_out",))(
@@ -118,7 +115,9 @@ class CausalConv3d(nnx.Module):
     kt, kh, kw = self.kernel_size
     st, sh, sw = self.stride
     if cache is None:
-      past = jnp.zeros((x.shape[0], kt - 1, *x.shape[2:]), x.dtype)
+      # Replicate the first frame: the past of frame 0 looks like a still video, not a black
+      # one, so a net trained on short clips meets the same statistics deep into a long video.
+      past = jnp.repeat(x[:, :1], kt - 1, axis=1)
     else:
       past = cache.astype(x.dtype)
     xp = jnp.concatenate([past, x], axis=1) if kt > 1 else x
@@ -148,12 +147,16 @@ class ChannelRMSNorm(nnx.Module):
 
 
 class ResBlock(nnx.Module):
+  """norm -> SiLU -> 3x3x3 conv -> norm -> SiLU -> 1x3x3 conv, plus the input. One temporal conv
+  per block: half the compute, and a temporal receptive field short enough that clips of a few
+  latent frames train the steady state a long video runs in."""
+
   def __init__(self, cin: int, cout: int, *, rngs: nnx.Rngs, **kw):
     self.norm1 = ChannelRMSNorm(cin, param_dtype=kw.get("param_dtype", jnp.float32))
     self.conv1 = CausalConv3d(cin, cout, rngs=rngs, **kw)
     self.norm2 = ChannelRMSNorm(cout, param_dtype=kw.get("param_dtype", jnp.float32))
     # Zero-init the last conv: every block starts as the identity (a well-behaved deep net).
-    self.conv2 = CausalConv3d(cout, cout, rngs=rngs, zero_init=True, **kw)
+    self.conv2 = CausalConv3d(cout, cout, (1, 3, 3), rngs=rngs, zero_init=True, **kw)
     self.skip = CausalConv3d(cin, cout, (1, 1, 1), rngs=rngs, **kw) if cin != cout else None
 
   def __call__(self, x, cache: Cache = None):

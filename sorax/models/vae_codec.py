@@ -15,7 +15,8 @@ import functools
 import json
 import os
 import pathlib
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -60,7 +61,7 @@ class VAECodec:
     return (vae_lib.latent_frames(frames, self.cfg.temporal), height // s, width // s,
             self.channels)
 
-  def with_stats(self, mean, std) -> "VAECodec":
+  def with_stats(self, mean, std) -> VAECodec:
     mean, std = tuple(map(float, mean)), tuple(map(float, std))
     if len(mean) != self.channels or len(std) != self.channels or min(std) <= 0:
       raise ValueError(f"latent stats need {self.channels} means and positive stds, got "
@@ -159,14 +160,17 @@ def _check_shapes(p, graphdef, params, cfg) -> None:
 
 def _load_workdir(workdir: pathlib.Path) -> VAECodec:
   from sorax.train.checkpoint import restore_ema  # noqa: PLC0415 (train depends on models)
-  from sorax.train.vae_trainer import vae_config  # noqa: PLC0415
+  from sorax.train.vae_trainer import make_model_fn, vae_config  # noqa: PLC0415
 
   def make(train_cfg, meta):
+    del meta
     if train_cfg.get("kind") != "vae":
       raise VAELoadError(f"{workdir} is not a VAE training run (config kind "
                          f"{train_cfg.get('kind', 'dit')!r})")
-    cfg = vae_config(train_cfg)
-    return cfg, (lambda: vae_lib.VAE(cfg, rngs=nnx.Rngs(0)))
+    return vae_config(train_cfg), make_model_fn(train_cfg)
 
-  step, graphdef, params, meta, cfg = restore_ema(workdir, make)
+  step, graphdef, params, _, cfg = restore_ema(workdir, make)
+  model = nnx.merge(graphdef, params)
+  if not isinstance(model, vae_lib.VAE):  # a VAEGAN run: keep the VAE, drop the discriminator
+    graphdef, params = nnx.split(model.vae)
   return VAECodec(cfg=cfg, graphdef=graphdef, params=params, source=f"{workdir}@{step}")

@@ -7,7 +7,8 @@ Layout: <workdir>/checkpoints/<step>/{state, data, meta}.
 from __future__ import annotations
 
 import pathlib
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import grain
 import jax
@@ -90,11 +91,11 @@ def restore_ema(path: str | pathlib.Path, make: Callable[[Any, dict], tuple[Any,
 
   -> (step, graphdef, ema params, meta, model_cfg)
   """
-  import jax.numpy as jnp  # noqa: PLC0415
-  import ml_collections  # noqa: PLC0415
-  from flax import nnx  # noqa: PLC0415
+  import jax.numpy as jnp
+  import ml_collections
+  from flax import nnx
 
-  from sorax.train import state as state_lib  # noqa: PLC0415 (state does not import this)
+  from sorax.train import state as state_lib
 
   ckdir = checkpoint_dir(path)
   if not ckdir.is_dir():

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import flax
 import jax
@@ -26,6 +27,13 @@ class TrainState:
   opt_state: Any        # optax state
   ema: Any              # exponential moving average of params (used for sampling)
   rng: jax.Array        # uint32 [2] base PRNG key; step keys are fold_in(rng, step)
+
+
+def ema_update(ema: Any, params: Any, decay: float, step: jax.Array) -> Any:
+  """EMA with warm-up: the decay ramps as (1 + step) / (10 + step) up to `decay`, so early
+  checkpoints' EMA weights are not still mostly the random init."""
+  d = jnp.minimum(decay, (1.0 + step) / (10.0 + step))
+  return jax.tree.map(lambda e, p: e * d + p * (1 - d), ema, params)
 
 
 def make_codec_from(cfg: ml_collections.ConfigDict, latent_stats: dict | None = None):

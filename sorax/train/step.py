@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -14,7 +15,7 @@ from sorax import patchify as P
 from sorax.diffusion import flow
 from sorax.models.codec import from_pixels
 from sorax.models.text import BOS_ID, PAD_ID
-from sorax.train.state import TrainState
+from sorax.train.state import TrainState, ema_update
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,7 +73,7 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
                                               batch["mask"], rng)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    ema = jax.tree.map(lambda e, p: e * cfg.ema_decay + p * (1 - cfg.ema_decay), state.ema, params)
+    ema = ema_update(state.ema, params, cfg.ema_decay, state.step)
     metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads)}
     new = TrainState(step=state.step + 1, params=params, opt_state=opt_state, ema=ema,
                      rng=state.rng)

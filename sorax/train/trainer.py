@@ -198,7 +198,7 @@ class Trainer(BaseTrainer):
     if self.cache_manifest is not None:  # measured over every cached clip
       st = self.cache_manifest["stats"]
       return {"mean": st["mean"], "std": st["std"]}
-    from sorax.models.vae_codec import latent_stats  # noqa: PLC0415
+    from sorax.models.vae_codec import latent_stats
     data = cfg.data.to_dict()
     data.update(seed=cfg.data.seed + 7919, worker_count=0)
     it = iter(world_dataset(ml_collections.ConfigDict(data), None))
@@ -262,7 +262,7 @@ def trainer_class(cfg: ml_collections.ConfigDict) -> type[BaseTrainer]:
   if kind == "dit":
     return Trainer
   if kind == "vae":
-    from sorax.train.vae_trainer import VAETrainer  # noqa: PLC0415 (it imports this module)
+    from sorax.train.vae_trainer import VAETrainer
     return VAETrainer
   raise ValueError(f"unknown config kind {kind!r}; choose from ['dit', 'vae']")
 
