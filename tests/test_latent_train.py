@@ -10,7 +10,8 @@ from sorax import cli
 from sorax.config import load_config
 from sorax.train.trainer import Trainer
 
-TINY = ["--config.model.width=32", "--config.model.depth=1", "--config.model.heads=2",
+TINY = ["--config.codec.name=space_to_depth",  # pixel latents: no trained weights
+        "--config.model.width=32", "--config.model.depth=1", "--config.model.heads=2",
         "--config.model.text_width=32", "--config.model.text_depth=1",
         "--config.model.text_heads=2", "--config.data.batch_size=8", "--config.data.text_len=16",
         "--config.train.steps=2", "--config.train.log_every=1", "--config.train.checkpoint_every=2",

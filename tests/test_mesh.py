@@ -11,7 +11,8 @@ from sorax.train.step import make_train_step
 from sorax.train.trainer import step_config
 from tests.test_config import WORLD
 
-TINY = ["--config.model.width=64", "--config.model.depth=2", "--config.model.heads=4",
+TINY = ["--config.codec.name=space_to_depth",  # pixel latents: no trained weights
+        "--config.model.width=64", "--config.model.depth=2", "--config.model.heads=4",
         "--config.model.text_width=32", "--config.model.text_depth=1", "--config.data.batch_size=8",
         "--config.data.text_len=12", "--config.optim.warmup_steps=1",
         "--config.diffusion.text_dropout=0.2"]

@@ -12,7 +12,8 @@ from sorax.train.checkpoint import CheckpointError
 from sorax.train.trainer import Trainer
 from tests.test_config import WORLD
 
-TINY = ["--config.model.width=32", "--config.model.depth=2", "--config.model.heads=2",
+TINY = ["--config.codec.name=space_to_depth",  # pixel latents: no trained weights
+        "--config.model.width=32", "--config.model.depth=2", "--config.model.heads=2",
         "--config.model.text_width=32", "--config.model.text_depth=1",
         "--config.data.height=16", "--config.data.width=16", "--config.data.frames=2",
         "--config.data.batch_size=2", "--config.data.text_len=16",

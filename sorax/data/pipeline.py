@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 import grain
+from absl import flags
 import numpy as np
 
 from sorax.data import world
@@ -94,5 +95,7 @@ def world_dataset(data_cfg, tokenizer: Tokenizer | None, *, shard_index: int = 0
   ds = ds.batch(data_cfg.batch_size // shard_count, drop_remainder=True)
   it = ds.to_iter_dataset()
   if data_cfg.worker_count > 0:
+    if not flags.FLAGS.is_parsed():  # grain's workers read absl flags; the CLI never parses them
+      flags.FLAGS.mark_as_parsed()
     it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=data_cfg.worker_count))
   return it
