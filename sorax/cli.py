@@ -89,6 +89,7 @@ def _add_vae(sub):
   p = sub.add_parser("export-vae", help="write a VAE workdir's EMA weights to one .msgpack file")
   p.add_argument("--checkpoint", required=True)
   p.add_argument("--out", required=True)
+  p.add_argument("--dtype", default="float32", choices=["float32", "float16"])
 
 
 def _add_cache(sub):
@@ -207,7 +208,7 @@ def cmd_eval_vae(args) -> int:
 def cmd_export_vae(args) -> int:
   from sorax.models.vae_codec import load_vae, save_vae
   codec = load_vae(args.checkpoint)
-  save_vae(args.out, codec.cfg, codec.params)
+  save_vae(args.out, codec.cfg, codec.params, dtype=args.dtype)
   print(json.dumps({"vae": args.out, "from": codec.source}))
   return 0
 

@@ -93,7 +93,7 @@ class Pipeline:
     n_tok = int(np.prod(grid))
     shift = flow.resolution_shift(n_tok, c.diffusion.base_tokens, c.diffusion.base_shift)
     fn = _sampling_fn(self.graphdef, latent_shape, patch, steps, float(cfg_scale), sampler,
-                      shift, self.codec, c.diffusion.prediction, frames)
+                      shift, c.diffusion.prediction)
     out = []
     key = jax.random.PRNGKey(seed)
     for start in range(0, len(prompts), batch_size):
@@ -101,7 +101,8 @@ class Pipeline:
       ids, mask = self.tokenizer.encode(chunk, c.data.text_len)
       noise = jax.random.normal(jax.random.fold_in(key, start),
                                 (len(chunk), n_tok, P.token_dim(latent_shape[-1], patch)))
-      out.append(np.asarray(fn(self.params, noise, ids, mask)))
+      latent = fn(self.params, noise, ids, mask)
+      out.append(decode_to_pixels(self.codec, latent, frames))
     return np.concatenate(out, axis=0)
 
 
@@ -119,9 +120,22 @@ def save_videos(videos: np.ndarray, names: Sequence[str], out: pathlib.Path, *,
   return files
 
 
+def decode_to_pixels(codec, latent: jax.Array, frames: int) -> np.ndarray:
+  """latent [B, t, h, w, c] -> uint8 [B, frames, H, W, 3]. A VAE decodes chunk by chunk (constant
+  memory for any length) and pads to 1 + r*k frames, cropped here."""
+  if hasattr(codec, "decode_pieces"):
+    pieces = [np.asarray(to_pixels(p)) for p in codec.decode_pieces(latent)]
+    return np.concatenate(pieces, axis=1)[:, :frames]
+  return np.asarray(to_pixels(_decoder(codec)(latent)))[:, :frames]
+
+
+@functools.lru_cache(maxsize=8)
+def _decoder(codec):
+  return jax.jit(codec.decode)
+
+
 @functools.lru_cache(maxsize=16)
-def _sampling_fn(graphdef, latent_shape, patch, steps, cfg_scale, sampler, shift, codec,
-                 prediction, frames):
+def _sampling_fn(graphdef, latent_shape, patch, steps, cfg_scale, sampler, shift, prediction):
   pos = P.positions(P.grid_shape(latent_shape, patch))
   ts = samplers.schedule(steps, shift)
   integrate = samplers.get_sampler(sampler)
@@ -142,7 +156,6 @@ def _sampling_fn(graphdef, latent_shape, patch, steps, cfg_scale, sampler, shift
 
     v = samplers.guided(both, cfg_scale)
     tokens = integrate(v, noise, ts)
-    latent = P.unpatchify_batch(tokens, latent_shape, patch)
-    return to_pixels(codec.decode(latent)[:, :frames])  # a causal VAE pads to 1 + r*k
+    return P.unpatchify_batch(tokens, latent_shape, patch)
 
   return run

@@ -46,6 +46,14 @@ def test_eval_vae_and_export(vae_run, tmp_path, capsys):
   assert a.cfg == b.cfg
   for x, y in zip(jax.tree.leaves(a.params), jax.tree.leaves(b.params)):
     np.testing.assert_array_equal(x, y)
+  h = tmp_path / "vae16.msgpack"
+  assert cli.main(["export-vae", "--checkpoint", str(vae_run), "--out", str(h), "--dtype",
+                   "float16"]) == 0
+  assert h.stat().st_size < 0.6 * f.stat().st_size
+  c = vae_codec.load_vae(str(h))
+  assert all(x.dtype == np.float32 for x in jax.tree.leaves(c.params))
+  for x, y in zip(jax.tree.leaves(a.params), jax.tree.leaves(c.params)):
+    np.testing.assert_allclose(x, y, rtol=1e-3, atol=1e-4)
   video = jax.random.uniform(jax.random.key(0), (1, 4, 16, 16, 3), minval=-1, maxval=1)
   z = b.encode(video)
   assert z.shape == (1, *b.latent_shape(4, 16, 16))  # 4 frames pad to 5 -> 3 latent frames

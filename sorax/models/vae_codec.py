@@ -90,6 +90,13 @@ class VAECodec:
     model = nnx.merge(self.graphdef, self.params)
     return model.decoder(latent * std + mean)[0]
 
+  def decode_pieces(self, latent: jax.Array, chunk: int = 4):
+    """Constant-memory decode (not jittable as a whole): yields video pieces [B, n, H, W, 3]
+    decoded `chunk` latent frames at a time with the causal conv cache; same frames as decode."""
+    mean, std = self._norm()
+    model = nnx.merge(self.graphdef, self.params)
+    yield from vae_lib.decode_chunked(model, latent * std + mean, chunk=chunk)
+
 
 def latent_stats(codec: VAECodec, videos: Iterable[np.ndarray]) -> dict[str, list[float]]:
   """Per-channel mean and std of the raw latents of uint8 videos [B, T, H, W, 3]."""
@@ -117,10 +124,14 @@ def vae_config_from_dict(d: dict[str, Any]) -> vae_lib.VAEConfig:
   return vae_lib.VAEConfig(**d)
 
 
-def save_vae(path: str | os.PathLike, cfg: vae_lib.VAEConfig, params: Any) -> None:
-  """One self-describing file: {"config": VAEConfig fields, "params": the weights}; atomic."""
+def save_vae(path: str | os.PathLike, cfg: vae_lib.VAEConfig, params: Any,
+             dtype: str = "float32") -> None:
+  """One self-describing file: {"config": VAEConfig fields, "params": the weights}; atomic.
+  `dtype` float16 halves the file (weights are cast back to the config's param_dtype on load)."""
+  if dtype not in ("float32", "float16"):
+    raise ValueError(f"save_vae: dtype must be float32 or float16, got {dtype!r}")
   path = pathlib.Path(path)
-  state = jax.tree.map(np.asarray, nnx.to_pure_dict(params))
+  state = jax.tree.map(lambda x: np.asarray(x).astype(dtype), nnx.to_pure_dict(params))
   blob = serialization.msgpack_serialize({"config": json.dumps(dataclasses.asdict(cfg)),
                                           "params": state})
   tmp = path.with_name(path.name + ".tmp")
@@ -146,7 +157,7 @@ def load_vae(path: str | os.PathLike = "") -> VAECodec:
     nnx.replace_by_pure_dict(abstract, blob["params"])
   except (KeyError, ValueError) as e:
     raise VAELoadError(f"VAE file {p} does not match its config: {e}") from e
-  params = jax.tree.map(jnp.asarray, abstract)
+  params = jax.tree.map(lambda x: jnp.asarray(x, cfg.param_dtype), abstract)
   _check_shapes(p, graphdef, params, cfg)
   return VAECodec(cfg=cfg, graphdef=graphdef, params=params, source=str(p))
 
