@@ -22,9 +22,9 @@ import time
 
 def _frames(n: int, height: int, width: int, piece: int, seed: int = 0):
   """A video streamed in pieces of `piece` frames: moving bars plus noise (never whole)."""
-  import numpy as np  # noqa: PLC0415
+  import numpy as np
   rng = np.random.default_rng(seed)
-  yy, xx = np.mgrid[0:height, 0:width]
+  xx = np.mgrid[0:height, 0:width][1]
   for start in range(0, n, piece):
     t = np.arange(start, min(n, start + piece))[:, None, None]
     bars = ((xx[None] + 2 * t) // 8 % 2) * 1.2 - 0.6
@@ -34,13 +34,13 @@ def _frames(n: int, height: int, width: int, piece: int, seed: int = 0):
 
 
 def run_one(args) -> dict:
-  import jax  # noqa: PLC0415
-  import jax.numpy as jnp  # noqa: PLC0415
-  import numpy as np  # noqa: PLC0415
-  from flax import nnx  # noqa: PLC0415
+  import jax
+  import jax.numpy as jnp
+  import numpy as np
+  from flax import nnx
 
-  from sorax.models import vae as V  # noqa: PLC0415
-  from sorax.models.vae_codec import load_vae  # noqa: PLC0415
+  from sorax.models import vae as V
+  from sorax.models.vae_codec import load_vae
 
   codec = load_vae(args.vae)
   model = nnx.merge(codec.graphdef, codec.params)
@@ -103,7 +103,7 @@ def main() -> None:
         results.append({"seconds": s, "mode": mode, "error": out.stderr.strip()[-300:]})
       else:
         results.append(json.loads(out.stdout.strip().splitlines()[-1]))
-  import jax  # noqa: PLC0415
+  import jax
   chunked = [r for r in results if r["mode"] == "chunked" and "peak_rss_mb" in r]
   key = "device_peak_mb" if chunked and chunked[0]["device_peak_mb"] else "peak_rss_mb"
   peaks = [r[key] for r in chunked]

@@ -43,9 +43,12 @@ def get_config(arg: str = "world") -> ml_collections.ConfigDict:
       caption_levels=["terse"], caption_weights=[1.0], text_len=0, batch_size=8, seed=0,
       worker_count=0))
 
+  # encoder_widths: a lighter encoder than decoder ([] = the same widths). The DiT encodes
+  # every training batch through it; sampling only decodes.
   c.vae = ml_collections.ConfigDict(dict(
-      latent_channels=16, patch=4, widths=[64, 128], spatial_down=[False],
-      temporal_down=[True], blocks=1, dtype="float32", param_dtype="float32"))
+      latent_channels=16, patch=4, widths=[64, 128], encoder_widths=[48, 96],
+      spatial_down=[False], temporal_down=[True], blocks=1, dtype="float32",
+      param_dtype="float32"))
 
   c.loss = ml_collections.ConfigDict(dict(
       l1=1.0, l2=1.0, kl=1e-6, crop=[32, 32],
@@ -68,13 +71,13 @@ def get_config(arg: str = "world") -> ml_collections.ConfigDict:
 
   if variant == "tiny":
     c.data.update(height=16, width=16, frames=5, batch_size=8)
-    c.vae.update(latent_channels=4, widths=[8, 16], blocks=1)
+    c.vae.update(latent_channels=4, widths=[8, 16], encoder_widths=[8, 8], blocks=1)
     c.loss.crop = None
     c.train.update(steps=4, log_every=2, checkpoint_every=2, async_checkpoint=False)
     c.eval.update(num_clips=2, height=16, width=16, frames=5)
   elif variant == "video":
     c.data.update(height=256, width=256, frames=17, batch_size=16)
-    c.vae.update(latent_channels=16, patch=1, widths=[128, 256, 512, 512],
+    c.vae.update(latent_channels=16, patch=1, widths=[128, 256, 512, 512], encoder_widths=[],
                  spatial_down=[True, True, True], temporal_down=[False, True, True],
                  dtype="bfloat16")
     c.loss.crop = [128, 128]

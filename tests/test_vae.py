@@ -66,7 +66,10 @@ def test_first_frame_encoded_alone_and_causal():
 
 @pytest.mark.parametrize("cfg", [CFG, V.VAEConfig(latent_channels=4, patch=1, widths=(8, 8, 16),
                                                   spatial_down=(True, False),
-                                                  temporal_down=(True, True), blocks=1)])
+                                                  temporal_down=(True, True), blocks=1),
+                                 V.VAEConfig(latent_channels=4, patch=2, widths=(8, 16),
+                                             encoder_widths=(4, 12), spatial_down=(True,),
+                                             temporal_down=(True,), blocks=1)])
 def test_chunked_equals_whole(cfg):
   m = _model(cfg)
   r = cfg.temporal
@@ -100,6 +103,17 @@ def test_bad_inputs_give_clear_errors():
     list(V.encode_chunked(m, _video(t=9), chunk=3))
   with pytest.raises(ValueError, match="len\\(widths\\)-1"):
     V.VAEConfig(widths=(8, 16), spatial_down=(True, True), temporal_down=(True,))
+  with pytest.raises(ValueError, match="encoder_widths needs one width per level"):
+    V.VAEConfig(widths=(8, 16), encoder_widths=(8,), spatial_down=(True,), temporal_down=(True,))
+
+
+def test_lighter_encoder_has_its_own_widths():
+  cfg = V.VAEConfig(latent_channels=4, patch=2, widths=(8, 16), encoder_widths=(4, 6),
+                    spatial_down=(True,), temporal_down=(True,), blocks=1)
+  m = V.VAE(cfg, rngs=nnx.Rngs(0))
+  assert m.encoder.conv_in.kernel.shape[-1] == 4 and m.encoder.mid.conv1.kernel.shape[-1] == 6
+  assert m.decoder.conv_in.kernel.shape[-1] == 16
+  assert m.encode(_video(t=9)).shape == (2, 5, 4, 4, 4)
 
 
 def test_kl_loss_zero_at_prior():

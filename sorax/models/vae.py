@@ -43,6 +43,10 @@ class VAEConfig:
   `patch` > 1 folds patch x patch pixels into channels before the first conv (LTX-Video style):
   most of the compute then runs at 1/patch^2 of the pixels, which is what makes the world VAE
   trainable on a CPU.
+
+  `encoder_widths` (default: `widths`) lets the encoder be lighter than the decoder: the DiT
+  encodes every training batch (unless latents are cached) but sampling only decodes, and
+  locating edges in pixels is easier than drawing them back sharp.
   """
   latent_channels: int = 16
   patch: int = 1
@@ -50,6 +54,7 @@ class VAEConfig:
   spatial_down: tuple[bool, ...] = (True, True, True)
   temporal_down: tuple[bool, ...] = (False, True, True)
   blocks: int = 2
+  encoder_widths: tuple[int, ...] | None = None
   dtype: str = "float32"
   param_dtype: str = "float32"
 
@@ -57,9 +62,16 @@ class VAEConfig:
     if len(self.spatial_down) != len(self.widths) - 1 or len(self.temporal_down) != len(self.widths) - 1:
       raise ValueError(f"spatial_down and temporal_down need len(widths)-1 = {len(self.widths) - 1} "
                        f"entries, got {len(self.spatial_down)} and {len(self.temporal_down)}")
+    if self.encoder_widths is not None and len(self.encoder_widths) != len(self.widths):
+      raise ValueError(f"encoder_widths needs one width per level ({len(self.widths)}), got "
+                       f"{self.encoder_widths}")
     if self.patch < 1 or self.blocks < 0 or self.latent_channels < 1:
       raise ValueError(f"bad VAEConfig: patch={self.patch} blocks={self.blocks} "
                        f"latent_channels={self.latent_channels}")
+
+  @property
+  def enc_widths(self) -> tuple[int, ...]:
+    return tuple(self.encoder_widths or self.widths)
 
   @property
   def temporal(self) -> int:
@@ -225,7 +237,7 @@ def _unfold(x: jax.Array, p: int) -> jax.Array:
 class Encoder(nnx.Module):
   def __init__(self, cfg: VAEConfig, *, rngs: nnx.Rngs, **kw):
     self.cfg = cfg
-    w = cfg.widths
+    w = cfg.enc_widths
     self.conv_in = CausalConv3d(3 * cfg.patch ** 2, w[0], rngs=rngs, **kw)
     self.levels = nnx.List()
     for i, width in enumerate(w):

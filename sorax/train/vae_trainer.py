@@ -21,7 +21,8 @@ def vae_config(cfg: ml_collections.ConfigDict) -> VAEConfig:
   v = cfg.vae
   return VAEConfig(latent_channels=v.latent_channels, patch=v.patch, widths=tuple(v.widths),
                    spatial_down=tuple(v.spatial_down), temporal_down=tuple(v.temporal_down),
-                   blocks=v.blocks, dtype=v.dtype, param_dtype=v.param_dtype)
+                   blocks=v.blocks, dtype=v.dtype, param_dtype=v.param_dtype,
+                   encoder_widths=tuple(v.encoder_widths) if v.get("encoder_widths") else None)
 
 
 def loss_config(cfg: ml_collections.ConfigDict) -> VAELossConfig:
