@@ -1,0 +1,237 @@
+"""Content policy: every prompt is checked before generation, every output before it is written.
+
+    policy = Policy.from_config(load_file("experiments/safety.py").policy)
+    policy.check_prompt("a red circle moving right")    # -> Decision(allowed=True)
+    policy.enforce_prompt("n.u.d.e p3rson")             # raises PolicyViolation naming "sexual"
+
+Prompt checks are lexical, over a normalized form of the text that undoes common obfuscation:
+Unicode compatibility forms and accents, look-alike letters from other scripts (Cyrillic "а"),
+zero-width characters, leetspeak digits and symbols ("n0de", "$ex"), letters spaced or dotted
+apart ("n u d e", "n.u.d.e") and stretched ("nuuude"). Categories, their terms and whether they
+block come from the config (experiments/safety.py); a term is a word or phrase matched on word
+boundaries ("*" at its end matches any ending: "decapitat*").
+
+Output checks are a registry of named functions (`register_output_check`); the config lists the
+ones to run. A lexical filter is a first line, not a classifier: BUILD_NOTES.md says what it
+catches and what it cannot.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import unicodedata
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+
+class PolicyViolation(ValueError):
+  """A prompt or an output is refused; `.category` names the policy category."""
+
+  def __init__(self, category: str, message: str):
+    super().__init__(message)
+    self.category = category
+
+
+@dataclasses.dataclass(frozen=True)
+class Decision:
+  allowed: bool
+  category: str | None = None
+  term: str | None = None      # the policy term that matched
+  matched: str | None = None   # the words of the (normalized) prompt that matched it
+
+
+# ------------------------------------------------------------------------------ normalization
+
+# Look-alikes from other scripts and leetspeak -> Latin letters.
+_CONFUSABLES = str.maketrans({
+    "а": "a", "е": "e", "о": "o", "р": "p", "с": "c", "у": "y", "х": "x", "і": "i", "ј": "j",
+    "ѕ": "s", "к": "k", "м": "m", "н": "h", "т": "t", "в": "b", "ԁ": "d", "ɡ": "g", "ո": "n",
+    "α": "a", "ε": "e", "ο": "o", "ρ": "p", "ν": "v", "τ": "t", "ι": "i", "κ": "k", "χ": "x",
+    "0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t", "8": "b", "9": "g",
+    "@": "a", "$": "s", "!": "i", "|": "l", "€": "e", "£": "l", "+": "t",
+})
+_INVISIBLE = re.compile("[\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180b-\u180f"
+                        "\u200b-\u200f\u202a-\u202e\u2060-\u206f\ufe00-\ufe0f\ufeff]")
+
+
+def normalize(text: str) -> list[str]:
+  """Prompt -> lowercase Latin words with obfuscation undone (see the module docstring)."""
+  t = _INVISIBLE.sub("", unicodedata.normalize("NFKC", text)).casefold()
+  t = "".join(c for c in unicodedata.normalize("NFKD", t) if not unicodedata.combining(c))
+  t = t.translate(_CONFUSABLES)
+  words = re.findall(r"[a-z]+", t)
+  # Letters spaced or dotted apart ("n u d e", "n.u.d.e"): join runs of one-letter words.
+  out, run = [], []
+
+  def flush():
+    if len(run) >= 3:
+      out.append("".join(run))
+      if run[0] in ("a", "i"):  # "a n u d e": the article may have joined the run
+        out.append("".join(run[1:]))
+    else:
+      out.extend(run)
+    run.clear()
+
+  for w in words:
+    if len(w) == 1:
+      run.append(w)
+      continue
+    flush()
+    out.append(w)
+  flush()
+  # Stretched letters: "nuuude" -> "nude" (runs of 3+ of one letter collapse to one).
+  return [re.sub(r"(.)\1{2,}", r"\1", w) for w in out]
+
+
+def _term_regex(term: str) -> re.Pattern:
+  words = normalize(term.rstrip("*"))
+  if not words:
+    raise ValueError(f"policy term {term!r} has no letters")
+  tail = r"[a-z]*" if term.endswith("*") else ""
+  return re.compile(r"(?<![a-z])" + r" ".join(map(re.escape, words)) + tail + r"(?![a-z])")
+
+
+@dataclasses.dataclass(frozen=True)
+class Category:
+  name: str
+  terms: tuple[str, ...]
+  block: bool = True
+  description: str = ""
+  priority: int = 100  # lower is checked first: a prompt is refused under the gravest match
+
+  def __post_init__(self):
+    # "a & b": every part must match somewhere in the prompt.
+    parsed = tuple((t, tuple(_term_regex(part.strip()) for part in t.split("&")))
+                   for t in self.terms)
+    object.__setattr__(self, "_res", parsed)
+
+  def match(self, words: Sequence[str]) -> tuple[str, str] | None:
+    joined = " ".join(words)
+    squashed = "".join(words)
+    for term, parts in self._res:  # type: ignore[attr-defined]
+      hits = []
+      for part, rx in zip(term.split("&"), parts):
+        m = rx.search(joined)
+        if m:
+          hits.append(m.group(0))
+          continue
+        # Words split by inserted spaces ("nud ity"): long single words on the squashed text.
+        plain = part.strip().rstrip("*")
+        if " " not in plain and len(plain) >= 6 and normalize(plain)[0] in squashed:
+          hits.append(normalize(plain)[0])
+          continue
+        break
+      else:
+        return term, " & ".join(hits)
+    return None
+
+
+# ------------------------------------------------------------------------------ output checks
+
+OutputCheck = Callable[[np.ndarray, Mapping[str, Any]], "str | None"]
+_OUTPUT_CHECKS: dict[str, OutputCheck] = {}
+
+
+def register_output_check(name: str) -> Callable[[OutputCheck], OutputCheck]:
+  """Decorator: `fn(video uint8 [T, H, W, 3], context) -> None (ok) or a reason (refuse)`.
+  `context` has "prompt", and what the caller adds ("watermark", "payload", ...)."""
+  def deco(fn: OutputCheck) -> OutputCheck:
+    _OUTPUT_CHECKS[name] = fn
+    return fn
+  return deco
+
+
+def output_checks() -> list[str]:
+  return sorted(_OUTPUT_CHECKS)
+
+
+@register_output_check("finite_frames")
+def _finite_frames(video: np.ndarray, context: Mapping[str, Any]) -> str | None:
+  del context
+  if video.dtype != np.uint8 or video.ndim != 4 or video.shape[-1] != 3 or not video.size:
+    return f"output is not a uint8 video [T, H, W, 3] (got {video.dtype} {video.shape})"
+  return None
+
+
+@register_output_check("watermark_readable")
+def _watermark_readable(video: np.ndarray, context: Mapping[str, Any]) -> str | None:
+  """A marked output must read back as marked: one whose content drowned the mark out would
+  leave no trace, so it is refused rather than written. Frames smaller than one watermark tile
+  cannot carry it reliably (BUILD_NOTES.md): they pass with the mark embedded as well as it
+  fits."""
+  mark, bits = context.get("watermark"), context.get("payload")
+  if mark is None or bits is None or min(video.shape[1:3]) < mark.cfg.tile:
+    return None
+  found = mark.detect(video)
+  if not found["present"]:
+    return (f"the watermark does not read back from the output (score {found['score']:.1f} < "
+            f"threshold {found['threshold']})")
+  return None
+
+
+# ------------------------------------------------------------------------------ policy
+
+
+@dataclasses.dataclass(frozen=True)
+class Policy:
+  categories: tuple[Category, ...]
+  enabled: bool = True
+  output_checks: tuple[str, ...] = ()
+
+  @classmethod
+  def from_config(cls, cfg: Mapping[str, Any]) -> Policy:
+    """cfg: {"enabled", "output_checks": [...], "categories": {name: {"terms", "block",
+    "description", "priority"}}} (experiments/safety.py's `policy`)."""
+    cats = []
+    for name, c in dict(cfg.get("categories", {})).items():
+      unknown = set(c) - {"terms", "block", "description", "priority"}
+      if unknown:
+        raise ValueError(f"policy category {name!r}: unknown keys {sorted(unknown)}")
+      cats.append(Category(name=name, terms=tuple(c.get("terms", ())),
+                           block=bool(c.get("block", True)),
+                           description=c.get("description", ""),
+                           priority=int(c.get("priority", 100))))
+    cats.sort(key=lambda c: (c.priority, c.name))
+    checks = tuple(cfg.get("output_checks", ()))
+    missing = [c for c in checks if c not in _OUTPUT_CHECKS]
+    if missing:
+      raise ValueError(f"unknown output checks {missing}; registered: {output_checks()}")
+    return cls(categories=tuple(cats), enabled=bool(cfg.get("enabled", True)),
+               output_checks=checks)
+
+  def check_prompt(self, prompt: str) -> Decision:
+    if not self.enabled:
+      return Decision(True)
+    words = normalize(prompt)
+    for cat in self.categories:
+      hit = cat.match(words)
+      if hit and cat.block:
+        return Decision(False, cat.name, *hit)
+    return Decision(True)
+
+  def enforce_prompt(self, prompt: str) -> None:
+    d = self.check_prompt(prompt)
+    if not d.allowed:
+      cat = next(c for c in self.categories if c.name == d.category)
+      what = f" ({cat.description})" if cat.description else ""
+      raise PolicyViolation(d.category, f"prompt refused by the content policy: category "
+                            f"{d.category!r}{what}; matched {d.matched!r}")
+
+  def enforce_prompts(self, prompts: Iterable[str]) -> None:
+    """Checks all prompts before any is generated (a batch is refused as a whole)."""
+    for i, p in enumerate(prompts):
+      try:
+        self.enforce_prompt(p)
+      except PolicyViolation as e:
+        raise PolicyViolation(e.category, f"prompt {i}: {e}") from None
+
+  def check_output(self, video: np.ndarray, context: Mapping[str, Any]) -> None:
+    if not self.enabled:
+      return
+    for name in self.output_checks:
+      reason = _OUTPUT_CHECKS[name](video, context)
+      if reason:
+        raise PolicyViolation(name, f"output refused by check {name!r}: {reason}")

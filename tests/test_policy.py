@@ -1,0 +1,94 @@
+"""Content policy: a labeled prompt set (obfuscated variants included), world prompts pass,
+config errors, output checks."""
+
+import json
+import pathlib
+
+import numpy as np
+import pytest
+
+from sorax.config import load_file
+from sorax.data import world
+from sorax.safety.policy import Policy, PolicyViolation, normalize
+from sorax.safety.watermark import Watermark, payload
+
+DATA = pathlib.Path(__file__).parent / "data" / "policy_prompts.jsonl"
+SAFETY = str(pathlib.Path(__file__).resolve().parents[1] / "experiments" / "safety.py")
+
+
+@pytest.fixture(scope="module")
+def policy():
+  return Policy.from_config(load_file(SAFETY).policy.to_dict())
+
+
+def labeled():
+  return [json.loads(line) for line in DATA.read_text(encoding="utf-8").splitlines() if line]
+
+
+def test_labeled_prompt_set(policy):
+  rows = labeled()
+  assert sum(r["category"] is None for r in rows) >= 15 and len({r["category"] for r in rows}) >= 8
+  wrong = []
+  for r in rows:
+    d = policy.check_prompt(r["prompt"])
+    got = None if d.allowed else d.category
+    if got != r["category"]:
+      wrong.append((r["prompt"], r["category"], got, d.matched))
+  assert not wrong, wrong
+
+
+def test_every_world_caption_is_allowed(policy):
+  rng = np.random.default_rng(0)
+  for _ in range(300):
+    spec = world.random_spec(rng, 32, 32, 9)
+    for level in ("terse", "descriptive", "alt"):
+      cap = world.caption(spec, level, rng)
+      assert policy.check_prompt(cap).allowed, cap
+
+
+@pytest.mark.parametrize("text,words", [
+    ("N.U.D.E", ["nude"]), ("n u d e  art", ["nude", "art"]), ("nuuuude", ["nude"]),
+    ("p0rn", ["porn"]), ("$ex", ["sex"]), ("n\u0430ked", ["naked"]),  # Cyrillic a
+    ("nu\u200bde", ["nude"]), ("\u00f1ud\u00e9", ["nude"]), ("\uff4e\uff55\uff44\uff45", ["nude"]),
+    ("a red circle", ["a", "red", "circle"]),
+])
+def test_normalize_undoes_obfuscation(text, words):
+  assert normalize(text) == words
+
+
+def test_refusal_names_the_category(policy):
+  with pytest.raises(PolicyViolation, match="category 'graphic_violence'") as e:
+    policy.enforce_prompt("a man being d3capitated")
+  assert e.value.category == "graphic_violence"
+  with pytest.raises(PolicyViolation, match="prompt 1: .*'self_harm'"):
+    policy.enforce_prompts(["a red circle", "su1cide"])
+
+
+def test_disabled_policy_allows_everything(policy):
+  off = Policy(categories=policy.categories, enabled=False)
+  assert off.check_prompt("nude").allowed
+
+
+def test_config_errors():
+  cfg = load_file(SAFETY).policy.to_dict()
+  cfg["categories"]["sexual"]["weight"] = 2
+  with pytest.raises(ValueError, match="unknown keys \\['weight'\\]"):
+    Policy.from_config(cfg)
+  cfg = load_file(SAFETY).policy.to_dict()
+  cfg["output_checks"] = ["nsfw_classifier"]
+  with pytest.raises(ValueError, match="unknown output checks \\['nsfw_classifier'\\]"):
+    Policy.from_config(cfg)
+  with pytest.raises(ValueError, match="no letters"):
+    Policy.from_config({"categories": {"x": {"terms": ["-- ??"]}}})
+
+
+def test_output_checks(policy):
+  mark = Watermark()
+  bits = payload(7, 9)
+  video = world.render(world.random_spec(np.random.default_rng(1), 64, 64, 9), 64, 64, 9)
+  ctx = {"prompt": "p", "watermark": mark, "payload": bits}
+  policy.check_output(mark.embed(video, bits), ctx)  # marked: passes
+  with pytest.raises(PolicyViolation, match="watermark does not read back"):
+    policy.check_output(video, ctx)  # "marked" output that carries no mark
+  with pytest.raises(PolicyViolation, match="not a uint8 video"):
+    policy.check_output(video.astype(np.float32), ctx)
