@@ -10,7 +10,13 @@
                                                --config.data.latent_cache=DIR)
   sorax eval-vae [--checkpoint runs/vae] --out DIR     reconstruction PSNR + oracle on recons
   sorax export-vae --checkpoint runs/vae --out vae.msgpack    EMA weights -> one VAE file
+  sorax keys create [--dir DIR]                a self-signed C2PA test chain for local signing
+  sorax detect FILE [FILE ...]                 C2PA manifest + watermark -> JSON verdict
   sorax build-tokenizer [--out PATH]
+
+Every generation verb (sample, eval, demo) checks prompts against the content policy, then
+watermarks and C2PA-signs every file it writes (experiments/safety.py; --safety.key=value
+overrides; --no-watermark / --no-c2pa turn those off, and the command says so).
 """
 
 from __future__ import annotations
@@ -25,6 +31,13 @@ from collections.abc import Sequence
 
 class CLIError(Exception):
   """A bad command line or input: printed as one line, exit code 2."""
+
+
+def _add_safety(p):
+  p.add_argument("--safety", default=None,
+                 help="safety config, experiments/safety.py[:default|strict|off] (the default)")
+  p.add_argument("--no-watermark", action="store_true", help="do not watermark outputs")
+  p.add_argument("--no-c2pa", action="store_true", help="do not C2PA-sign outputs")
 
 
 def _add_train(sub):
@@ -50,6 +63,8 @@ def _add_sample(sub):
   p.add_argument("--sampler", choices=["euler", "heun"])
   p.add_argument("--batch-size", type=int, default=8)
   p.add_argument("--gif", action="store_true", help="also write <i>.gif")
+  p.add_argument("--png", action="store_true", help="also write <i>.png (the first frame)")
+  _add_safety(p)
 
 
 def _add_score(sub):
@@ -65,6 +80,7 @@ def _add_demo(sub):
   p.add_argument("--steps", type=int, help="training steps (default: the demo config's)")
   p.add_argument("--num-prompts", type=int, default=8)
   p.add_argument("--fresh", action="store_true", help="delete the workdir first")
+  _add_safety(p)
 
 
 def _add_eval(sub):
@@ -75,6 +91,23 @@ def _add_eval(sub):
   p.add_argument("--steps", type=int)
   p.add_argument("--cfg", type=float)
   p.add_argument("--seed", type=int)
+  _add_safety(p)
+
+
+def _add_keys(sub):
+  p = sub.add_parser("keys", help="C2PA signing keys")
+  ks = p.add_subparsers(dest="keys_verb", required=True)
+  c = ks.add_parser("create", help="make a self-signed test chain (root CA + signer) for local use")
+  c.add_argument("--dir", default=None, help="where (default: the safety config's key_dir)")
+  c.add_argument("--overwrite", action="store_true")
+
+
+def _add_detect(sub):
+  p = sub.add_parser("detect", help="read the C2PA manifest and the watermark of files back")
+  p.add_argument("files", nargs="+")
+  p.add_argument("--trust", default=None,
+                 help="PEM of trusted roots (default: the local test root, if any)")
+  p.add_argument("--safety", default=None, help="safety config (its watermark key)")
 
 
 def _add_vae(sub):
@@ -113,6 +146,8 @@ def build_parser() -> argparse.ArgumentParser:
   _add_eval(sub)
   _add_vae(sub)
   _add_cache(sub)
+  _add_keys(sub)
+  _add_detect(sub)
   p = sub.add_parser("build-tokenizer", help="retrain the shipped world tokenizer")
   p.add_argument("--out", default=None)
   return parser
@@ -141,21 +176,33 @@ def cmd_train(args, overrides: Sequence[str]) -> int:
   return 0
 
 
-def cmd_sample(args) -> int:
+def _safety(args, overrides: Sequence[str]):
+  from sorax.safety.guard import load_safety
+  return load_safety(args.safety, overrides, no_watermark=args.no_watermark,
+                     no_c2pa=args.no_c2pa)
+
+
+def cmd_sample(args, overrides: Sequence[str]) -> int:
   from sorax.sample import Pipeline, save_videos
   prompts = [(0, args.prompt)] if args.prompt is not None else _read_prompts(args.prompts)
   for name, value in (("frames", args.frames), ("height", args.height), ("width", args.width),
                       ("steps", args.steps)):
     if value is not None and value < 1:
       raise CLIError(f"--{name} must be a positive integer, got {value}")
+  safety = _safety(args, overrides)
+  safety.check_prompts([p for _, p in prompts])  # before loading anything
   pipe = Pipeline.load(args.checkpoint)
+  pipe.policy = safety.policy
   t0 = time.perf_counter()
   videos = pipe.generate([p for _, p in prompts], frames=args.frames, height=args.height,
                          width=args.width, steps=args.steps, cfg_scale=args.cfg,
                          sampler=args.sampler, seed=args.seed, batch_size=args.batch_size)
-  files = save_videos(videos, [str(i) for i, _ in prompts], pathlib.Path(args.out), gif=args.gif)
+  files = save_videos(videos, [str(i) for i, _ in prompts], pathlib.Path(args.out),
+                      safety=safety, prompts=[p for _, p in prompts], pipe=pipe, gif=args.gif,
+                      png=args.png)
   print(json.dumps({"videos": files, "seconds": round(time.perf_counter() - t0, 2),
-                    "checkpoint_step": pipe.step}))
+                    "checkpoint_step": pipe.step, "watermark": safety.watermark is not None,
+                    "c2pa": safety.signing is not None}))
   return 0
 
 
@@ -165,12 +212,13 @@ def cmd_score(args) -> int:
   return 0
 
 
-def cmd_eval(args) -> int:
+def cmd_eval(args, overrides: Sequence[str]) -> int:
   from sorax.evaluate import evaluate_checkpoint
   if args.num_prompts < 1:
     raise CLIError(f"--num-prompts must be a positive integer, got {args.num_prompts}")
   result = evaluate_checkpoint(args.checkpoint, args.out, num_prompts=args.num_prompts,
-                               seed=args.seed, steps=args.steps, cfg_scale=args.cfg)
+                               seed=args.seed, steps=args.steps, cfg_scale=args.cfg,
+                               safety=_safety(args, overrides))
   print(result.pop("table"))
   print(json.dumps(result))
   return 0
@@ -213,10 +261,35 @@ def cmd_export_vae(args) -> int:
   return 0
 
 
-def cmd_demo(args) -> int:
+def cmd_demo(args, overrides: Sequence[str]) -> int:
   from sorax.demo import run_demo
   return run_demo(workdir=args.workdir, out=args.out, steps=args.steps,
-                  num_prompts=args.num_prompts, fresh=args.fresh)
+                  num_prompts=args.num_prompts, fresh=args.fresh,
+                  safety=_safety(args, overrides))
+
+
+def cmd_keys(args) -> int:
+  from sorax import config as config_lib
+  from sorax.safety.guard import SAFETY_CONFIG, key_dir
+  from sorax.safety.provenance import create_test_keys
+  directory = args.dir or key_dir(config_lib.load_file(str(SAFETY_CONFIG)).provenance)
+  keys = create_test_keys(directory, overwrite=args.overwrite)
+  print(json.dumps({"cert": keys.cert, "key": keys.key, "root": keys.root,
+                    "note": "self-signed: trusted only where root.pem is a trust anchor"}))
+  return 0
+
+
+def cmd_detect(args, overrides: Sequence[str]) -> int:
+  from sorax import config as config_lib
+  from sorax.safety.detect import detect_file
+  from sorax.safety.guard import SAFETY_CONFIG, trust_anchors, watermark_from
+  cfg = config_lib.load_file(args.safety or str(SAFETY_CONFIG))
+  config_lib.apply_overrides(cfg, [o.replace("--safety.", "--config.", 1) for o in overrides])
+  mark = watermark_from(cfg.watermark)
+  anchors = args.trust or trust_anchors(cfg.provenance)
+  for f in args.files:
+    print(json.dumps(detect_file(f, trust_anchors=anchors, watermark=mark)))
+  return 0
 
 
 def cmd_build_tokenizer(args) -> int:
@@ -229,23 +302,30 @@ def main(argv: Sequence[str] | None = None) -> int:
   argv = list(sys.argv[1:] if argv is None else argv)
   parser = build_parser()
   args, extra = parser.parse_known_args(argv)
-  overrides = [a for a in extra if a.startswith("--config.")]
-  unknown = [a for a in extra if not a.startswith("--config.")]
-  if unknown or (overrides and args.verb not in ("train", "cache-latents")):
-    parser.error(f"unrecognized arguments: {' '.join(unknown or overrides)}")
+  prefix = {"train": "--config.", "cache-latents": "--config.", "sample": "--safety.",
+            "eval": "--safety.", "demo": "--safety.", "detect": "--safety."}.get(args.verb)
+  overrides = [a for a in extra if prefix and a.startswith(prefix)]
+  unknown = [a for a in extra if a not in overrides]
+  if unknown:
+    parser.error(f"unrecognized arguments: {' '.join(unknown)}")
   from sorax.config import ConfigError
   from sorax.data.video_io import VideoReadError
   from sorax.models.vae_codec import VAELoadError
+  from sorax.safety.policy import PolicyViolation
+  from sorax.safety.provenance import ProvenanceError
   from sorax.train.checkpoint import CheckpointError
+  with_overrides = {"train": cmd_train, "cache-latents": cmd_cache_latents, "sample": cmd_sample,
+                    "eval": cmd_eval, "demo": cmd_demo, "detect": cmd_detect}
+  plain = {"score": cmd_score, "build-tokenizer": cmd_build_tokenizer, "eval-vae": cmd_eval_vae,
+           "export-vae": cmd_export_vae, "keys": cmd_keys}
   try:
-    if args.verb == "train":
-      return cmd_train(args, overrides)
-    if args.verb == "cache-latents":
-      return cmd_cache_latents(args, overrides)
-    return {"sample": cmd_sample, "score": cmd_score, "demo": cmd_demo, "eval": cmd_eval,
-            "build-tokenizer": cmd_build_tokenizer, "eval-vae": cmd_eval_vae,
-            "export-vae": cmd_export_vae}[args.verb](args)
-  except (CLIError, ConfigError, CheckpointError, VideoReadError, VAELoadError,
+    if args.verb in with_overrides:
+      return with_overrides[args.verb](args, overrides)
+    return plain[args.verb](args)
+  except PolicyViolation as e:
+    print(f"sorax {args.verb}: refused: {e}", file=sys.stderr)
+    return 3
+  except (CLIError, ConfigError, CheckpointError, VideoReadError, VAELoadError, ProvenanceError,
           FileNotFoundError, FileExistsError, ValueError) as e:
     print(f"sorax {args.verb}: error: {e}", file=sys.stderr)
     return 2

@@ -15,14 +15,16 @@ DEMO_CONFIG = pathlib.Path(sorax.__file__).resolve().parent.parent / "experiment
 
 
 def run_demo(*, workdir: str = "runs/demo", out: str = "demo_out", steps: int | None = None,
-             num_prompts: int = 8, fresh: bool = False) -> int:
+             num_prompts: int = 8, fresh: bool = False, safety=None,
+             overrides: tuple[str, ...] = ()) -> int:
+  """`overrides`: --config.key=value strings for the demo config (tests shrink it)."""
   from sorax.evaluate import evaluate_checkpoint
   from sorax.train.trainer import Trainer
 
   t0 = time.perf_counter()
   if fresh and pathlib.Path(workdir).exists():
     shutil.rmtree(workdir)
-  cfg = config_lib.load_config(f"{DEMO_CONFIG}:demo")
+  cfg = config_lib.load_config(f"{DEMO_CONFIG}:demo", overrides)
   trainer = Trainer(cfg, workdir)
   total = cfg.train.steps if steps is None else steps
   print(f"[demo] training {total} steps on {cfg.data.height}x{cfg.data.width}x"
@@ -31,7 +33,7 @@ def run_demo(*, workdir: str = "runs/demo", out: str = "demo_out", steps: int | 
   trainer.close()
   t_train = time.perf_counter() - t0
   print(f"[demo] sampling {num_prompts} held-out prompts", flush=True)
-  result = evaluate_checkpoint(workdir, out, num_prompts=num_prompts)
+  result = evaluate_checkpoint(workdir, out, num_prompts=num_prompts, safety=safety)
   print(result.pop("table"))
   summary = {**result, "final_loss": metrics.get("loss"), "train_seconds": round(t_train, 1),
              "total_seconds": round(time.perf_counter() - t0, 1)}

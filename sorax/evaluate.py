@@ -72,11 +72,16 @@ def json_safe(rates: dict) -> dict:
 
 def evaluate_checkpoint(checkpoint: str | pathlib.Path, out: str | pathlib.Path, *,
                         num_prompts: int = 8, seed: int | None = None, steps: int | None = None,
-                        cfg_scale: float | None = None, gif: bool = True) -> dict:
+                        cfg_scale: float | None = None, gif: bool = True, safety=None) -> dict:
   """Samples `num_prompts` held-out terse prompts at the training clip size, writes
   <out>/<i>.mp4 (+ .gif), prompts.jsonl (for `sorax score`) and scores.json; prints the table.
-  -> {"all_right", "rates", "table", ...}."""
+  Files go out through `safety` (default: experiments/safety.py, watermark and C2PA on); the
+  oracle scores the written mp4s, i.e. what a user gets. -> {"all_right", "rates", "table", ...}."""
+  from sorax.data.video_io import read_video
+  from sorax.safety.guard import load_safety
   from sorax.sample import Pipeline, save_videos
+
+  safety = load_safety() if safety is None else safety
 
   pipe = Pipeline.load(checkpoint)
   d = pipe.cfg.data
@@ -84,10 +89,13 @@ def evaluate_checkpoint(checkpoint: str | pathlib.Path, out: str | pathlib.Path,
                         wall_prob=d.wall_prob)
   rng = np.random.default_rng(0)
   prompts = [world.caption(s, "terse", rng) for s in specs]
+  safety.check_prompts(prompts)
   videos = pipe.generate(prompts, seed=pipe.cfg.sample.seed if seed is None else seed,
                          steps=steps, cfg_scale=cfg_scale)
   out_dir = pathlib.Path(out)
-  save_videos(videos, [str(i) for i in range(len(videos))], out_dir, gif=gif)
+  files = save_videos(videos, [str(i) for i in range(len(videos))], out_dir, safety=safety,
+                      prompts=prompts, pipe=pipe, gif=gif)
+  videos = np.stack([read_video(f) for f in files])
   with open(out_dir / "prompts.jsonl", "w", encoding="utf-8") as f:
     for p, s in zip(prompts, specs):
       f.write(json.dumps({"prompt": p, "spec": s.to_json()}) + "\n")

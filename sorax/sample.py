@@ -35,6 +35,8 @@ class Pipeline:
   tokenizer: Tokenizer
   step: int = 0
   latent_stats: dict | None = None  # per-channel latent mean/std of a VAE codec
+  # The content policy every prompt passes before generation (None: off, explicitly).
+  policy: Any = dataclasses.field(default_factory=lambda: _default_policy())
 
   @classmethod
   def load(cls, path: str | pathlib.Path, step: int | None = None) -> "Pipeline":
@@ -70,7 +72,11 @@ class Pipeline:
                height: int | None = None, width: int | None = None, steps: int | None = None,
                cfg_scale: float | None = None, sampler: str | None = None, seed: int = 0,
                batch_size: int = 8) -> np.ndarray:
-    """-> uint8 [len(prompts), T, H, W, 3]. Sizes default to the training clip size."""
+    """-> uint8 [len(prompts), T, H, W, 3]. Sizes default to the training clip size.
+    Raises PolicyViolation (naming the category) before generating anything when a prompt is
+    refused by `self.policy`."""
+    if self.policy is not None:
+      self.policy.enforce_prompts(prompts)
     c = self.cfg
     frames, height, width = frames or c.data.frames, height or c.data.height, width or c.data.width
     steps = steps or c.sample.steps
@@ -106,18 +112,28 @@ class Pipeline:
     return np.concatenate(out, axis=0)
 
 
-def save_videos(videos: np.ndarray, names: Sequence[str], out: pathlib.Path, *,
-                gif: bool = False) -> list[str]:
-  """Writes <out>/<name>.mp4 (and .gif) for each uint8 [T, H, W, 3] video; atomic per file."""
-  from sorax.data.video_io import write_gif, write_mp4
-  out.mkdir(parents=True, exist_ok=True)
-  files = []
-  for video, name in zip(videos, names):
-    write_mp4(out / f"{name}.mp4", video)
-    files.append(str(out / f"{name}.mp4"))
-    if gif:
-      write_gif(out / f"{name}.gif", video)
-  return files
+def save_videos(videos: np.ndarray, names: Sequence[str], out: pathlib.Path, *, safety,
+                prompts: Sequence[str | None], pipe: "Pipeline | None" = None, model: str = "",
+                gif: bool = False, png: bool = False) -> list[str]:
+  """Writes <out>/<name>.mp4 (and .gif / .png) for each uint8 [T, H, W, 3] video through
+  `safety` (sorax/safety/guard.py: output checks, watermark, C2PA; atomic per file). The
+  manifest names the checkpoint and hashes its config."""
+  if pipe is not None:
+    model = model or f"sorax-dit@{pipe.step}"
+    config = pipe.cfg.to_dict()
+  else:
+    config = None
+  records = safety.write(videos, names, out, prompts=prompts, model=model or "sorax",
+                         config=config, gif=gif, png=png)
+  return [r["files"][0] for r in records]
+
+
+@functools.lru_cache(maxsize=1)
+def _default_policy():
+  from sorax.config import load_file
+  from sorax.safety.guard import SAFETY_CONFIG
+  from sorax.safety.policy import Policy
+  return Policy.from_config(load_file(str(SAFETY_CONFIG)).policy.to_dict())
 
 
 def decode_to_pixels(codec, latent: jax.Array, frames: int) -> np.ndarray:

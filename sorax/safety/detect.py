@@ -23,10 +23,21 @@ from sorax.safety import provenance
 from sorax.safety.watermark import Watermark, WatermarkConfig
 
 
+IMAGES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
+
+
 def read_frames(path: pathlib.Path) -> np.ndarray:
-  """Any video or image file -> uint8 [T, H, W, 3]."""
-  from sorax.data.video_io import read_video
-  return read_video(path)
+  """Any video or image file -> uint8 [T, H, W, 3] (an image is one frame)."""
+  from sorax.data.video_io import VideoReadError, read_video
+  if path.suffix.lower() not in IMAGES:
+    return read_video(path)
+  import av
+  try:
+    with av.open(str(path)) as container:
+      frame = next(container.decode(video=0))
+      return frame.to_ndarray(format="rgb24")[None]
+  except (av.error.FFmpegError, StopIteration) as e:
+    raise VideoReadError(f"{path}: not a readable image: {e}") from e
 
 
 def detect_file(path: str | pathlib.Path, *, trust_anchors: str | None = None,
