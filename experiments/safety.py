@@ -78,7 +78,7 @@ def get_config(arg: str = "default") -> ml_collections.ConfigDict:
   # sorax/safety/watermark.py: WatermarkConfig fields. `key` seeds the pattern: a deployment
   # keeps its own private.
   c.watermark = ml_collections.ConfigDict(dict(
-      enabled=True, key=0x5A0A, strength=2.8, threshold=6.5))
+      enabled=True, key=0x5A0A, strength=2.8, threshold=6.0))
 
   # cert/key: a PEM chain and its private key; "" = the local test chain in key_dir, created on
   # first use (`sorax keys create` makes one explicitly). trust_anchors: roots `sorax detect`
