@@ -47,7 +47,7 @@ def get_config(arg: str = "world") -> ml_collections.ConfigDict:
   # every training batch through it; sampling only decodes.
   c.vae = ml_collections.ConfigDict(dict(
       latent_channels=16, patch=4, widths=[64, 128], encoder_widths=[48, 96],
-      spatial_down=[False], temporal_down=[True], blocks=1, dtype="float32",
+      spatial_down=[False], temporal_down=[True], blocks=1, refine=0, dtype="float32",
       param_dtype="float32"))
 
   c.loss = ml_collections.ConfigDict(dict(
@@ -60,8 +60,11 @@ def get_config(arg: str = "world") -> ml_collections.ConfigDict:
       lr=5e-4, warmup_steps=100, end_lr_frac=0.05, weight_decay=0.0, b1=0.9, b2=0.99,
       grad_clip=1.0, ema_decay=0.999))
 
+  # init_from: a VAE workdir or .msgpack whose weights start this run where shapes match (a
+  # fresh optimizer; new parts, e.g. a refine head, keep their init).
   c.train = ml_collections.ConfigDict(dict(
-      steps=4000, log_every=50, checkpoint_every=500, keep=2, async_checkpoint=True))
+      steps=4000, log_every=50, checkpoint_every=500, keep=2, async_checkpoint=True,
+      init_from=""))
 
   c.eval = ml_collections.ConfigDict(dict(num_clips=64, height=64, width=64, frames=17))
 

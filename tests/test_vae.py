@@ -69,7 +69,7 @@ def test_first_frame_encoded_alone_and_causal():
                                                   temporal_down=(True, True), blocks=1),
                                  V.VAEConfig(latent_channels=4, patch=2, widths=(8, 16),
                                              encoder_widths=(4, 12), spatial_down=(True,),
-                                             temporal_down=(True,), blocks=1)])
+                                             temporal_down=(True,), blocks=1, refine=4)])
 def test_chunked_equals_whole(cfg):
   m = _model(cfg)
   r = cfg.temporal

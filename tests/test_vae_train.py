@@ -113,3 +113,22 @@ def test_adversarial_option_trains_and_loads_the_vae_alone(tmp_path):
   assert type(nnx.merge(codec.graphdef, codec.params)).__name__ == "VAE"
   assert cli.main(["train", "--config", "experiments/vae_world.py:tiny", "--workdir",
                    str(tmp_path / "p"), "--no-progress", "--config.loss.perceptual=1.0"]) == 2
+
+
+def test_warm_start_adds_a_refine_head(vae_run, tmp_path, capsys):
+  """init_from copies every weight whose path and shape match; the new head starts fresh and,
+  its last conv being zero, the warm-started VAE first decodes exactly like its source."""
+  src = vae_codec.load_vae(str(vae_run))
+  work = tmp_path / "warm"
+  assert cli.main(["train", "--config", "experiments/vae_world.py:tiny", "--workdir", str(work),
+                   "--no-progress", f"--config.train.init_from={vae_run}",
+                   "--config.vae.refine=4", "--config.train.steps=1",
+                   "--config.optim.lr=0.0"]) == 0
+  warm = vae_codec.load_vae(str(work))
+  assert warm.cfg.refine == 4 and src.cfg.refine == 0
+  v = jnp.asarray(np.random.default_rng(0).uniform(-1, 1, (1, 5, 16, 16, 3)), jnp.float32)
+  np.testing.assert_allclose(warm.decode(warm.encode(v)), src.decode(src.encode(v)), atol=1e-5)
+  rc = cli.main(["train", "--config", "experiments/vae_world.py:tiny", "--workdir",
+                 str(tmp_path / "w2"), "--no-progress", f"--config.train.init_from={vae_run}",
+                 "--config.vae.latent_channels=2", "--config.train.steps=1"])
+  assert rc == 2 and "have no place" in capsys.readouterr().err

@@ -44,6 +44,11 @@ class VAEConfig:
   most of the compute then runs at 1/patch^2 of the pixels, which is what makes the world VAE
   trainable on a CPU.
 
+  `refine` > 0 (with `patch` > 1) adds two spatial convs at full pixel resolution after the
+  unfold, fed the RGB and `refine` feature channels per pixel: without them each patch x patch
+  block of output pixels is a linear map of one latent position's features, which leaves block
+  seams and soft edges the world's flat shapes make plain.
+
   `encoder_widths` (default: `widths`) lets the encoder be lighter than the decoder: the DiT
   encodes every training batch (unless latents are cached) but sampling only decodes, and
   locating edges in pixels is easier than drawing them back sharp.
@@ -55,6 +60,7 @@ class VAEConfig:
   temporal_down: tuple[bool, ...] = (False, True, True)
   blocks: int = 2
   encoder_widths: tuple[int, ...] | None = None
+  refine: int = 0  # > 0: a pixel-resolution head of this many channels after the unfold
   dtype: str = "float32"
   param_dtype: str = "float32"
 
@@ -287,6 +293,7 @@ class Decoder(nnx.Module):
       self.levels.append(nnx.Dict(blocks=blocks, up=up))
     self.norm_out = ChannelRMSNorm(w[0], param_dtype=kw.get("param_dtype", jnp.float32))
     self.conv_out = CausalConv3d(w[0], 3 * cfg.patch ** 2, rngs=rngs, **kw)
+    self.refine = RefineHead(w[0], cfg.refine, cfg.patch, rngs=rngs, **kw) if cfg.refine else None
 
   def __call__(self, z: jax.Array, cache: Cache = None, *, first: bool = True):
     """z [B, t, h, w, c] -> (video [B, T, H, W, 3], cache). `first`: z starts at the video's
@@ -300,8 +307,35 @@ class Decoder(nnx.Module):
         h, new[f"l{i}b{j}"] = block(h, c.get(f"l{i}b{j}"))
       if level["up"] is not None:
         h, new[f"l{i}up"] = level["up"](h, c.get(f"l{i}up"), first=first)
-    h, new["conv_out"] = self.conv_out(jax.nn.silu(self.norm_out(h)), c.get("conv_out"))
-    return _unfold(h.astype(jnp.float32), self.cfg.patch), new
+    h = jax.nn.silu(self.norm_out(h))
+    rgb, new["conv_out"] = self.conv_out(h, c.get("conv_out"))
+    rgb = _unfold(rgb.astype(jnp.float32), self.cfg.patch)
+    if self.refine is not None:
+      rgb = self.refine(h, rgb)
+    return rgb, new
+
+
+class RefineHead(nnx.Module):
+  """Full-resolution refinement: per-pixel features (a 1x1x1 conv of the last latent-resolution
+  features, unfolded) and the RGB -> norm -> SiLU -> 1x3x3 conv -> norm -> SiLU -> 1x3x3 conv
+  (zero-initialized) -> added to the RGB. Spatial only, so causality and chunking hold."""
+
+  def __init__(self, cin: int, channels: int, patch: int, *, rngs: nnx.Rngs, **kw):
+    pd = kw.get("param_dtype", jnp.float32)
+    self.patch = patch
+    self.feat = CausalConv3d(cin, channels * patch ** 2, (1, 1, 1), rngs=rngs, **kw)
+    self.norm1 = ChannelRMSNorm(channels + 3, param_dtype=pd)
+    self.conv1 = CausalConv3d(channels + 3, channels, (1, 3, 3), rngs=rngs, **kw)
+    self.norm2 = ChannelRMSNorm(channels, param_dtype=pd)
+    self.conv2 = CausalConv3d(channels, 3, (1, 3, 3), rngs=rngs, zero_init=True, **kw)
+
+  def __call__(self, h: jax.Array, rgb: jax.Array) -> jax.Array:
+    """h [B, t, h, w, cin] (latent resolution), rgb [B, T, H, W, 3] -> refined rgb."""
+    f = _unfold(self.feat(h)[0], self.patch)
+    x = jnp.concatenate([rgb.astype(f.dtype), f], axis=-1)
+    x = self.conv1(jax.nn.silu(self.norm1(x)))[0]
+    x = self.conv2(jax.nn.silu(self.norm2(x)))[0]
+    return rgb + x.astype(jnp.float32)
 
 
 class VAE(nnx.Module):

@@ -10,6 +10,7 @@ import flax
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 import optax
 from flax import nnx
 from jax.sharding import Mesh
@@ -120,3 +121,32 @@ def init_model_state(make_model: Callable[[], nnx.Module], seed: int, mesh: Mesh
   with jax.set_mesh(mesh):
     state = init()
   return graphdef, state, jax.tree.map(lambda x: x.sharding, state)
+
+
+def warm_start(state: TrainState, source: Any) -> tuple[TrainState, list[str], list[str]]:
+  """Copies the weights of `source` (an nnx.State or pure dict of another run's params) into
+  `state`'s params and EMA wherever a path exists in both with the same shape; the rest keep
+  their fresh init (e.g. a head the other run did not have). The optimizer state stays fresh.
+
+  -> (state, copied paths, fresh paths, unused source paths)
+  """
+  from flax import traverse_util
+  src = traverse_util.flatten_dict(nnx.to_pure_dict(source) if isinstance(source, nnx.State)
+                                   else source)
+  dst = traverse_util.flatten_dict(nnx.to_pure_dict(state.params))
+  copied, fresh, merged = [], [], {}
+  for path, leaf in dst.items():
+    other = src.get(path)
+    if other is not None and tuple(other.shape) == tuple(leaf.shape):
+      # A copy: the train step donates its state, and `source` may be a cached model.
+      merged[path] = jax.device_put(np.array(other, dtype=leaf.dtype), leaf.sharding)
+      copied.append("/".join(map(str, path)))
+    else:
+      merged[path] = leaf
+      fresh.append("/".join(map(str, path)))
+  params = jax.tree.map(lambda x: x, state.params)
+  nnx.replace_by_pure_dict(params, traverse_util.unflatten_dict(merged))
+  ema = jax.tree.map(jnp.copy, params)
+  done = set(copied)
+  unused = [p for p in ("/".join(map(str, k)) for k in src) if p not in done]
+  return state.replace(params=params, ema=ema), copied, fresh, unused

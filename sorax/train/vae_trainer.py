@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import jax
 import ml_collections
+from absl import logging
 from flax import nnx
 
 from sorax.data.pipeline import world_dataset
@@ -22,7 +23,8 @@ def vae_config(cfg: ml_collections.ConfigDict) -> VAEConfig:
   return VAEConfig(latent_channels=v.latent_channels, patch=v.patch, widths=tuple(v.widths),
                    spatial_down=tuple(v.spatial_down), temporal_down=tuple(v.temporal_down),
                    blocks=v.blocks, dtype=v.dtype, param_dtype=v.param_dtype,
-                   encoder_widths=tuple(v.encoder_widths) if v.get("encoder_widths") else None)
+                   encoder_widths=tuple(v.encoder_widths) if v.get("encoder_widths") else None,
+                   refine=v.get("refine", 0))
 
 
 def loss_config(cfg: ml_collections.ConfigDict) -> VAELossConfig:
@@ -49,8 +51,23 @@ def make_model_fn(cfg: ml_collections.ConfigDict, seed: int = 0):
 class VAETrainer(BaseTrainer):
 
   def init_state(self):
-    return state_lib.init_model_state(make_model_fn(self.cfg, self.cfg.seed), self.cfg.seed,
-                                      self.mesh, self.rules, self.tx)
+    graphdef, state, shardings = state_lib.init_model_state(
+        make_model_fn(self.cfg, self.cfg.seed), self.cfg.seed, self.mesh, self.rules, self.tx)
+    src = self.cfg.train.get("init_from")
+    if src and not (self.workdir / "checkpoints").is_dir():  # a fresh run, not a resume
+      from sorax.models.vae_codec import load_vae
+      from flax import nnx
+      codec = load_vae(src)
+      weights = nnx.to_pure_dict(codec.params)
+      if self.cfg.loss.adversarial > 0:  # a VAEGAN: the VAE's weights sit under "vae"
+        weights = {"vae": weights}
+      state, copied, fresh, unused = state_lib.warm_start(state, weights)
+      if unused:  # the source is another architecture, not this one minus new parts
+        raise ValueError(f"train.init_from={src!r}: {len(unused)} of its weights have no place "
+                         f"of the same shape in this VAE (e.g. {', '.join(unused[:3])})")
+      logging.info("warm start from %s: %d weights copied, %d fresh (%s)", codec.source,
+                   len(copied), len(fresh), ", ".join(fresh[:8]))
+    return graphdef, state, shardings
 
   def make_data(self):
     return iter(world_dataset(self.cfg.data, None, shard_index=jax.process_index(),
