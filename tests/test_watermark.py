@@ -77,3 +77,19 @@ def test_image_and_bad_input(mark):
     mark.embed(img, np.zeros(10, np.uint8))
   with pytest.raises(ValueError, match="power of two"):
     WatermarkConfig(tile=30)
+
+
+def test_convolutional_code_corrects_errors():
+  from sorax.safety import ecc
+  rng = np.random.default_rng(0)
+  bits = rng.integers(0, 2, 56).astype(np.uint8)
+  coded = ecc.encode(bits)
+  assert len(coded) == ecc.coded_length(56) == 124
+  soft = 1.0 - 2.0 * coded
+  np.testing.assert_array_equal(ecc.decode(soft), bits)
+  flipped = soft.copy()
+  flipped[::12] *= -1  # 11 of 124 coded bits wrong, spread out: all corrected
+  np.testing.assert_array_equal(ecc.decode(flipped), bits)
+  weak = soft * 0.2
+  weak[5] = -1.0  # one confident wrong bit among weak right ones is outvoted
+  np.testing.assert_array_equal(ecc.decode(weak), bits)

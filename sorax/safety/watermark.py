@@ -9,6 +9,7 @@ How it works (a classic design, measured in benchmarks/watermark_robustness.py):
   values are a keyed +-1 mask times a sum of Walsh-Hadamard rows: row 0 is the *pilot* (always
   on, for detection and alignment), rows 1..n carry the payload bits and an 8-bit CRC as signs.
   Hadamard rows are orthogonal, so the bits do not interfere with each other or with the pilot.
+  Payload + CRC are convolutionally coded (rate 1/2, soft Viterbi: sorax/safety/ecc.py).
 - The pattern is smoothed, scaled to `strength` RMS luma levels, tiled over the frame and added
   equally to R, G and B (a pure luma change), the same in every frame: dropped or reordered
   frames do not matter and averaging over frames raises the signal above the content.
@@ -31,6 +32,7 @@ import numpy as np
 from scipy import ndimage, special
 
 from sorax.data.video_io import _resize_matrix
+from sorax.safety import ecc
 
 CRC_BITS = 8
 _LUMA = np.array([0.299, 0.587, 0.114], np.float32)
@@ -49,16 +51,25 @@ class WatermarkConfig:
   highpass: float = 4.0            # sigma (px) of the blur the detector subtracts after it
   max_frames: int = 64             # frames the detector reads (evenly spaced)
   scales: tuple[float, ...] = (1.0, 0.5, 0.75, 0.9)  # resize factors the detector tries
+  ecc: str = "conv"                # "conv": rate-1/2 convolutional code (ecc.py); "none"
   threshold: float = 6.0           # pilot score for "present" (clean videos: max 4.9 in 2000)
+
+  @property
+  def code_bits(self) -> int:
+    """Signs the tile carries besides the pilot: payload + CRC, coded."""
+    n = self.payload_bits + CRC_BITS
+    return ecc.coded_length(n) if self.ecc == "conv" else n
 
   def __post_init__(self):
     n = (self.tile // self.chip) ** 2
     if self.tile % self.chip or n & (n - 1):
       raise ValueError(f"tile/chip must be a power of two per side, got tile={self.tile} "
                        f"chip={self.chip}")
-    if 1 + self.payload_bits + CRC_BITS > n:
-      raise ValueError(f"{self.payload_bits} payload bits + {CRC_BITS} CRC + pilot need more than "
-                       f"the {n} chips of a {self.tile}px tile")
+    if self.ecc not in ("conv", "none"):
+      raise ValueError(f"watermark ecc must be 'conv' or 'none', got {self.ecc!r}")
+    if 1 + self.code_bits > n:
+      raise ValueError(f"{self.payload_bits} payload bits + {CRC_BITS} CRC ({self.ecc} coded) + "
+                       f"pilot need more than the {n} chips of a {self.tile}px tile")
     if not 0 < self.pilot_share < 1 or self.strength <= 0:
       raise ValueError(f"bad watermark config: pilot_share={self.pilot_share}, "
                        f"strength={self.strength}")
@@ -108,7 +119,7 @@ class Watermark:
     self.cfg = cfg = cfg or WatermarkConfig()
     side = cfg.tile // cfg.chip
     n = side * side
-    rows = 1 + cfg.payload_bits + CRC_BITS
+    rows = 1 + cfg.code_bits
     mask = np.random.default_rng(cfg.key).choice(np.float32([-1, 1]), n)
     # A keyed row order too, so the payload rows are not the low-sequency Hadamard rows.
     order = np.concatenate([[0], 1 + np.random.default_rng(cfg.key + 1).permutation(n - 1)])
@@ -134,6 +145,8 @@ class Watermark:
     if bits.shape != (cfg.payload_bits,) or bits.max(initial=0) > 1:
       raise ValueError(f"payload must be {cfg.payload_bits} bits (0/1), got shape {bits.shape}")
     code = np.concatenate([bits, crc8(bits)])
+    if cfg.ecc == "conv":
+      code = ecc.encode(code)
     signs = 1.0 - 2.0 * code.astype(np.float32)
     a_pilot = math.sqrt(cfg.pilot_share)
     a_bit = math.sqrt((1 - cfg.pilot_share) / len(code))
@@ -226,7 +239,8 @@ class Watermark:
         se = np.sqrt(np.diag(self._gram_inv) * resid[k] / dof)
         best = (float(t[k]), s, np.unravel_index(k, folded.shape), coef[:, k] / se)
     score, scale, (dy, dx), tvals = best
-    code = (tvals[1:] < 0).astype(np.uint8)
+    soft = tvals[1:]
+    code = ecc.decode(soft) if cfg.ecc == "conv" else (soft < 0).astype(np.uint8)
     bits, crc = code[:cfg.payload_bits], code[cfg.payload_bits:]
     n_hyp = len(cfg.scales) * n_pix
     # 1 - (Bonferroni p-value of the pilot peak under "no watermark"): ~0 on clean videos.
@@ -237,7 +251,7 @@ class Watermark:
         "threshold": cfg.threshold, "bits": "".join(map(str, bits)),
         "payload": unpack(bits) if present else None,
         "payload_valid": bool(present and np.array_equal(crc, crc8(bits))),
-        "bit_confidence": round(float(np.mean(special.erf(np.abs(tvals[1:]) / math.sqrt(2)))), 4),
+        "bit_confidence": round(float(np.mean(special.erf(np.abs(soft) / math.sqrt(2)))), 4),
         "scale": scale, "shift": [int(dy), int(dx)],
     }
 
