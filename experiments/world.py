@@ -1,9 +1,10 @@
 """Text-to-video on the built-in procedural world (../shared/WORLD.md).
 
 Variants (`arg`):
-  demo   tiny model, 32x32x8 clips, a few minutes on a 2-core CPU (what `sorax demo` runs)
+  demo   tiny model, 32x32x9 clips through the shipped world VAE, a few minutes on a 2-core CPU
+         (what `sorax demo` runs)
   small  the same data, a larger model and longer schedule (a longer CPU run)
-  base   64x64x16 clips, a GPU/TPU-sized model (bf16, cuDNN attention)
+  base   64x64x17 clips, a GPU/TPU-sized model (bf16, cuDNN attention)
 
 Run:
   sorax train --config experiments/world.py:demo --workdir runs/demo
@@ -46,7 +47,8 @@ def get_config(arg: str = "demo") -> ml_collections.ConfigDict:
   c.seed = 0
 
   c.data = ml_collections.ConfigDict(dict(
-      height=32, width=32, frames=8, max_objects=3, wall_prob=0.25, num_clips=10_000_000,
+      # 9 = 1 + 2*4 frames: the causal VAE's frame 0, then 4 pairs -> 5 latent frames.
+      height=32, width=32, frames=9, max_objects=3, wall_prob=0.25, num_clips=10_000_000,
       caption_levels=["terse", "descriptive", "alt"], caption_weights=[0.5, 0.35, 0.15],
       text_len=80, batch_size=16, seed=0, worker_count=0,
       latent_cache=""))  # a `sorax cache-latents` folder: train on its latents, not rendered clips
@@ -55,7 +57,7 @@ def get_config(arg: str = "demo") -> ml_collections.ConfigDict:
   # file or a VAE training workdir; stats_clips clips measure its latent mean/std) or
   # "space_to_depth" (lossless pixel-unshuffle by temporal/spatial, times scale).
   c.codec = ml_collections.ConfigDict(dict(
-      name="space_to_depth", checkpoint="", stats_clips=64, temporal=1, spatial=4, scale=1.5))
+      name="vae", checkpoint="", stats_clips=64, temporal=1, spatial=4, scale=1.5))
 
   c.model = ml_collections.ConfigDict(dict(
       patch=[1, 2, 2], width=128, depth=4, heads=4, mlp_ratio=4.0, qk_norm=True,
@@ -84,11 +86,11 @@ def get_config(arg: str = "demo") -> ml_collections.ConfigDict:
   c.sample = ml_collections.ConfigDict(dict(steps=24, sampler="heun", cfg=3.0, seed=0))
 
   if variant == "demo":
-    # Minutes on 2 CPU cores: 2x2x2 patches (64 tokens a clip), mostly terse captions, and a
-    # short text context; the larger variants train on every caption level at full length.
-    c.model.patch = [2, 2, 2]
+    # Minutes on 2 CPU cores: 1x2x2 patches of the 5x8x8x16 VAE latent (80 tokens a clip),
+    # mostly terse captions, and a short text context; the larger variants train on every
+    # caption level at full length.
     c.data.update(caption_weights=[0.7, 0.2, 0.1], text_len=48)
-    c.diffusion.base_tokens = 64
+    c.diffusion.base_tokens = 80
   elif variant == "small":
     c.model.update(width=192, depth=6, heads=6)
     c.data.update(batch_size=32, text_len=160)
@@ -96,10 +98,10 @@ def get_config(arg: str = "demo") -> ml_collections.ConfigDict:
     c.train.checkpoint_every = 2000
     c.optim.update(lr=6e-4, warmup_steps=500, ema_decay=0.999)
   elif variant == "base":
-    c.data.update(height=64, width=64, frames=16, batch_size=64, text_len=160)
+    c.data.update(height=64, width=64, frames=17, batch_size=64, text_len=160)
     c.model.update(width=512, depth=12, heads=8, text_width=256, text_depth=4,
                    dtype="bfloat16", attention="auto", remat="dots")
-    c.diffusion.base_tokens = 1024
+    c.diffusion.base_tokens = 576  # 9x16x16 latent in 1x2x2 patches
     c.train.steps = 50_000
     c.train.checkpoint_every = 2000
     c.optim.update(lr=3e-4, warmup_steps=1000, ema_decay=0.9999)

@@ -80,6 +80,8 @@ def _add_demo(sub):
   p.add_argument("--steps", type=int, help="training steps (default: the demo config's)")
   p.add_argument("--num-prompts", type=int, default=8)
   p.add_argument("--fresh", action="store_true", help="delete the workdir first")
+  p.add_argument("--cache-clips", type=int, default=4000,
+                 help="world clips to encode once and train on (0: encode every batch)")
   _add_safety(p)
 
 
@@ -263,8 +265,10 @@ def cmd_export_vae(args) -> int:
 
 def cmd_demo(args, overrides: Sequence[str]) -> int:
   from sorax.demo import run_demo
+  if args.cache_clips < 0:
+    raise CLIError(f"--cache-clips must be >= 0, got {args.cache_clips}")
   return run_demo(workdir=args.workdir, out=args.out, steps=args.steps,
-                  num_prompts=args.num_prompts, fresh=args.fresh,
+                  num_prompts=args.num_prompts, fresh=args.fresh, cache_clips=args.cache_clips,
                   safety=_safety(args, overrides))
 
 

@@ -71,8 +71,12 @@ def test_world_by_name_and_as_a_grain_pipeline(world_builder, world_data_dir):
 def test_world_builtin_configs():
   names = [c.name for c in sorax_tfds.SoraxWorld.BUILDER_CONFIGS]
   assert names == ["tiny", "demo", "base"]
-  tiny = sorax_tfds.SoraxWorld.builder_configs["tiny"]
-  assert (tiny.height, tiny.width, tiny.frames) == (32, 32, 8)
+  # "demo" and "base" prepare the clip shapes the experiment configs of the same name train on.
+  from sorax.config import load_config
+  for name in ("demo", "base"):
+    b = sorax_tfds.SoraxWorld.builder_configs[name]
+    d = load_config(f"experiments/world.py:{name}").data
+    assert (b.height, b.width, b.frames) == (d.height, d.width, d.frames)
 
 
 def test_as_grain_rejects_a_non_random_access_format(tmp_path):

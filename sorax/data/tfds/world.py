@@ -28,7 +28,7 @@ class WorldConfig(tfds.core.BuilderConfig):
 
   height: int = 32
   width: int = 32
-  frames: int = 8
+  frames: int = 9
   seed: int = 0
   max_objects: int = 3
   wall_prob: float = 0.25
@@ -44,13 +44,13 @@ class SoraxWorld(tfds.core.GeneratorBasedBuilder):
   BUILDER_CONFIGS: ClassVar[list[tfds.core.BuilderConfig]] = [
     # Seconds to build; tests and smoke runs.
     WorldConfig(name="tiny", num_train=16, num_validation=8,
-                description="32x32, 8 frames; 16 train / 8 validation clips"),
+                description="32x32, 9 frames; 16 train / 8 validation clips"),
     # The clip shape of experiments/world.py:demo and :small.
-    WorldConfig(name="demo", description="32x32, 8 frames; 10000 train / 500 validation clips"),
+    WorldConfig(name="demo", description="32x32, 9 frames; 10000 train / 500 validation clips"),
     # The clip shape of experiments/world.py:base.
-    WorldConfig(name="base", height=64, width=64, frames=16, num_train=50_000,
+    WorldConfig(name="base", height=64, width=64, frames=17, num_train=50_000,
                 num_validation=1000,
-                description="64x64, 16 frames; 50000 train / 1000 validation clips"),
+                description="64x64, 17 frames; 50000 train / 1000 validation clips"),
   ]
   DEFAULT_CONFIG_NAME = "tiny"
 
