@@ -1,8 +1,10 @@
 """The causal video VAE on the built-in world (../shared/WORLD.md).
 
 Variants (`arg`):
-  world  (default) 4x spatial, 2x temporal, 16 latent channels; trained on random 32x32 crops of
-         64x64 clips, evaluated on whole 64x64 clips (the VAE is fully convolutional)
+  world  (default) 4x spatial, 2x temporal, 16 latent channels, a full-resolution refine head;
+         trained on random 32x32 crops of 64x64 clips, evaluated on whole 64x64 clips (the VAE
+         is fully convolutional). The shipped sorax/assets/vae_world.msgpack is this shape
+         (how it was trained: BUILD_NOTES.md).
   tiny   a few-second smoke test (tests/test_vae.py)
   video  the general-purpose shape of the issue: 8x spatial, 4x temporal, 16 channels (a GPU/TPU run)
 
@@ -47,7 +49,7 @@ def get_config(arg: str = "world") -> ml_collections.ConfigDict:
   # every training batch through it; sampling only decodes.
   c.vae = ml_collections.ConfigDict(dict(
       latent_channels=16, patch=4, widths=[64, 128], encoder_widths=[48, 96],
-      spatial_down=[False], temporal_down=[True], blocks=1, refine=0, dtype="float32",
+      spatial_down=[False], temporal_down=[True], blocks=1, refine=16, dtype="float32",
       param_dtype="float32"))
 
   c.loss = ml_collections.ConfigDict(dict(
@@ -74,13 +76,14 @@ def get_config(arg: str = "world") -> ml_collections.ConfigDict:
 
   if variant == "tiny":
     c.data.update(height=16, width=16, frames=5, batch_size=8)
-    c.vae.update(latent_channels=4, widths=[8, 16], encoder_widths=[8, 8], blocks=1)
+    c.vae.update(latent_channels=4, widths=[8, 16], encoder_widths=[8, 8], blocks=1, refine=0)
     c.loss.crop = None
     c.train.update(steps=4, log_every=2, checkpoint_every=2, async_checkpoint=False)
     c.eval.update(num_clips=2, height=16, width=16, frames=5)
   elif variant == "video":
     c.data.update(height=256, width=256, frames=17, batch_size=16)
     c.vae.update(latent_channels=16, patch=1, widths=[128, 256, 512, 512], encoder_widths=[],
+                 refine=0,
                  spatial_down=[True, True, True], temporal_down=[False, True, True],
                  dtype="bfloat16")
     c.loss.crop = [128, 128]
