@@ -113,7 +113,7 @@ class Pipeline:
 
 
 def save_videos(videos: np.ndarray, names: Sequence[str], out: pathlib.Path, *, safety,
-                prompts: Sequence[str | None], pipe: "Pipeline | None" = None, model: str = "",
+                prompts: Sequence[str | None], pipe: Pipeline | None = None, model: str = "",
                 gif: bool = False, png: bool = False) -> list[str]:
   """Writes <out>/<name>.mp4 (and .gif / .png) for each uint8 [T, H, W, 3] video through
   `safety` (sorax/safety/guard.py: output checks, watermark, C2PA; atomic per file). The

@@ -23,7 +23,7 @@ def test_cache_latents_then_train_from_cache(tmp_path, capsys):
   assert cli.main(["cache-latents", "--config", "experiments/world.py:demo", "--out", str(cache),
                    "--num-clips", "16", *TINY]) == 0
   out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-  assert out["count"] == 16 and out["latent_shape"] == [8, 8, 8, 48]
+  assert out["count"] == 16 and out["latent_shape"] == [9, 8, 8, 48]
   # Refuses to overwrite without --overwrite: one line, exit 2, cache intact.
   assert cli.main(["cache-latents", "--config", "experiments/world.py:demo", "--out", str(cache),
                    "--num-clips", "4", *TINY]) == 2

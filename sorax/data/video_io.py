@@ -118,7 +118,8 @@ def _open_video(path: Any) -> Iterator[tuple[Any, Any]]:
   p = _check_path(path)
   try:
     container = av.open(p, mode="r")
-  except av.error.InvalidDataError as e:
+  except (av.error.InvalidDataError, av.error.EOFError) as e:
+    # FFmpeg says either, depending on where the bytes stop.
     if _looks_like_mp4(p):
       # The usual case: a download or recording that stopped before the index was written.
       raise VideoReadError(
