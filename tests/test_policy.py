@@ -82,7 +82,7 @@ def test_config_errors():
     Policy.from_config({"categories": {"x": {"terms": ["-- ??"]}}})
 
 
-def test_output_checks(policy):
+def test_output_checks(policy, capsys):
   mark = Watermark()
   bits = payload(7, 9)
   video = world.render(world.random_spec(np.random.default_rng(1), 64, 64, 9), 64, 64, 9)
@@ -90,5 +90,9 @@ def test_output_checks(policy):
   policy.check_output(mark.embed(video, bits), ctx)  # marked: passes
   with pytest.raises(PolicyViolation, match="watermark does not read back"):
     policy.check_output(video, ctx)  # "marked" output that carries no mark
+  # Below two tiles a side the mark is not guaranteed: written, with a notice.
+  small = world.render(world.random_spec(np.random.default_rng(1), 32, 32, 9), 32, 32, 9)
+  policy.check_output(small, ctx)
+  assert "reads back weakly from a 32x32 output" in capsys.readouterr().err
   with pytest.raises(PolicyViolation, match="not a uint8 video"):
     policy.check_output(video.astype(np.float32), ctx)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import sys
 import unicodedata
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
@@ -156,20 +157,29 @@ def _finite_frames(video: np.ndarray, context: Mapping[str, Any]) -> str | None:
   return None
 
 
+RELIABLE_TILES = 2  # the smallest frame side, in watermark tiles, where a weak mark is refused
+
+
 @register_output_check("watermark_readable")
 def _watermark_readable(video: np.ndarray, context: Mapping[str, Any]) -> str | None:
   """A marked output must read back as marked: one whose content drowned the mark out would
-  leave no trace, so it is refused rather than written. Frames smaller than one watermark tile
-  cannot carry it reliably (BUILD_NOTES.md): they pass with the mark embedded as well as it
-  fits."""
+  leave no trace, so it is refused rather than written. Below RELIABLE_TILES tiles a side the
+  mark is embedded as well as it fits but not guaranteed (BUILD_NOTES.md: 73% of a demo
+  model's 32x32 outputs read back): those pass, with a notice on stderr when it is weak."""
   mark, bits = context.get("watermark"), context.get("payload")
   if mark is None or bits is None or min(video.shape[1:3]) < mark.cfg.tile:
     return None
   found = mark.detect(video)
-  if not found["present"]:
-    return (f"the watermark does not read back from the output (score {found['score']:.1f} < "
-            f"threshold {found['threshold']})")
-  return None
+  if found["present"]:
+    return None
+  why = f"score {found['score']:.1f} < threshold {found['threshold']}"
+  if min(video.shape[1:3]) < RELIABLE_TILES * mark.cfg.tile:
+    print(f"sorax: the watermark reads back weakly from a {video.shape[1]}x{video.shape[2]} "
+          f"output ({why}); frames under {RELIABLE_TILES * mark.cfg.tile} px are below the size "
+          "it is reliable at, so the output is written; its C2PA manifest still marks it",
+          file=sys.stderr, flush=True)
+    return None
+  return f"the watermark does not read back from the output ({why})"
 
 
 # ------------------------------------------------------------------------------ policy
