@@ -10,7 +10,8 @@ import pytest
 from sorax.data import world
 from sorax.data.folder import VideoFolderSource, folder_dataset, list_videos
 from sorax.data.video_io import VideoReadError, read_video, write_gif, write_mp4
-from tests.test_video_io import _bad_files, flat_clip
+from tests.test_video_broken import _bad_files
+from tests.test_video_io import flat_clip
 
 # Window of every example: 20 frames at 8 fps, 32x32. Every truncated file in the broken corpus
 # holds less than 20 frames' worth of intact video (1.2-2 s), so all of them must be skipped.

@@ -18,7 +18,7 @@ import grain
 from sorax.data import tfds as sorax_tfds
 from sorax.data import world
 from sorax.data.video_io import read_video, write_mp4
-from tests.test_video_io import _bad_files
+from tests.test_video_broken import _bad_files
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -5,8 +5,7 @@ Public API:
   probe(path) -> {"frames", "fps", "height", "width", "codec", "duration_s", "rotation"}
   iter_videos(paths, skipped=, **read_kw)    yields (path, video), skips and counts bad files
   VideoReadError                             every problem with an input file
-  resize_crop(video, height, width, crop_pos=)   in-memory twin of read_video's size/crop_pos
-  resample_fps(video, src_fps, fps)              in-memory twin of read_video's fps
+  resize_crop, resample_fps                  re-exported from sorax.data.resample (in-memory twins)
   write_mp4, write_gif                       re-exported from sorax.data.video_write (encoding)
 
 Conventions:
@@ -34,7 +33,9 @@ from typing import Any
 import av
 import numpy as np
 
-from sorax.data.video_write import _is_positive_number, write_gif, write_mp4
+from sorax.data.resample import (as_rate, check_crop_pos, check_size, crop_offset,
+                                 is_positive_number, resample_fps, resize_crop)
+from sorax.data.video_write import write_gif, write_mp4
 
 __all__ = [
   "VideoNotFoundError",
@@ -189,49 +190,20 @@ def _frame_rgb(
   if k:
     rgb = np.rot90(rgb, k)
   if size is not None:
-    top, left = _crop_offset(rgb.shape[0], size[0], crop_pos[0]), _crop_offset(
+    top, left = crop_offset(rgb.shape[0], size[0], crop_pos[0]), crop_offset(
       rgb.shape[1], size[1], crop_pos[1]
     )
     rgb = rgb[top : top + size[0], left : left + size[1]]
   return np.ascontiguousarray(rgb)
 
 
-def _crop_offset(have: int, want: int, pos: float) -> int:
-  """First index of a `want`-long window at fraction `pos` of the `have - want` overflow."""
-  # floor, so pos=0.5 is the same (have - want) // 2 centre crop as before crop_pos existed.
-  return min(have - want, int((have - want) * pos))
-
-
-def _check_crop_pos(crop_pos: Any) -> tuple[float, float]:
-  try:
-    fy, fx = (float(v) for v in crop_pos)
-  except (TypeError, ValueError):
-    fy = fx = float("nan")
-  if not (0.0 <= fy <= 1.0 and 0.0 <= fx <= 1.0) or isinstance(crop_pos, str):
-    raise ValueError(f"crop_pos must be (y, x) with both in [0, 1], got {crop_pos!r}")
-  return fy, fx
-
-
-def _as_rate(fps: Any, name: str = "fps") -> Fraction:
-  """A frame rate as the exact Fraction read_video uses (so 29.97 is 30000/1001)."""
-  if not _is_positive_number(fps):
-    raise ValueError(f"{name} must be a positive number, got {fps!r}")
-  return Fraction(float(fps)).limit_denominator(1001)
-
-
 def _check_read_args(fps: Any, size: Any, max_frames: Any) -> tuple[Fraction | None, Any, Any]:
   if fps is not None:
-    if not _is_positive_number(fps):
+    if not is_positive_number(fps):
       raise ValueError(f"fps must be a positive number or None, got {fps!r}")
-    fps = _as_rate(fps)
+    fps = as_rate(fps)
   if size is not None:
-    if (
-      len(size) != 2
-      or not all(isinstance(s, (int, np.integer)) and not isinstance(s, bool) for s in size)
-      or min(size) < 1
-    ):
-      raise ValueError(f"size must be (height, width) with positive ints, got {size!r}")
-    size = (int(size[0]), int(size[1]))
+    size = check_size(size)
   if max_frames is not None and (
     not isinstance(max_frames, (int, np.integer)) or isinstance(max_frames, bool) or max_frames < 1
   ):
@@ -273,7 +245,7 @@ def read_video(
     ValueError: bad fps/size/max_frames arguments.
   """
   fps, size, max_frames = _check_read_args(fps, size, max_frames)
-  crop_pos = _check_crop_pos(crop_pos)
+  crop_pos = check_crop_pos(crop_pos)
   limit = max_frames if max_frames is not None else float("inf")
   with _open_video(path) as (container, stream):
     p = os.fspath(path)
@@ -434,93 +406,3 @@ def iter_videos(
         skipped[e.reason] = skipped.get(e.reason, 0) + 1
       continue
     yield path, video
-
-
-# ----------------------------------------------------------------------------------------------
-# In-memory twins of read_video's resampling (for clips that are already arrays)
-# ----------------------------------------------------------------------------------------------
-
-
-def _resize_matrix(n_in: int, n_out: int) -> np.ndarray:
-  """float32 [n_out, n_in]: rows of a triangle (linear) filter, widened when shrinking.
-
-  Widening the filter by the shrink factor averages every input pixel into the output (like
-  swscale's AREA, which read_video uses), so stripes and text do not alias; growing is bilinear.
-  """
-  scale = n_out / n_in
-  support = max(1.0, 1.0 / scale)  # filter half-width, in input pixels
-  centres = (np.arange(n_out) + 0.5) / scale - 0.5  # output pixel centres in input coordinates
-  w = np.maximum(0.0, 1.0 - np.abs(np.arange(n_in)[None, :] - centres[:, None]) / support)
-  return (w / w.sum(axis=1, keepdims=True)).astype(np.float32)  # every row has a weight >= 0.5
-
-
-def resize_crop(
-  video: np.ndarray,
-  height: int,
-  width: int,
-  *,
-  crop_pos: tuple[float, float] = (0.5, 0.5),
-) -> np.ndarray:
-  """Crops `video` [T, H, W, C] to the aspect of height x width and resizes it to that size.
-
-  The same geometry as read_video(size=(height, width), crop_pos=...) for clips already in memory
-  (world clips, decoded frames that need a second, different crop): the largest window with the
-  target aspect, at `crop_pos` ((0.5, 0.5) = centre, (0, 0) top-left; a random crop draws it),
-  resized with a filter that averages when shrinking and interpolates linearly when growing. The
-  two can differ by a pixel of rounding in where the window starts.
-
-  Returns:
-    uint8 input -> uint8 [T, height, width, C] (rounded); any other dtype -> float32.
-  """
-  if not isinstance(video, np.ndarray) or video.ndim != 4:
-    raise ValueError(
-      f"video must be a numpy array [T, H, W, C], got "
-      f"{getattr(video, 'shape', type(video).__name__)}"
-    )
-  if min(video.shape) < 1:
-    raise ValueError(f"video must have T, H, W, C >= 1, got shape {video.shape}")
-  _check_read_args(None, (height, width), None)
-  fy, fx = _check_crop_pos(crop_pos)
-  _, h_in, w_in, _ = video.shape
-  # Window with the target aspect: full height or full width, whichever the aspect allows.
-  if h_in * width > w_in * height:  # source is taller than the target aspect
-    win_h, win_w = max(1, min(h_in, round(w_in * height / width))), w_in
-  else:
-    win_h, win_w = h_in, max(1, min(w_in, round(h_in * width / height)))
-  top, left = _crop_offset(h_in, win_h, fy), _crop_offset(w_in, win_w, fx)
-  window = video[:, top : top + win_h, left : left + win_w]  # [T, win_h, win_w, C]
-  if (win_h, win_w) == (height, width):
-    return np.array(window, dtype=np.uint8 if video.dtype == np.uint8 else np.float32)
-  rows, cols = _resize_matrix(win_h, height), _resize_matrix(win_w, width)
-  x = np.moveaxis(window.astype(np.float32), 3, 1)  # [T, C, win_h, win_w]
-  out = np.moveaxis(rows @ x @ cols.T, 1, 3)  # [T, height, width, C]
-  if video.dtype == np.uint8:
-    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
-  return np.ascontiguousarray(out, dtype=np.float32)
-
-
-def resample_fps(video: np.ndarray, src_fps: float, fps: float) -> np.ndarray:
-  """Resamples a constant-rate clip `video` [T, ...] shot at `src_fps` to `fps`.
-
-  The rule read_video(fps=) applies to files: output frame k shows the source frame nearest to
-  k / fps seconds (ties go to the earlier frame), for every k / fps before the end of the last
-  source frame (T / src_fps). Lower rates drop frames, higher rates repeat them.
-
-  Returns:
-    video[idx] for those indices: [ceil(T * fps / src_fps), ...], same dtype.
-  """
-  if not isinstance(video, np.ndarray) or video.ndim < 1 or len(video) < 1:
-    raise ValueError(
-      f"video must be a numpy array [T, ...] with T >= 1, got "
-      f"{getattr(video, 'shape', type(video).__name__)}"
-    )
-  src, dst = _as_rate(src_fps, "src_fps"), _as_rate(fps)
-  n = len(video)
-  span = n * dst / src  # output frames fit before the end of the last source frame
-  n_out = -(-span.numerator // span.denominator)  # ceil
-  idx = []
-  for k in range(n_out):
-    u = k * src / dst  # the target time, in source frames
-    i = u.numerator // u.denominator
-    idx.append(i + 1 if u - i > Fraction(1, 2) and i + 1 < n else i)
-  return video[np.asarray(idx, dtype=np.int64)]

@@ -22,7 +22,6 @@ and sorax.data.video_io.read_video agree.
 from __future__ import annotations
 
 import contextlib
-import numbers
 import os
 import secrets
 from collections.abc import Iterable, Iterator
@@ -31,6 +30,8 @@ from typing import Any
 
 import av
 import numpy as np
+
+from sorax.data.resample import is_positive_number
 
 __all__ = [
   "write_gif",
@@ -42,10 +43,6 @@ __all__ = [
 # enums; AVColorRange 1 is MPEG (limited, 16-235).
 _BT709 = 1
 _RANGE_MPEG = 1
-
-
-def _is_positive_number(x: Any) -> bool:
-  return isinstance(x, numbers.Real) and not isinstance(x, bool) and x > 0
 
 
 def _check_video(video: Any, fps: Any) -> np.ndarray:
@@ -61,7 +58,7 @@ def _check_video(video: Any, fps: Any) -> np.ndarray:
     raise ValueError(f"video must have shape [T, H, W, 3], got {video.shape}")
   if min(video.shape[:3]) < 1:
     raise ValueError(f"video must have T, H, W >= 1, got shape {video.shape}")
-  if not _is_positive_number(fps):
+  if not is_positive_number(fps):
     raise ValueError(f"fps must be a positive number, got {fps!r}")
   return np.ascontiguousarray(video)
 

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 from scipy import ndimage, special
 
-from sorax.data.video_io import _resize_matrix
+from sorax.data.resample import resize_matrix
 from sorax.safety import ecc
 
 CRC_BITS = 8
@@ -219,7 +219,7 @@ class Watermark:
       if (h, w) == r.shape:
         rs, ws = r, wgt
       else:
-        mh, mw = _resize_matrix(r.shape[0], h), _resize_matrix(r.shape[1], w)
+        mh, mw = resize_matrix(r.shape[0], h), resize_matrix(r.shape[1], w)
         rs, ws = mh @ r @ mw.T, mh @ wgt @ mw.T
       folded = self._fold(rs, ws)
       folded -= folded.mean()
