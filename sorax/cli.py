@@ -227,19 +227,13 @@ def cmd_eval(args, overrides: Sequence[str]) -> int:
 
 
 def cmd_cache_latents(args, overrides: Sequence[str]) -> int:
-  import jax
-
   from sorax import config as config_lib
-  from sorax.data.latent_cache import cache_world
-  from sorax.train.state import make_codec_from
-  from sorax.train.trainer import codec_identity
+  from sorax.train.trainer import cache_latents
   if args.num_clips < 1:
     raise CLIError(f"--num-clips must be a positive integer, got {args.num_clips}")
   cfg = config_lib.load_config(args.config, overrides)
-  codec = make_codec_from(cfg)
-  manifest = cache_world(args.out, cfg.data, jax.jit(codec.raw_encode), num_clips=args.num_clips,
-                         seed=cfg.data.seed, batch_size=args.batch_size, overwrite=args.overwrite,
-                         meta={"codec": codec_identity(cfg)})
+  manifest = cache_latents(cfg, args.out, args.num_clips, batch_size=args.batch_size,
+                           overwrite=args.overwrite)
   print(json.dumps({"cache": args.out, "count": manifest["count"],
                     "latent_shape": manifest["latent_shape"]}))
   return 0

@@ -54,15 +54,8 @@ def run_demo(*, workdir: str = "runs/demo", out: str = "demo_out", steps: int | 
 
 def _latent_cache(cfg, path: pathlib.Path, num_clips: int) -> str:
   """Encodes world clips with the config's codec into `path` once (kept for reruns)."""
-  import jax
-
-  from sorax.data.latent_cache import cache_world
-  from sorax.train.state import make_codec_from
-  from sorax.train.trainer import codec_identity
-  if (path / "cache.json").exists():
-    return str(path)
-  print(f"[demo] encoding {num_clips} world clips with the VAE into {path}", flush=True)
-  codec = make_codec_from(cfg)
-  cache_world(path, cfg.data, jax.jit(codec.raw_encode), num_clips=num_clips,
-              seed=cfg.data.seed, meta={"codec": codec_identity(cfg)})
+  from sorax.train.trainer import cache_latents
+  if not (path / "cache.json").exists():
+    print(f"[demo] encoding {num_clips} world clips with the VAE into {path}", flush=True)
+    cache_latents(cfg, path, num_clips)
   return str(path)

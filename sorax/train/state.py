@@ -123,7 +123,8 @@ def init_model_state(make_model: Callable[[], nnx.Module], seed: int, mesh: Mesh
   return graphdef, state, jax.tree.map(lambda x: x.sharding, state)
 
 
-def warm_start(state: TrainState, source: Any) -> tuple[TrainState, list[str], list[str]]:
+def warm_start(state: TrainState,
+               source: Any) -> tuple[TrainState, list[str], list[str], list[str]]:
   """Copies the weights of `source` (an nnx.State or pure dict of another run's params) into
   `state`'s params and EMA wherever a path exists in both with the same shape; the rest keep
   their fresh init (e.g. a head the other run did not have). The optimizer state stays fresh.

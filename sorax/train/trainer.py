@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from sorax import config as config_lib
 from sorax import patchify as P
-from sorax.data.latent_cache import latent_dataset, read_manifest
+from sorax.data.latent_cache import cache_world, latent_dataset, read_manifest
 from sorax.data.pipeline import world_dataset
 from sorax.diffusion import flow
 from sorax.models.codec import CODEC_KEYS
@@ -45,6 +45,15 @@ def codec_identity(cfg: ml_collections.ConfigDict) -> dict[str, Any]:
   """What a latent cache records of its codec, to refuse training on another codec's latents."""
   keys = CODEC_KEYS.get(cfg.codec.name, ())
   return {"name": cfg.codec.name, **{k: v for k, v in cfg.codec.to_dict().items() if k in keys}}
+
+
+def cache_latents(cfg: ml_collections.ConfigDict, out: str | pathlib.Path, num_clips: int,
+                  **kw) -> dict[str, Any]:
+  """Encodes world clips 0..num_clips-1 with the run's codec into a latent cache at `out`,
+  stamped with the codec's identity (`kw`: cache_world's batch_size, overwrite, ...)."""
+  codec = state_lib.make_codec_from(cfg)
+  return cache_world(out, cfg.data, jax.jit(codec.raw_encode), num_clips=num_clips,
+                     seed=cfg.data.seed, meta={"codec": codec_identity(cfg)}, **kw)
 
 
 def step_config(cfg: ml_collections.ConfigDict) -> StepConfig:

@@ -56,7 +56,6 @@ class VAETrainer(BaseTrainer):
     src = self.cfg.train.get("init_from")
     if src and not (self.workdir / "checkpoints").is_dir():  # a fresh run, not a resume
       from sorax.models.vae_codec import load_vae
-      from flax import nnx
       codec = load_vae(src)
       weights = nnx.to_pure_dict(codec.params)
       if self.cfg.loss.adversarial > 0:  # a VAEGAN: the VAE's weights sit under "vae"
