@@ -5,6 +5,9 @@ Variants (`arg`):
          (what `sorax demo` runs)
   small  the same data, a larger model and longer schedule (a longer CPU run)
   base   64x64x17 clips, a GPU/TPU-sized model (bf16, cuDNN attention)
+  world32  32x32x17 clips as pixel tokens (lossless causal space-to-depth: frame 0, then frame
+         pairs; 1x2x2 patches -> 9x4x4 = 144 tokens of 2x8x8 pixels): the speedrun recipe
+         (benchmarks/speedrun.py) and the shipped checkpoint's
 
 Run:
   sorax train --config experiments/world.py:demo --workdir runs/demo
@@ -13,7 +16,7 @@ Run:
 
 import ml_collections
 
-VARIANTS = ("demo", "small", "base")
+VARIANTS = ("demo", "small", "base", "world32")
 
 # Logical axis -> mesh axis. Parameters are FSDP-sharded over `embed` and tensor-parallel over
 # heads/mlp; activations are split over batch (data x fsdp), heads/mlp (tensor) and the token
@@ -57,7 +60,7 @@ def get_config(arg: str = "demo") -> ml_collections.ConfigDict:
   # file or a VAE training workdir; stats_clips clips measure its latent mean/std) or
   # "space_to_depth" (lossless pixel-unshuffle by temporal/spatial, times scale).
   c.codec = ml_collections.ConfigDict(dict(
-      name="vae", checkpoint="", stats_clips=64, temporal=1, spatial=4, scale=1.5))
+      name="vae", checkpoint="", stats_clips=64, temporal=1, spatial=4, scale=1.5, causal=False))
 
   c.model = ml_collections.ConfigDict(dict(
       patch=[1, 2, 2], width=128, depth=4, heads=4, mlp_ratio=4.0, qk_norm=True,
@@ -70,7 +73,10 @@ def get_config(arg: str = "demo") -> ml_collections.ConfigDict:
       # noise (logit-normal mean +0.8, std 0.8: JiT's P_mean=-0.8 in our t=1-is-noise
       # convention). With t_mean=0 backgrounds/walls were ignored (BUILD_NOTES.md).
       t_mean=0.8, t_std=0.8, base_shift=1.0, base_tokens=128, text_dropout=0.1,
-      prediction="x0"))
+      prediction="x0",
+      # Loss weight of object pixels is 1 + object_weight (pixel codecs only; the world's
+      # objects are a few percent of the pixels, and they are what a prompt asks for).
+      object_weight=0.0))
 
   c.optim = ml_collections.ConfigDict(dict(
       lr=1e-3, warmup_steps=100, end_lr_frac=0.05, weight_decay=0.01, b1=0.9, b2=0.99,
@@ -97,6 +103,10 @@ def get_config(arg: str = "demo") -> ml_collections.ConfigDict:
     c.train.steps = 20_000
     c.train.checkpoint_every = 2000
     c.optim.update(lr=6e-4, warmup_steps=500, ema_decay=0.999)
+  elif variant == "world32":
+    c.data.update(frames=17, text_len=48)
+    c.codec.update(name="space_to_depth", temporal=2, spatial=4, causal=True)
+    c.diffusion.base_tokens = 144
   elif variant == "base":
     c.data.update(height=64, width=64, frames=17, batch_size=64, text_len=160)
     c.model.update(width=512, depth=12, heads=8, text_width=256, text_depth=4,

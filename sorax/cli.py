@@ -1,8 +1,8 @@
 """The `sorax` command.
 
-  sorax demo                                   train a tiny model on CPU, sample, score, print
+  sorax demo [--from-scratch]                  sample + score the shipped model (or train one first)
   sorax train --config experiments/world.py:demo --workdir runs/x [--config.key=value ...]
-  sorax sample --checkpoint runs/x (--prompt TEXT | --prompts FILE) --out DIR [options]
+  sorax sample [--checkpoint runs/x|F.safetensors] (--prompt TEXT | --prompts FILE) --out DIR
   sorax score --videos DIR --prompts SPECS.jsonl
   sorax eval --checkpoint runs/x --out DIR [--num-prompts 64]   held-out prompts, sampled + scored
   sorax cache-latents --config experiments/world.py:demo --out DIR [--num-clips N]
@@ -10,6 +10,7 @@
                                                --config.data.latent_cache=DIR)
   sorax eval-vae [--checkpoint runs/vae] --out DIR     reconstruction PSNR + oracle on recons
   sorax export-vae --checkpoint runs/vae --out vae.msgpack    EMA weights -> one VAE file
+  sorax export --checkpoint runs/x --out model.safetensors    EMA weights -> one weights file
   sorax keys create [--dir DIR]                a self-signed C2PA test chain for local signing
   sorax detect FILE [FILE ...]                 C2PA manifest + watermark -> JSON verdict
   sorax build-tokenizer [--out PATH]
@@ -49,7 +50,9 @@ def _add_train(sub):
 
 def _add_sample(sub):
   p = sub.add_parser("sample", help="generate videos from text with a checkpoint")
-  p.add_argument("--checkpoint", required=True, help="a training workdir or its checkpoints/")
+  p.add_argument("--checkpoint", default=None,
+                 help="a .safetensors weights file or a training workdir (default: the shipped "
+                      "world checkpoint)")
   g = p.add_mutually_exclusive_group(required=True)
   g.add_argument("--prompt", help="one prompt")
   g.add_argument("--prompts", help="a text file, one prompt per line -> <line index>.mp4")
@@ -74,8 +77,13 @@ def _add_score(sub):
 
 
 def _add_demo(sub):
-  p = sub.add_parser("demo", help="train a tiny model on the world, sample and score it")
-  p.add_argument("--workdir", default="runs/demo")
+  p = sub.add_parser("demo", help="sample and score the shipped world model (or --from-scratch: "
+                     "train a tiny one first)")
+  p.add_argument("--from-scratch", action="store_true",
+                 help="train the demo config on CPU first (minutes), then sample it")
+  p.add_argument("--checkpoint", default=None,
+                 help="sample this weights file or workdir instead of the shipped checkpoint")
+  p.add_argument("--workdir", default="runs/demo", help="--from-scratch: the training run")
   p.add_argument("--out", default="demo_out")
   p.add_argument("--steps", type=int, help="training steps (default: the demo config's)")
   p.add_argument("--num-prompts", type=int, default=8)
@@ -87,7 +95,8 @@ def _add_demo(sub):
 
 def _add_eval(sub):
   p = sub.add_parser("eval", help="sample held-out world prompts with a checkpoint and score them")
-  p.add_argument("--checkpoint", required=True)
+  p.add_argument("--checkpoint", default=None,
+                 help="a .safetensors weights file or a training workdir (default: the shipped one)")
   p.add_argument("--out", required=True)
   p.add_argument("--num-prompts", type=int, default=64)
   p.add_argument("--steps", type=int)
@@ -127,6 +136,15 @@ def _add_vae(sub):
   p.add_argument("--dtype", default="float32", choices=["float32", "float16"])
 
 
+def _add_export(sub):
+  p = sub.add_parser("export", help="write a checkpoint's EMA weights to a weights-only file")
+  p.add_argument("--checkpoint", default=None,
+                 help="a training workdir or a .safetensors file (default: the shipped one)")
+  p.add_argument("--format", default="safetensors", choices=["safetensors"])
+  p.add_argument("--out", required=True)
+  p.add_argument("--dtype", default="float16", choices=["float16", "bfloat16", "float32"])
+
+
 def _add_cache(sub):
   p = sub.add_parser("cache-latents", help="encode world clips with the config's codec into an "
                      "ArrayRecord latent cache")
@@ -148,6 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
   _add_eval(sub)
   _add_vae(sub)
   _add_cache(sub)
+  _add_export(sub)
   _add_keys(sub)
   _add_detect(sub)
   p = sub.add_parser("build-tokenizer", help="retrain the shipped world tokenizer")
@@ -257,13 +276,23 @@ def cmd_export_vae(args) -> int:
   return 0
 
 
+def cmd_export(args) -> int:
+  from sorax.sample import Pipeline
+  pipe = Pipeline.load(args.checkpoint)
+  out = pipe.save_weights(args.out, dtype=args.dtype)
+  print(json.dumps({"weights": str(out), "step": pipe.step, "dtype": args.dtype,
+                    "bytes": out.stat().st_size}))
+  return 0
+
+
 def cmd_demo(args, overrides: Sequence[str]) -> int:
   from sorax.demo import run_demo
   if args.cache_clips < 0:
     raise CLIError(f"--cache-clips must be >= 0, got {args.cache_clips}")
   return run_demo(workdir=args.workdir, out=args.out, steps=args.steps,
                   num_prompts=args.num_prompts, fresh=args.fresh, cache_clips=args.cache_clips,
-                  safety=_safety(args, overrides))
+                  safety=_safety(args, overrides), from_scratch=args.from_scratch,
+                  checkpoint=args.checkpoint)
 
 
 def cmd_keys(args) -> int:
@@ -311,11 +340,12 @@ def main(argv: Sequence[str] | None = None) -> int:
   from sorax.models.vae_codec import VAELoadError
   from sorax.safety.policy import PolicyViolation
   from sorax.safety.provenance import ProvenanceError
+  from sorax.models.weights import WeightsError
   from sorax.train.checkpoint import CheckpointError
   with_overrides = {"train": cmd_train, "cache-latents": cmd_cache_latents, "sample": cmd_sample,
                     "eval": cmd_eval, "demo": cmd_demo, "detect": cmd_detect}
   plain = {"score": cmd_score, "build-tokenizer": cmd_build_tokenizer, "eval-vae": cmd_eval_vae,
-           "export-vae": cmd_export_vae, "keys": cmd_keys}
+           "export-vae": cmd_export_vae, "export": cmd_export, "keys": cmd_keys}
   try:
     if args.verb in with_overrides:
       return with_overrides[args.verb](args, overrides)
@@ -323,7 +353,7 @@ def main(argv: Sequence[str] | None = None) -> int:
   except PolicyViolation as e:
     print(f"sorax {args.verb}: refused: {e}", file=sys.stderr)
     return 3
-  except (CLIError, ConfigError, CheckpointError, VideoReadError, VAELoadError, ProvenanceError,
+  except (CLIError, ConfigError, CheckpointError, WeightsError, VideoReadError, VAELoadError, ProvenanceError,
           FileNotFoundError, FileExistsError, ValueError) as e:
     print(f"sorax {args.verb}: error: {e}", file=sys.stderr)
     return 2

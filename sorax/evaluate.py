@@ -70,11 +70,14 @@ def json_safe(rates: dict) -> dict:
   return {k: (None if isinstance(v, float) and v != v else v) for k, v in rates.items()}
 
 
-def evaluate_checkpoint(checkpoint: str | pathlib.Path, out: str | pathlib.Path, *,
+def evaluate_checkpoint(checkpoint: str | pathlib.Path | None, out: str | pathlib.Path, *,
                         num_prompts: int = 8, seed: int | None = None, steps: int | None = None,
-                        cfg_scale: float | None = None, gif: bool = True, safety=None) -> dict:
+                        cfg_scale: float | None = None, gif: bool = True, safety=None,
+                        sheet: bool = True) -> dict:
   """Samples `num_prompts` held-out terse prompts at the training clip size, writes
-  <out>/<i>.mp4 (+ .gif), prompts.jsonl (for `sorax score`) and scores.json; prints the table.
+  <out>/<i>.mp4 (+ .gif), prompts.jsonl (for `sorax score`), scores.json and (`sheet`)
+  contact_sheet.png, a signed PNG of every video's frames under its prompt and verdict.
+  `checkpoint`: a workdir, a .safetensors file, or None for the shipped checkpoint.
   Files go out through `safety` (default: experiments/safety.py, watermark and C2PA on); the
   oracle scores the written mp4s, i.e. what a user gets. -> {"all_right", "rates", "table", ...}."""
   from sorax.data.video_io import read_video
@@ -101,10 +104,24 @@ def evaluate_checkpoint(checkpoint: str | pathlib.Path, out: str | pathlib.Path,
       f.write(json.dumps({"prompt": p, "spec": s.to_json()}) + "\n")
   results = [oracle.score_video(v, s) for v, s in zip(videos, specs)]
   rates = json_safe(oracle.score_videos(list(videos), specs))
-  summary = {"checkpoint": str(checkpoint), "train_steps": pipe.step,
+  summary = {"checkpoint": str(checkpoint or "shipped"), "train_steps": pipe.step,
              "all_right": rates["all_right"], "rates": rates, "videos": str(out_dir)}
+  if sheet:
+    from sorax.contact_sheet import contact_sheet
+    image = contact_sheet(videos, prompts, notes=[verdict(r) for r in results])
+    summary["contact_sheet"] = safety.write_image(image, "contact_sheet", out_dir,
+                                                  model=f"sorax-dit@{pipe.step}",
+                                                  config=pipe.cfg.to_dict())
   (out_dir / "scores.json").write_text(json.dumps(summary, indent=2))
   return {**summary, "table": format_table(prompts, results, rates)}
+
+
+def verdict(result: dict) -> str:
+  """One line of an oracle result: "all right" or the checks that failed."""
+  if result.get("all_right"):
+    return "oracle: all right"
+  failed = [c for c in oracle.CHECKS if c != "all_right" and result.get(c) is False]
+  return "oracle: wrong " + ", ".join(failed)
 
 
 SHORT = {"background": "bg", "permanence": "perm", "no_extra": "extra", "all_right": "ALL"}

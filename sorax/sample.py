@@ -20,11 +20,9 @@ from flax import nnx
 from sorax import patchify as P
 from sorax.diffusion import flow, samplers
 from sorax.models.codec import to_pixels
-from sorax.models.text import DEFAULT_TOKENIZER, Tokenizer
-from sorax.train import state as state_lib
-from sorax.models.generator import Generator
-from sorax.train.checkpoint import CheckpointError, checkpoint_dir, restore_ema
-from sorax.train.step import null_text
+from sorax.models.text import DEFAULT_TOKENIZER, Tokenizer, null_text
+from sorax.models.generator import Generator, generator_config, make_codec_from
+from sorax.models import weights as weights_lib
 
 
 @dataclasses.dataclass
@@ -39,12 +37,17 @@ class Pipeline:
   policy: Any = dataclasses.field(default_factory=lambda: _default_policy())
 
   @classmethod
-  def load(cls, path: str | pathlib.Path, step: int | None = None) -> "Pipeline":
-    """Loads the EMA weights of a training workdir (or its checkpoints/ folder).
+  def load(cls, path: str | pathlib.Path | None = None, step: int | None = None) -> "Pipeline":
+    """Loads a model: a weights file (`.safetensors`, see sorax/models/weights.py; None = the
+    shipped world checkpoint) or the EMA weights of a training workdir (or its checkpoints/).
 
-    The whole train state is restored (then all but the EMA dropped): simple, but it costs
-    three times the weights' memory while loading.
+    A workdir restores the whole train state (then all but the EMA dropped): simple, but it
+    costs three times the weights' memory while loading.
     """
+    if path is None or pathlib.Path(path).suffix == ".safetensors":
+      return cls.from_weights(weights_lib.SHIPPED if path is None else path)
+    # A training checkpoint: Orbax and the optimizer live in sorax/train.
+    from sorax.train.checkpoint import CheckpointError, checkpoint_dir, restore_ema  # noqa: PLC0415
     holder = {}
 
     def make(cfg, meta):
@@ -55,7 +58,7 @@ class Pipeline:
         raise CheckpointError(f"tokenizer {tokenizer.path} has {tokenizer.vocab_size} pieces, "
                               f"checkpoint {path} was trained with {meta['vocab_size']}")
       holder["tokenizer"] = tokenizer
-      gcfg = state_lib.generator_config(cfg, meta["vocab_size"])
+      gcfg = generator_config(cfg, meta["vocab_size"])
       return gcfg, lambda: Generator(gcfg, rngs=nnx.Rngs(0))
 
     ckstep, graphdef, params, meta, _ = restore_ema(path, make, step)
@@ -64,9 +67,30 @@ class Pipeline:
     return cls(cfg=cfg, graphdef=graphdef, params=params, tokenizer=holder["tokenizer"],
                step=ckstep, latent_stats=meta.get("latent_stats"))
 
+  @classmethod
+  def from_weights(cls, path: str | pathlib.Path) -> "Pipeline":
+    """A weights-only file; its tokenizer is the shipped one (checked by hash)."""
+    g = weights_lib.load_generator(path)
+    tokenizer = Tokenizer(g.cfg.tokenizer or DEFAULT_TOKENIZER)
+    if g.tokenizer_sha256 and weights_lib.file_sha256(tokenizer.path) != g.tokenizer_sha256:
+      raise weights_lib.WeightsError(f"weights file {path} was trained with another tokenizer "
+                                     f"than {tokenizer.path}")
+    if tokenizer.vocab_size != g.vocab_size:
+      raise weights_lib.WeightsError(f"tokenizer {tokenizer.path} has {tokenizer.vocab_size} "
+                                     f"pieces, weights file {path} wants {g.vocab_size}")
+    return cls(cfg=g.cfg, graphdef=g.graphdef, params=g.params, tokenizer=tokenizer,
+               step=g.step, latent_stats=g.latent_stats)
+
+  def save_weights(self, path: str | pathlib.Path, dtype: str = "float16") -> pathlib.Path:
+    """This model as a weights-only file (what `sorax export` writes)."""
+    return weights_lib.save_generator(
+        path, self.params, config=self.cfg, vocab_size=self.tokenizer.vocab_size,
+        latent_stats=self.latent_stats, tokenizer_sha256=weights_lib.file_sha256(
+            self.tokenizer.path), step=self.step, dtype=dtype)
+
   @functools.cached_property
   def codec(self):
-    return state_lib.make_codec_from(self.cfg, self.latent_stats)
+    return make_codec_from(self.cfg, self.latent_stats)
 
   def generate(self, prompts: Sequence[str], *, frames: int | None = None,
                height: int | None = None, width: int | None = None, steps: int | None = None,

@@ -65,9 +65,10 @@ def test_eval_and_demo_outputs_are_detected(capsys, tmp_path, ckpt):
   assert rc == 0, err
   from sorax.demo import run_demo
   assert run_demo(workdir=str(tmp_path / "demo"), out=str(tmp_path / "d"), steps=1,
-                  num_prompts=1, overrides=tuple(TINY)) == 0
+                  num_prompts=1, overrides=tuple(TINY), from_scratch=True) == 0
   capsys.readouterr()
-  for f in [tmp_path / "ev" / "0.mp4", tmp_path / "ev" / "0.gif", tmp_path / "d" / "0.mp4"]:
+  for f in [tmp_path / "ev" / "0.mp4", tmp_path / "ev" / "0.gif", tmp_path / "d" / "0.mp4",
+            tmp_path / "d" / "contact_sheet.png"]:
     r = detect(capsys, f)[0]
     assert r["c2pa"]["valid"] and r["verdict"] in ("sorax", "sorax-c2pa"), r
 

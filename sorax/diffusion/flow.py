@@ -64,9 +64,14 @@ def to_velocity(out: jax.Array, x_t: jax.Array, t: jax.Array, prediction: str,
 
 
 def flow_loss(pred: jax.Array, x0: jax.Array, noise: jax.Array,
-              mask: jax.Array | None = None) -> jax.Array:
-  """Mean squared velocity error. pred/x0/noise [B, N, P]; mask bool [B, N] of real tokens."""
-  err = jnp.mean(jnp.square(pred.astype(jnp.float32) - velocity_target(x0, noise)), axis=-1)
+              mask: jax.Array | None = None, weight: jax.Array | None = None) -> jax.Array:
+  """Mean squared velocity error. pred/x0/noise [B, N, P]; mask bool [B, N] of real tokens;
+  weight [B, N, P] (positive) makes the mean over features a weighted one."""
+  sq = jnp.square(pred.astype(jnp.float32) - velocity_target(x0, noise))
+  if weight is None:
+    err = jnp.mean(sq, axis=-1)
+  else:
+    err = jnp.sum(sq * weight, axis=-1) / jnp.maximum(jnp.sum(weight, axis=-1), 1e-6)
   if mask is None:
     return jnp.mean(err)
   w = mask.astype(jnp.float32)

@@ -7,6 +7,7 @@ import dataclasses
 import jax
 from flax import nnx
 
+from sorax.models.codec import CODEC_KEYS, make_codec
 from sorax.models.dit import DiT, DiTConfig
 from sorax.models.text import TextEncoder
 
@@ -33,3 +34,29 @@ class Generator(nnx.Module):
                mask: jax.Array, token_mask: jax.Array | None = None) -> jax.Array:
     """x [B, N, P], positions [B, N, 3], t [B], ids/mask [B, L] -> velocity [B, N, P]."""
     return self.dit(x, positions, t, self.text(ids, mask), mask, token_mask)
+
+
+def make_codec_from(cfg, latent_stats: dict | None = None):
+  """The run config's codec (`cfg.codec`); a VAE codec normalizes with `latent_stats`
+  ({"mean", "std"})."""
+  keys = CODEC_KEYS.get(cfg.codec.name, ())
+  kw = {k: v for k, v in cfg.codec.items() if k in keys}
+  codec = make_codec(cfg.codec.name, **kw)
+  if latent_stats is not None:
+    codec = codec.with_stats(latent_stats["mean"], latent_stats["std"])
+  return codec
+
+
+def generator_config(cfg, vocab_size: int) -> GeneratorConfig:
+  """The model of a run config (`cfg.model`, `cfg.codec`): what training builds and a weights
+  file describes."""
+  m = cfg.model
+  codec = make_codec_from(cfg)
+  pt, ph, pw = m.patch
+  attention = None if m.attention in ("auto", "", None) else m.attention
+  dit = DiTConfig(
+      token_dim=pt * ph * pw * codec.channels, width=m.width, depth=m.depth, heads=m.heads,
+      mlp_ratio=m.mlp_ratio, text_width=m.text_width, qk_norm=m.qk_norm, dtype=m.dtype,
+      param_dtype=m.param_dtype, attention=attention, scan_layers=m.scan_layers, remat=m.remat)
+  return GeneratorConfig(dit=dit, vocab_size=vocab_size, text_depth=m.text_depth,
+                         text_heads=m.text_heads)

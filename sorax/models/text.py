@@ -58,6 +58,12 @@ class Tokenizer:
     return self.sp.decode([int(i) for i in ids if int(i) not in (PAD_ID, BOS_ID)])
 
 
+def null_text(ids: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """The empty prompt (BOS only) shaped like ids [B, L]: the unconditional branch of CFG."""
+  null = jnp.full_like(ids, PAD_ID).at[:, 0].set(BOS_ID)
+  return null, null != PAD_ID
+
+
 def train_tokenizer(out_path: str | os.PathLike = DEFAULT_TOKENIZER, *, num_clips: int = 6000,
                     vocab_size: int = 512, seed: int = 0) -> pathlib.Path:
   """Trains the world tokenizer on all three caption levels of `num_clips` random specs."""

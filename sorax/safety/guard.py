@@ -30,7 +30,7 @@ from sorax.safety import provenance
 from sorax.safety.policy import Policy
 from sorax.safety.watermark import Watermark, WatermarkConfig, payload
 
-SAFETY_CONFIG = pathlib.Path(__file__).resolve().parents[2] / "experiments" / "safety.py"
+SAFETY_CONFIG = pathlib.Path(__file__).resolve().parent / "settings.py"  # inside the package
 
 
 def model_id(model: str, config: Any = None) -> int:
@@ -103,6 +103,26 @@ class Safety:
       records.append({"files": files, "model_id": mid, "generation_id": gen,
                       "watermark": bits is not None, "signed": self.signing is not None})
     return records
+
+
+  def write_image(self, image: np.ndarray, name: str, out: str | os.PathLike, *, model: str,
+                  config: Any = None, prompt: str | None = None) -> str:
+    """Writes <out>/<name>.png (uint8 [H, W, 3], e.g. a contact sheet of generated frames,
+    which carry their own watermark) C2PA-signed and atomic. -> the file."""
+    from sorax.data.video_write import write_png
+    out = pathlib.Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    final, tmp = out / f"{name}.png", out / f".{name}.partial.png"
+    claims = provenance.generation_claims(model=model, config=config, prompt=prompt,
+                                          include_prompt=self.include_prompt, watermark=None)
+    try:
+      write_png(tmp, image)
+      if self.signing is not None:
+        provenance.sign_file(tmp, self.signing, claims)
+      tmp.replace(final)
+    finally:
+      tmp.unlink(missing_ok=True)
+    return str(final)
 
 
 SAFETY_OFF = Safety(policy=None, watermark=None, signing=None)

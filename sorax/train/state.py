@@ -15,9 +15,7 @@ import optax
 from flax import nnx
 from jax.sharding import Mesh
 
-from sorax.models.codec import CODEC_KEYS, make_codec
-from sorax.models.dit import DiTConfig
-from sorax.models.generator import Generator, GeneratorConfig
+from sorax.models.generator import Generator, generator_config, make_codec_from  # noqa: F401
 from sorax.parallel import mesh as mesh_lib
 
 
@@ -35,29 +33,6 @@ def ema_update(ema: Any, params: Any, decay: float, step: jax.Array) -> Any:
   checkpoints' EMA weights are not still mostly the random init."""
   d = jnp.minimum(decay, (1.0 + step) / (10.0 + step))
   return jax.tree.map(lambda e, p: e * d + p * (1 - d), ema, params)
-
-
-def make_codec_from(cfg: ml_collections.ConfigDict, latent_stats: dict | None = None):
-  """The config's codec; a VAE codec normalizes with `latent_stats` ({"mean", "std"})."""
-  keys = CODEC_KEYS.get(cfg.codec.name, ())
-  kw = {k: v for k, v in cfg.codec.items() if k in keys}
-  codec = make_codec(cfg.codec.name, **kw)
-  if latent_stats is not None:
-    codec = codec.with_stats(latent_stats["mean"], latent_stats["std"])
-  return codec
-
-
-def generator_config(cfg: ml_collections.ConfigDict, vocab_size: int) -> GeneratorConfig:
-  m = cfg.model
-  codec = make_codec_from(cfg)
-  pt, ph, pw = m.patch
-  attention = None if m.attention in ("auto", "", None) else m.attention
-  dit = DiTConfig(
-      token_dim=pt * ph * pw * codec.channels, width=m.width, depth=m.depth, heads=m.heads,
-      mlp_ratio=m.mlp_ratio, text_width=m.text_width, qk_norm=m.qk_norm, dtype=m.dtype,
-      param_dtype=m.param_dtype, attention=attention, scan_layers=m.scan_layers, remat=m.remat)
-  return GeneratorConfig(dit=dit, vocab_size=vocab_size, text_depth=m.text_depth,
-                         text_heads=m.text_heads)
 
 
 def lr_schedule(cfg: ml_collections.ConfigDict) -> optax.Schedule:

@@ -14,7 +14,7 @@ from flax import nnx
 from sorax import patchify as P
 from sorax.diffusion import flow
 from sorax.models.codec import from_pixels
-from sorax.models.text import BOS_ID, PAD_ID
+from sorax.models.text import null_text
 from sorax.train.state import TrainState, ema_update
 
 
@@ -27,12 +27,22 @@ class StepConfig:
   text_dropout: float
   ema_decay: float
   prediction: str = "velocity"  # what the network outputs: flow.PREDICTIONS
+  # Loss weight of object pixels relative to background/wall pixels, minus 1 (0: plain mean).
+  # Needs pixel-aligned latents (`fold`, the space-to-depth codec) and rendered world video.
+  object_weight: float = 0.0
 
 
-def null_text(ids: jax.Array) -> tuple[jax.Array, jax.Array]:
-  """The empty prompt (BOS only) shaped like ids [B, L]: the unconditional branch of CFG."""
-  null = jnp.full_like(ids, PAD_ID).at[:, 0].set(BOS_ID)
-  return null, null != PAD_ID
+# Colours that are not objects in the world (WORLD.md): the four backgrounds and the wall.
+_NOT_OBJECT = jnp.array([(12, 12, 12), (18, 24, 72), (16, 56, 30), (72, 18, 24), (128, 128, 128)],
+                        jnp.int32)
+
+
+def object_mask(video: jax.Array) -> jax.Array:
+  """uint8 world video [..., 3] -> float32 [...]: 1 where the pixel is an object colour (any
+  colour but the backgrounds' and the wall's), else 0."""
+  v = video.astype(jnp.int32)[..., None, :]  # [..., 1, 3]
+  is_bg = jnp.any(jnp.all(v == _NOT_OBJECT, axis=-1), axis=-1)
+  return 1.0 - is_bg.astype(jnp.float32)
 
 
 def drop_text(rng: jax.Array, ids: jax.Array, mask: jax.Array, p: float):
@@ -44,7 +54,8 @@ def drop_text(rng: jax.Array, ids: jax.Array, mask: jax.Array, p: float):
 
 def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
                     encode: Callable[[jax.Array], jax.Array], cfg: StepConfig,
-                    normalize: Callable[[jax.Array], jax.Array] | None = None):
+                    normalize: Callable[[jax.Array], jax.Array] | None = None,
+                    fold: Callable[[jax.Array], jax.Array] | None = None):
   """-> train_step(state, batch) -> (state, metrics); pure, ready for jax.jit.
 
   batch: ids int32 [B, L], mask bool [B, L], and either video uint8 [B, T, H, W, 3] (encoded here
@@ -60,7 +71,7 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
     model = nnx.merge(graphdef, params)
     x_t = flow.interpolate(x0, noise, t)
     pred = flow.to_velocity(model(x_t, positions, t, ids, mask), x_t, t, cfg.prediction)
-    return flow.flow_loss(pred, x0, noise)
+    return flow.flow_loss(pred, x0, noise, weight=weight)
 
   def train_step(state: TrainState, batch: dict[str, Any]):
     rng = jax.random.fold_in(state.rng, state.step)
@@ -69,8 +80,14 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
     else:
       latent = encode(from_pixels(batch["video"]))
     x0, positions = P.patchify_batch(latent, cfg.patch)
+    weight = None
+    if cfg.object_weight:
+      if "video" not in batch:
+        raise ValueError("diffusion.object_weight needs rendered video, not a latent cache")
+      w = 1.0 + cfg.object_weight * object_mask(batch["video"])
+      weight, _ = P.patchify_batch(fold(jnp.repeat(w[..., None], 3, axis=-1)), cfg.patch)
     loss, grads = jax.value_and_grad(loss_fn)(state.params, x0, positions, batch["ids"],
-                                              batch["mask"], rng)
+                                              batch["mask"], rng, weight)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     ema = ema_update(state.ema, params, cfg.ema_decay, state.step)

@@ -62,7 +62,8 @@ def step_config(cfg: ml_collections.ConfigDict) -> StepConfig:
                                 cfg.diffusion.base_tokens, cfg.diffusion.base_shift)
   return StepConfig(patch=tuple(cfg.model.patch), t_mean=cfg.diffusion.t_mean,
                     t_std=cfg.diffusion.t_std, shift=shift, text_dropout=cfg.diffusion.text_dropout,
-                    ema_decay=cfg.optim.ema_decay, prediction=cfg.diffusion.prediction)
+                    ema_decay=cfg.optim.ema_decay, prediction=cfg.diffusion.prediction,
+                    object_weight=cfg.diffusion.get("object_weight", 0.0))
 
 
 class BaseTrainer:
@@ -245,7 +246,7 @@ class Trainer(BaseTrainer):
 
   def make_step(self):
     return make_train_step(self.graphdef, self.tx, self.codec.encode, step_config(self.cfg),
-                           normalize=self.codec.normalize)
+                           normalize=self.codec.normalize, fold=getattr(self.codec, "fold", None))
 
   def batch_ndims(self) -> dict[str, int]:
     media = "latent" if self.cache_manifest is not None else "video"

@@ -1,0 +1,98 @@
+"""Safety settings of every generation path: content policy, watermark, C2PA provenance.
+
+Variants (`arg`):
+  default  everything on (what `sorax sample`, `eval` and `demo` use)
+  strict   also refuses prompts that name real people's likeness (deepfake wording) and
+           writes the prompt itself into the C2PA manifest for audit
+  off      policy, watermark and signing off: research runs only; every command says so
+
+Run:
+  sorax sample --checkpoint runs/x --prompt "..." --out out/ --safety experiments/safety.py:strict
+  sorax sample ... --safety.provenance.cert=my_chain.pem --safety.provenance.key=my.key
+  sorax detect out/0.mp4
+
+A term is a word or phrase matched on word boundaries after the prompt is normalized (look-alike
+letters, leetspeak, spacing and stretching undone: sorax/safety/policy.py); "*" at its end
+matches any ending; "a & b" needs both parts somewhere in the prompt. These lists are a
+starting point for a deployment, not a complete policy: a deployment adds its own terms (slurs,
+names of people who have not consented) through its own copy of this file.
+"""
+
+import ml_collections
+
+VARIANTS = ("default", "strict", "off")
+
+_MINORS = ["child*", "kid", "kids", "minor", "minors", "underage*", "teen*", "preteen*",
+           "little girl*", "little boy*", "young girl*", "young boy*", "toddler*", "infant*",
+           "schoolgirl*", "schoolboy*", "loli*"]
+_SEXUAL = ["nude*", "naked", "nudity", "sex", "sexy", "sexual*", "porn*", "erotic*", "nsfw",
+           "genital*", "topless", "lingerie", "hentai", "fetish*", "orgasm*", "stripper*",
+           "striptease", "masturbat*", "intercourse", "undress*"]
+
+CATEGORIES = {
+    "sexual_minors": dict(
+        description="sexual content involving minors", priority=0,
+        terms=[f"{m} & {s}" for m in _MINORS for s in _SEXUAL] + ["csam", "child abuse material"]),
+    "sexual": dict(description="sexual or explicit content", terms=_SEXUAL),
+    "graphic_violence": dict(
+        description="gore and graphic violence",
+        terms=["gore", "gory", "decapitat*", "behead*", "dismember*", "mutilat*", "disembowel*",
+               "bloodbath", "blood bath", "massacre*", "tortur*", "mass shooting",
+               "school shooting", "murder*", "snuff film*", "public execution", "execution video",
+               "lynching", "corpse*", "mangled bod*", "severed head*", "severed limb*"]),
+    "self_harm": dict(
+        description="self-harm and suicide",
+        terms=["suicid*", "self harm*", "selfharm*", "kill myself", "killing myself",
+               "cut myself", "cutting myself", "slit wrist*", "slitting wrist*", "hang myself",
+               "hanging myself", "overdos*"]),
+    "hate": dict(
+        description="hateful or extremist content",
+        terms=["nazi propaganda", "heil hitler", "white power", "ethnic cleansing", "genocide",
+               "kkk", "hate speech", "racial slur*", "terrorist propaganda", "isis propaganda"]),
+    "weapons": dict(
+        description="weapons and terrorism instructions",
+        terms=["pipe bomb*", "make a bomb", "build a bomb", "bomb making", "bombmaking",
+               "how to make a bomb", "terrorist attack*", "suicide bomb*", "car bomb*",
+               "molotov*", "nerve agent*", "bioweapon*", "chemical weapon*", "ghost gun*",
+               "3d printed gun*"]),
+    "deception": dict(
+        description="deepfakes of real people",
+        terms=["deepfake*", "deep fake*", "face swap*", "faceswap*", "fake news footage",
+               "fake footage of", "fake video of"]),
+}
+
+
+def get_config(arg: str = "default") -> ml_collections.ConfigDict:
+  variant = arg or "default"
+  if variant not in VARIANTS:
+    raise ValueError(f"unknown variant {variant!r} of experiments/safety.py; choose from "
+                     f"{VARIANTS}")
+  c = ml_collections.ConfigDict()
+  c.variant = variant
+
+  c.policy = ml_collections.ConfigDict(dict(
+      enabled=True,
+      output_checks=["finite_frames", "watermark_readable"],
+      categories={k: dict(v, block=True) for k, v in CATEGORIES.items()}))
+
+  # sorax/safety/watermark.py: WatermarkConfig fields. `key` seeds the pattern: a deployment
+  # keeps its own private.
+  c.watermark = ml_collections.ConfigDict(dict(
+      enabled=True, key=0x5A0A, strength=2.8, threshold=6.0))
+
+  # cert/key: a PEM chain and its private key; "" = the local test chain in key_dir, created on
+  # first use (`sorax keys create` makes one explicitly). trust_anchors: roots `sorax detect`
+  # trusts ("" = key_dir/root.pem when it exists).
+  c.provenance = ml_collections.ConfigDict(dict(
+      enabled=True, cert="", key="", alg="es256", tsa_url="", key_dir="~/.sorax/keys",
+      trust_anchors="", include_prompt=False))
+
+  if variant == "strict":
+    c.policy.categories.deception.terms = list(CATEGORIES["deception"]["terms"]) + [
+        "real person", "celebrity", "politician", "president", "prime minister"]
+    c.provenance.include_prompt = True
+  elif variant == "off":
+    c.policy.enabled = False
+    c.watermark.enabled = False
+    c.provenance.enabled = False
+  return c

@@ -1,0 +1,114 @@
+"""Weights-only model files (sorax/models/weights.py): round trip, dtypes, bad files, the shipped
+checkpoint, and the object-weighted loss's pixel mask."""
+
+import json
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from sorax.data import world
+from sorax.models import weights
+from sorax.sample import Pipeline
+from sorax.train.step import object_mask
+from sorax.train.trainer import Trainer
+from tests.test_train import tiny
+
+
+@pytest.fixture(scope="module")
+def pipe(tmp_path_factory):
+  """A tiny pipeline with non-trivial weights (a few training steps, so zero-init heads moved)."""
+  work = tmp_path_factory.mktemp("w")
+  tr = Trainer(tiny("--config.train.steps=3", "--config.optim.lr=1e-2"), work)
+  tr.fit(3, progress=False)
+  tr.close()
+  return Pipeline.load(work)
+
+
+def _leaves(params):
+  return [np.asarray(x) for x in jax.tree.leaves(params)]
+
+
+def test_float32_round_trip_gives_identical_outputs(pipe, tmp_path):
+  f = pipe.save_weights(tmp_path / "m.safetensors", dtype="float32")
+  back = Pipeline.load(f)
+  for a, b in zip(_leaves(pipe.params), _leaves(back.params)):
+    np.testing.assert_array_equal(a, b)
+  assert back.step == pipe.step and back.cfg.to_dict() == pipe.cfg.to_dict()
+  pipe.policy = back.policy = None
+  a = pipe.generate(["small red circle"], steps=2, seed=3)
+  b = back.generate(["small red circle"], steps=2, seed=3)
+  np.testing.assert_array_equal(a, b)
+
+
+def test_float16_file_holds_float16_and_loads_as_float32(pipe, tmp_path):
+  from safetensors.numpy import load_file
+  f = pipe.save_weights(tmp_path / "h.safetensors")  # float16 by default
+  raw = load_file(str(f))
+  assert all(v.dtype == np.float16 for v in raw.values())
+  assert "dit.blocks.attn.wq" in raw  # documented names: paths joined by "."
+  back = Pipeline.load(f)
+  for a, b in zip(_leaves(pipe.params), _leaves(back.params)):
+    assert b.dtype == np.float32
+    np.testing.assert_array_equal(a.astype(np.float16).astype(np.float32), b)
+  meta = weights.read_metadata(f)
+  assert json.loads(meta["config"])["data"]["height"] == pipe.cfg.data.height
+  assert meta["tokenizer_sha256"] == weights.file_sha256(pipe.tokenizer.path)
+
+
+def test_bad_files_get_one_clear_error(pipe, tmp_path):
+  with pytest.raises(weights.WeightsError, match="not found"):
+    Pipeline.load(tmp_path / "missing.safetensors")
+  junk = tmp_path / "junk.safetensors"
+  junk.write_bytes(b"not a safetensors file at all")
+  with pytest.raises(weights.WeightsError, match="not a safetensors file"):
+    Pipeline.load(junk)
+  from safetensors.numpy import save_file
+  other = tmp_path / "other.safetensors"
+  save_file({"x": np.zeros(3, np.float32)}, str(other), metadata={"format": "something"})
+  with pytest.raises(weights.WeightsError, match="not a sorax generator file"):
+    Pipeline.load(other)
+  f = pipe.save_weights(tmp_path / "m.safetensors", dtype="float32")
+  meta = weights.read_metadata(f)
+  cfg = json.loads(meta["config"])
+  cfg["model"]["width"] = 64  # the tensors no longer fit the config
+  from safetensors.numpy import load_file
+  save_file(load_file(str(f)), str(tmp_path / "bad.safetensors"),
+            metadata={**meta, "config": json.dumps(cfg)})
+  with pytest.raises(weights.WeightsError, match="shape"):
+    Pipeline.load(tmp_path / "bad.safetensors")
+
+
+def test_loading_a_weights_file_does_not_import_train(pipe, tmp_path):
+  f = pipe.save_weights(tmp_path / "m.safetensors")
+  code = ("import sys; from sorax.models.weights import load_generator; "
+          f"g = load_generator({str(f)!r}); "
+          "assert not [m for m in sys.modules if m.startswith('sorax.train')], "
+          "[m for m in sys.modules if m.startswith('sorax.train')]; print(g.step)")
+  r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+  assert r.returncode == 0, r.stderr
+  assert r.stdout.strip() == str(pipe.step)
+
+
+@pytest.mark.skipif(not weights.SHIPPED.is_file(), reason="no shipped checkpoint in this tree")
+def test_shipped_checkpoint_loads_and_samples_at_its_canvas():
+  assert weights.SHIPPED.stat().st_size <= 25 * 2 ** 20
+  p = Pipeline.load()  # no path: the shipped file
+  d = p.cfg.data
+  assert (d.height, d.width, d.frames) == (32, 32, 17)
+  v = p.generate(["large red circle moving right on a navy background"], steps=2)
+  assert v.shape == (1, 17, 32, 32, 3) and v.dtype == np.uint8
+
+
+def test_object_mask_marks_exactly_the_object_pixels():
+  spec = world.SceneSpec(background="forest", wall=True, objects=(
+      world.ObjectSpec("red", "square", "large", "static", start=(0.25, 0.5)),))
+  video = world.render(spec, 32, 32, 3)
+  m = np.asarray(object_mask(jnp.asarray(video)))
+  want = np.all(video == np.array(world.OBJECT_COLORS["red"], np.uint8), axis=-1)
+  np.testing.assert_array_equal(m.astype(bool), want)
+  assert 0 < m.mean() < 0.2
