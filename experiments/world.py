@@ -54,7 +54,10 @@ def get_config(arg: str = "demo") -> ml_collections.ConfigDict:
       height=32, width=32, frames=9, max_objects=3, wall_prob=0.25, num_clips=10_000_000,
       caption_levels=["terse", "descriptive", "alt"], caption_weights=[0.5, 0.35, 0.15],
       text_len=80, batch_size=16, seed=0, worker_count=0,
-      latent_cache=""))  # a `sorax cache-latents` folder: train on its latents, not rendered clips
+      latent_cache="",
+      # Joint image training: per clip, this many single frames also denoised as T = 1 videos
+      # (rendered video only), weighted image_weight in the loss.
+      images_per_clip=0, image_weight=0.5))  # a `sorax cache-latents` folder: train on its latents, not rendered clips
 
   # name: "vae" (the learned causal VAE; checkpoint "" = the shipped world VAE, else a .msgpack
   # file or a VAE training workdir; stats_clips clips measure its latent mean/std) or

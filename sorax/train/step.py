@@ -30,6 +30,12 @@ class StepConfig:
   # Loss weight of object pixels relative to background/wall pixels, minus 1 (0: plain mean).
   # Needs pixel-aligned latents (`fold`, the space-to-depth codec) and rendered world video.
   object_weight: float = 0.0
+  # Joint image training (Ho et al. 2022): each step also denoises `images_per_clip` single
+  # frames (T = 1) drawn from every clip of the batch, as one-frame videos with the clip's
+  # caption, weighted `image_weight` in the loss and timesteps warped by `image_shift`.
+  images_per_clip: int = 0
+  image_weight: float = 0.5
+  image_shift: float = 1.0
 
 
 # Colours that are not objects in the world (WORLD.md): the four backgrounds and the wall.
@@ -63,31 +69,61 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
   latent cache (raw codec output, mapped by `normalize`).
   """
 
-  def loss_fn(params, x0, positions, ids, mask, rng):
+  if cfg.images_per_clip and cfg.patch[0] != 1:
+    raise ValueError(f"joint image training needs temporal patch 1, got patch {cfg.patch}")
+
+  def denoise_loss(model, x0, positions, ids, mask, rng, weight, shift):
     r_t, r_noise, r_drop = jax.random.split(rng, 3)
-    t = flow.sample_timesteps(r_t, x0.shape[0], mean=cfg.t_mean, std=cfg.t_std, shift=cfg.shift)
+    t = flow.sample_timesteps(r_t, x0.shape[0], mean=cfg.t_mean, std=cfg.t_std, shift=shift)
     noise = jax.random.normal(r_noise, x0.shape, x0.dtype)
     ids, mask = drop_text(r_drop, ids, mask, cfg.text_dropout)
-    model = nnx.merge(graphdef, params)
     x_t = flow.interpolate(x0, noise, t)
     pred = flow.to_velocity(model(x_t, positions, t, ids, mask), x_t, t, cfg.prediction)
     return flow.flow_loss(pred, x0, noise, weight=weight)
 
-  def train_step(state: TrainState, batch: dict[str, Any]):
-    rng = jax.random.fold_in(state.rng, state.step)
-    if "latent" in batch:
-      latent = batch["latent"] if normalize is None else normalize(batch["latent"])
-    else:
-      latent = encode(from_pixels(batch["video"]))
+  def prepare(video, latent):
+    """-> (x0 tokens, positions, loss weights or None) of a video batch (or cached latents)."""
+    if latent is None:
+      latent = encode(from_pixels(video))
     x0, positions = P.patchify_batch(latent, cfg.patch)
     weight = None
     if cfg.object_weight:
-      if "video" not in batch:
+      if video is None:
         raise ValueError("diffusion.object_weight needs rendered video, not a latent cache")
-      w = 1.0 + cfg.object_weight * object_mask(batch["video"])
+      w = 1.0 + cfg.object_weight * object_mask(video)
       weight, _ = P.patchify_batch(fold(jnp.repeat(w[..., None], 3, axis=-1)), cfg.patch)
-    loss, grads = jax.value_and_grad(loss_fn)(state.params, x0, positions, batch["ids"],
-                                              batch["mask"], rng, weight)
+    return x0, positions, weight
+
+  def train_step(state: TrainState, batch: dict[str, Any]):
+    rng = jax.random.fold_in(state.rng, state.step)
+    r_clip, r_img, r_pick = jax.random.split(rng, 3)
+    latent = None
+    if "latent" in batch:
+      latent = batch["latent"] if normalize is None else normalize(batch["latent"])
+    clips = prepare(batch.get("video"), latent)
+    images = None
+    if cfg.images_per_clip:
+      if "video" not in batch:
+        raise ValueError("joint image training needs rendered video, not a latent cache")
+      video = batch["video"]  # [B, T, H, W, 3]
+      b, k = video.shape[0], cfg.images_per_clip
+      pick = jax.random.randint(r_pick, (b, k), 0, video.shape[1])
+      frames = video[jnp.arange(b)[:, None], pick].reshape((b * k, 1) + video.shape[2:])
+      images = prepare(frames, None)
+      img_ids = jnp.repeat(batch["ids"], k, axis=0)
+      img_mask = jnp.repeat(batch["mask"], k, axis=0)
+
+    def loss_fn(params):
+      model = nnx.merge(graphdef, params)
+      loss = denoise_loss(model, *clips[:2], batch["ids"], batch["mask"], r_clip, clips[2],
+                          cfg.shift)
+      if images is None:
+        return loss
+      loss_img = denoise_loss(model, *images[:2], img_ids, img_mask, r_img, images[2],
+                              cfg.image_shift)
+      return (loss + cfg.image_weight * loss_img) / (1.0 + cfg.image_weight)
+
+    loss, grads = jax.value_and_grad(loss_fn)(state.params)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     ema = ema_update(state.ema, params, cfg.ema_decay, state.step)

@@ -63,7 +63,12 @@ def step_config(cfg: ml_collections.ConfigDict) -> StepConfig:
   return StepConfig(patch=tuple(cfg.model.patch), t_mean=cfg.diffusion.t_mean,
                     t_std=cfg.diffusion.t_std, shift=shift, text_dropout=cfg.diffusion.text_dropout,
                     ema_decay=cfg.optim.ema_decay, prediction=cfg.diffusion.prediction,
-                    object_weight=cfg.diffusion.get("object_weight", 0.0))
+                    object_weight=cfg.diffusion.get("object_weight", 0.0),
+                    images_per_clip=d.get("images_per_clip", 0),
+                    image_weight=d.get("image_weight", 0.5),
+                    image_shift=flow.resolution_shift(
+                        num_tokens(cfg, 1, d.height, d.width), cfg.diffusion.base_tokens,
+                        cfg.diffusion.base_shift) if d.get("images_per_clip", 0) else 1.0)
 
 
 class BaseTrainer:
