@@ -86,6 +86,23 @@ def train_for(cfg, workdir: str, minutes: float, *, calib_steps: int = 10):
   return trainer, step, time.perf_counter() - t0
 
 
+TABLE_CHECKS = ("all_right", "color", "shape", "size", "motion", "background", "wall", "no_extra",
+                "permanence")
+
+
+def table(log: str) -> str:
+  """The markdown table of a speedrun log (one row per JSON line)."""
+  rows = [json.loads(x) for x in pathlib.Path(log).read_text().splitlines() if x.strip()]
+  head = "| recipe | min | steps | clips | cfg | " + " | ".join(TABLE_CHECKS) + " |"
+  lines = [head, "|" + "---|" * (5 + len(TABLE_CHECKS))]
+  fmt = lambda v: "-" if v is None else f"{v:.2f}"
+  for r in rows:
+    lines.append(f"| {r['name'] or ' '.join(r['overrides'])} | {r['minutes']:g} | {r['steps']} | "
+                 f"{r['clips_seen']} | {r['cfg']:g} | "
+                 + " | ".join(fmt(r.get(c)) for c in TABLE_CHECKS) + " |")
+  return "\n".join(lines)
+
+
 def main(argv=None) -> None:
   ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
   ap.add_argument("--config", default="experiments/world.py:world32")
@@ -96,7 +113,11 @@ def main(argv=None) -> None:
   ap.add_argument("--log", default="runs/speedrun.jsonl")
   ap.add_argument("--sample-steps", type=int)
   ap.add_argument("--cfg", type=float, nargs="*", help="CFG scales to score (default: config's)")
+  ap.add_argument("--table", action="store_true", help="print --log as a markdown table and exit")
   args, overrides = ap.parse_known_args(argv)
+  if args.table:
+    print(table(args.log))
+    return
   cfg = config_lib.load_config(args.config, overrides)
   with cfg.unlocked():
     cfg.train.checkpoint_every = 10 ** 9
