@@ -86,7 +86,10 @@ def get_config(arg: str = "demo") -> ml_collections.ConfigDict:
       grad_clip=1.0, ema_decay=0.995))
 
   c.train = ml_collections.ConfigDict(dict(
-      steps=1500, log_every=25, checkpoint_every=500, keep=2, async_checkpoint=True))
+      steps=1500, log_every=25, checkpoint_every=500, keep=2, async_checkpoint=True,
+      # A weights file (.safetensors) or workdir whose weights start this run (fresh optimizer
+      # and schedule): how the shipped checkpoint is trained on over several runs.
+      init_from=""))
 
   c.mesh = ml_collections.ConfigDict(dict(
       shape=ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1, sequence=1)),

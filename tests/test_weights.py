@@ -112,3 +112,21 @@ def test_object_mask_marks_exactly_the_object_pixels():
   want = np.all(video == np.array(world.OBJECT_COLORS["red"], np.uint8), axis=-1)
   np.testing.assert_array_equal(m.astype(bool), want)
   assert 0 < m.mean() < 0.2
+
+
+def test_cli_export_then_sample_from_the_file(pipe, tmp_path, capsys):
+  from sorax.cli import main
+  work = tmp_path / "w"
+  tr = Trainer(tiny("--config.train.steps=1"), work)
+  tr.fit(1, progress=False)
+  tr.close()
+  f = tmp_path / "m.safetensors"
+  assert main(["export", "--checkpoint", str(work), "--out", str(f)]) == 0
+  info = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+  assert info["step"] == 1 and info["dtype"] == "float16" and f.is_file()
+  assert main(["sample", "--checkpoint", str(f), "--prompt", "small red circle", "--out",
+               str(tmp_path / "o"), "--steps", "1", "--no-watermark"]) == 0
+  assert (tmp_path / "o" / "0.mp4").is_file()
+  assert main(["sample", "--checkpoint", str(tmp_path / "nope.safetensors"), "--prompt", "x",
+               "--out", str(tmp_path / "o2")]) == 2
+  assert "not found" in capsys.readouterr().err and not (tmp_path / "o2").exists()

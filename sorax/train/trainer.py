@@ -236,8 +236,20 @@ class Trainer(BaseTrainer):
                        f"run uses {codec_identity(cfg)}")
 
   def init_state(self):
-    return state_lib.init_state(self.cfg, self.tokenizer.vocab_size, self.mesh, self.rules,
-                                self.tx)
+    graphdef, state, shardings = state_lib.init_state(
+        self.cfg, self.tokenizer.vocab_size, self.mesh, self.rules, self.tx)
+    src = self.cfg.train.get("init_from")
+    if src and not (self.workdir / "checkpoints").is_dir():  # a fresh run, not a resume
+      from sorax.sample import Pipeline  # noqa: PLC0415
+      source = Pipeline.load(src)  # a .safetensors file or another run's workdir
+      state, copied, fresh, unused = state_lib.warm_start(state, source.params)
+      if unused or fresh:
+        raise ValueError(f"train.init_from={src!r} is another model: {len(unused)} of its "
+                         f"weights have no place here, {len(fresh)} of this model's have no "
+                         f"source (e.g. {', '.join((unused + fresh)[:3])})")
+      logging.info("warm start from %s (step %d): %d weights copied", src, source.step,
+                   len(copied))
+    return graphdef, state, shardings
 
   def make_data(self):
     d = self.cfg.data
