@@ -83,3 +83,27 @@ def test_missing_checkpoint_is_a_clear_error(tmp_path):
   (tmp_path / "empty" / "checkpoints").mkdir(parents=True)
   with pytest.raises(CheckpointError, match="holds no saved step"):
     Pipeline.load(tmp_path / "empty")
+
+
+def test_object_weight_and_image_training_run_and_change_the_loss(tmp_path):
+  """The same first batch and key: object weighting and joint image training each change the
+  loss (so they are wired in), and both together train with finite losses."""
+  losses = {}
+  for name, extra in {"plain": [], "obj": ["--config.diffusion.object_weight=4"],
+                      "img": ["--config.data.images_per_clip=2"],
+                      "both": ["--config.diffusion.object_weight=4",
+                               "--config.data.images_per_clip=2"]}.items():
+    tr = Trainer(tiny("--config.train.steps=2", *extra), tmp_path / name)
+    batch = next(tr.data)
+    losses[name] = float(tr.train_step(batch)["loss"])
+    tr.close()
+  assert all(np.isfinite(v) for v in losses.values()), losses
+  assert losses["obj"] != losses["plain"] and losses["img"] != losses["plain"], losses
+
+
+def test_object_weight_needs_a_pixel_codec():
+  from sorax.train.step import StepConfig, make_train_step
+  cfg = StepConfig(patch=(1, 2, 2), t_mean=0.0, t_std=1.0, shift=1.0, text_dropout=0.0,
+                   ema_decay=0.9, object_weight=4.0)
+  with pytest.raises(ValueError, match="object_weight needs a pixel-aligned codec"):
+    make_train_step(None, None, lambda x: x, cfg, fold=None)  # e.g. the VAE: no fold
