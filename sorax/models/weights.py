@@ -78,6 +78,7 @@ def save_generator(path: str | os.PathLike, params, *, config: ml_collections.Co
   tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
   try:
     save_file(tensors, str(tmp), metadata=meta)
+    os.chmod(tmp, 0o644)  # a model file to share, not a secret
     os.replace(tmp, out)
   finally:
     tmp.unlink(missing_ok=True)
