@@ -66,9 +66,12 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
 
   batch: ids int32 [B, L], mask bool [B, L], and either video uint8 [B, T, H, W, 3] (encoded here
   by `encode`: [-1, 1] video -> latent [B, t, h, w, c]) or latent float32 [B, t, h, w, c] from a
-  latent cache (raw codec output, mapped by `normalize`).
+  latent cache (raw codec output, mapped by `normalize`). `fold` maps a per-pixel map
+  [B, T, H, W, 3] onto the latent's layout (the object-weighted loss needs it).
   """
-
+  if cfg.object_weight and fold is None:
+    raise ValueError("diffusion.object_weight needs a pixel-aligned codec (space_to_depth), "
+                     "whose fold puts pixel weights on the latent")
   if cfg.images_per_clip and cfg.patch[0] != 1:
     raise ValueError(f"joint image training needs temporal patch 1, got patch {cfg.patch}")
 
