@@ -29,7 +29,6 @@ import numpy as np
 from sorax import config as config_lib
 from sorax.data import oracle, world
 from sorax.evaluate import heldout_specs, json_safe
-from sorax.parallel import mesh as mesh_lib
 from sorax.sample import Pipeline
 from sorax.train import state as state_lib
 from sorax.train.trainer import Trainer
@@ -76,10 +75,8 @@ def train_for(cfg, workdir: str, minutes: float, *, calib_steps: int = 10):
       total = max(step + 1, int(step + rate * left))
       with cfg.unlocked():
         cfg.train.steps = total
-      trainer.tx = state_lib.make_optimizer(cfg)
-      trainer.step_fn = jax.jit(
-          trainer.make_step(), in_shardings=(trainer.shardings, trainer.batch_shardings),
-          out_shardings=(trainer.shardings, mesh_lib.replicated(trainer.mesh)), donate_argnums=0)
+      trainer.tx = state_lib.make_optimizer(cfg)  # same state shape, the new schedule
+      trainer.step_fn = trainer.compile_step()
     if time.perf_counter() - t0 >= budget:  # past the planned steps the lr stays at its end
       break
   jax.block_until_ready(trainer.state.step)

@@ -19,7 +19,6 @@ import os
 import pathlib
 from typing import Any
 
-import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
@@ -118,12 +117,11 @@ def load_generator(path: str | os.PathLike = SHIPPED) -> LoadedGenerator:
   cfg.lock()
   gcfg = generator_config(cfg, vocab)
   graphdef, abstract = nnx.split(nnx.eval_shape(lambda: Generator(gcfg, rngs=nnx.Rngs(0))))
-  want = _flat(jax.tree.map(lambda x: np.zeros((0,)), abstract))  # names only
   shapes = {".".join(map(str, k)): v.shape for k, v in
             traverse_util.flatten_dict(nnx.to_pure_dict(abstract)).items()}
   tensors = load_file(str(p))
-  missing = sorted(set(want) - set(tensors))
-  extra = sorted(set(tensors) - set(want))
+  missing = sorted(set(shapes) - set(tensors))
+  extra = sorted(set(tensors) - set(shapes))
   if missing or extra:
     raise WeightsError(f"weights file {p} does not fit its config: missing {missing[:5]}, "
                        f"unexpected {extra[:5]}")

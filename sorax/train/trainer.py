@@ -100,7 +100,11 @@ class BaseTrainer:
     self._write_run_files()
     self.batch_shardings = {k: mesh_lib.batch_sharding(self.mesh, self.rules, n)
                             for k, n in self.batch_ndims().items()}
-    self.step_fn = jax.jit(
+    self.step_fn = self.compile_step()
+
+  def compile_step(self):
+    """The jitted, sharded train step of `make_step` (with the current `self.tx`)."""
+    return jax.jit(
         self.make_step(), in_shardings=(self.shardings, self.batch_shardings),
         out_shardings=(self.shardings, mesh_lib.replicated(self.mesh)), donate_argnums=0)
 
