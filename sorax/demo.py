@@ -35,12 +35,8 @@ def run_demo(*, workdir: str = "runs/demo", out: str = "demo_out", steps: int | 
   if not from_scratch:
     print(f"[demo] sampling {num_prompts} held-out prompts from "
           f"{checkpoint or 'the shipped checkpoint'}", flush=True)
-    result = evaluate_checkpoint(checkpoint, out, num_prompts=num_prompts, safety=safety)
-    print(result.pop("table"))
-    summary = {**result, "total_seconds": round(time.perf_counter() - t0, 1)}
-    (pathlib.Path(out) / "scores.json").write_text(json.dumps(summary, indent=2))
-    print(json.dumps(summary))
-    return 0
+    return _report(evaluate_checkpoint(checkpoint, out, num_prompts=num_prompts, safety=safety),
+                   out, t0)
 
   from sorax.train.trainer import Trainer
   if not DEMO_CONFIG.is_file():
@@ -61,10 +57,14 @@ def run_demo(*, workdir: str = "runs/demo", out: str = "demo_out", steps: int | 
   trainer.close()
   t_train = time.perf_counter() - t0
   print(f"[demo] sampling {num_prompts} held-out prompts", flush=True)
-  result = evaluate_checkpoint(workdir, out, num_prompts=num_prompts, safety=safety)
+  return _report(evaluate_checkpoint(workdir, out, num_prompts=num_prompts, safety=safety),
+                 out, t0, final_loss=metrics.get("loss"), train_seconds=round(t_train, 1))
+
+
+def _report(result: dict, out: str, t0: float, **extra) -> int:
+  """Prints the table and the summary (also written to <out>/scores.json)."""
   print(result.pop("table"))
-  summary = {**result, "final_loss": metrics.get("loss"), "train_seconds": round(t_train, 1),
-             "total_seconds": round(time.perf_counter() - t0, 1)}
+  summary = {**result, **extra, "total_seconds": round(time.perf_counter() - t0, 1)}
   (pathlib.Path(out) / "scores.json").write_text(json.dumps(summary, indent=2))
   print(json.dumps(summary))
   return 0
