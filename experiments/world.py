@@ -81,6 +81,13 @@ def get_config(arg: str = "demo") -> ml_collections.ConfigDict:
       # objects are a few percent of the pixels, and they are what a prompt asks for).
       object_weight=0.0))
 
+  # Masked conditioning (sorax/diffusion/conditioning.py): the rate at which a training clip
+  # draws each mode of given frames (normalized). Only "none": text-to-video alone. The shipped
+  # world checkpoint mixes them in so one model serves every verb (animate, extend, fill, ...).
+  c.conditioning = ml_collections.ConfigDict(dict(
+      none=1.0, first=0.0, last=0.0, prefix=0.0, suffix=0.0, first_last=0.0, ends=0.0,
+      scattered=0.0))
+
   c.optim = ml_collections.ConfigDict(dict(
       lr=1e-3, warmup_steps=100, end_lr_frac=0.05, weight_decay=0.01, b1=0.9, b2=0.99,
       grad_clip=1.0, ema_decay=0.995))

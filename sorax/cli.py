@@ -11,11 +11,18 @@
   sorax eval-vae [--checkpoint runs/vae] --out DIR     reconstruction PSNR + oracle on recons
   sorax export-vae --checkpoint runs/vae --out vae.msgpack    EMA weights -> one VAE file
   sorax export --checkpoint runs/x --out model.safetensors    EMA weights -> one weights file
+  sorax animate IMAGE --prompt TEXT --out DIR   a clip that starts from a still image
+  sorax extend VIDEO --seconds N [--direction forward|backward] [--prompt TEXT] --out DIR
+  sorax fill VIDEO --missing A-B [--prompt TEXT] --out DIR          remake frames A..B (0-based)
+  sorax interpolate FIRST.png LAST.png --prompt TEXT --out DIR      a clip from one to the other
+  sorax connect A.mp4 B.mp4 --prompt TEXT --out DIR                 A, a bridge, then B
+  sorax loop --prompt TEXT --out DIR                                 a clip that plays on repeat
+  sorax edit VIDEO --prompt TEXT --strength S --out DIR              SDEdit (0: input, 1: new)
   sorax keys create [--dir DIR]                a self-signed C2PA test chain for local signing
   sorax detect FILE [FILE ...]                 C2PA manifest + watermark -> JSON verdict
   sorax build-tokenizer [--out PATH]
 
-Every generation verb (sample, eval, demo) checks prompts against the content policy, then
+Every generation verb (sample, eval, demo and the verbs on given frames above) checks prompts against the content policy, then
 watermarks and C2PA-signs every file it writes (experiments/safety.py; --safety.key=value
 overrides; --no-watermark / --no-c2pa turn those off, and the command says so).
 """
@@ -28,6 +35,10 @@ import pathlib
 import sys
 import time
 from collections.abc import Sequence
+
+
+# The verbs on given frames (sorax/verbs.py), named here so the parser needs no jax import.
+VERB_NAMES = ("animate", "extend", "fill", "interpolate", "connect", "loop", "edit")
 
 
 class CLIError(Exception):
@@ -68,6 +79,44 @@ def _add_sample(sub):
   p.add_argument("--gif", action="store_true", help="also write <i>.gif")
   p.add_argument("--png", action="store_true", help="also write <i>.png (the first frame)")
   _add_safety(p)
+
+
+def _add_verbs(sub):
+  """animate / extend / fill / interpolate / connect / loop / edit: sorax/verbs.py."""
+  specs = {
+      "animate": ("a clip that starts from a still image", ["image"]),
+      "extend": ("extend a video forward or backward in time", ["video"]),
+      "fill": ("remake missing frames of a video from both sides", ["video"]),
+      "interpolate": ("a clip from a first image to a last one", ["first", "last"]),
+      "connect": ("join two videos with frames made to lead from one into the other",
+                  ["first", "second"]),
+      "loop": ("a clip whose end leads back into its start", []),
+      "edit": ("SDEdit a video towards a new prompt", ["video"]),
+  }
+  for verb, (help_text, inputs) in specs.items():
+    p = sub.add_parser(verb, help=help_text)
+    for name in inputs:
+      p.add_argument(name)
+    p.add_argument("--prompt", required=verb not in ("extend", "fill"), default="",
+                   help="what the video shows" + (" (optional)" if verb in ("extend", "fill")
+                                                  else ""))
+    if verb == "extend":
+      p.add_argument("--seconds", type=float, required=True, help="how much to add (8 fps)")
+      p.add_argument("--direction", choices=["forward", "backward"], default="forward")
+    if verb == "fill":
+      p.add_argument("--missing", required=True, help="frames A-B to remake (0-based, inclusive)")
+    if verb == "edit":
+      p.add_argument("--strength", type=float, required=True,
+                     help="0 returns the input, 1 ignores it")
+    p.add_argument("--checkpoint", default=None,
+                   help="a .safetensors weights file or a training workdir (default: shipped)")
+    p.add_argument("--out", required=True, help="output folder: <verb>.mp4 goes there")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--steps", type=int)
+    p.add_argument("--cfg", type=float, help="classifier-free guidance scale")
+    p.add_argument("--sampler", choices=["euler", "heun"])
+    p.add_argument("--gif", action="store_true", help="also write <verb>.gif")
+    _add_safety(p)
 
 
 def _add_score(sub):
@@ -162,6 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
   _add_demo(sub)
   _add_train(sub)
   _add_sample(sub)
+  _add_verbs(sub)
   _add_score(sub)
   _add_eval(sub)
   _add_vae(sub)
@@ -223,6 +273,79 @@ def cmd_sample(args, overrides: Sequence[str]) -> int:
                       png=args.png)
   print(json.dumps({"videos": files, "seconds": round(time.perf_counter() - t0, 2),
                     "checkpoint_step": pipe.step, "watermark": safety.watermark is not None,
+                    "c2pa": safety.signing is not None}))
+  return 0
+
+
+def _read_image(path: str, height: int, width: int):
+  import numpy as np
+  from PIL import Image, UnidentifiedImageError
+  from sorax import verbs
+  f = pathlib.Path(path)
+  if not f.is_file():
+    raise CLIError(f"image {path} not found")
+  try:
+    with Image.open(f) as im:
+      if im.mode in ("RGBA", "LA") or (im.mode == "P" and "transparency" in im.info):
+        raise CLIError(f"image {path} has an alpha channel; flatten it to RGB first")
+      if im.mode in ("L", "1", "I", "I;16", "F"):
+        raise CLIError(f"image {path} has one channel (grayscale); give an RGB image")
+      pixels = np.asarray(im.convert("RGB"))
+  except (UnidentifiedImageError, OSError) as e:
+    raise CLIError(f"image {path} cannot be read: {e}") from e
+  return verbs.fit_image(pixels, height, width, name=path)
+
+
+def _read_clip(path: str, height: int, width: int):
+  from sorax import verbs
+  from sorax.data import video_io
+  fps = video_io.probe(path)["fps"]  # raises VideoReadError naming the file
+  if abs(fps - 8.0) > 1e-3:
+    print(f"sorax: notice: {path} is {fps:g} fps; resampled to the model's 8 fps",
+          file=sys.stderr)
+  video = video_io.read_video(path, fps=8)
+  return verbs.fit_video(video, height, width, name=path)
+
+
+def cmd_verb(args, overrides: Sequence[str]) -> int:
+  """animate, extend, fill, interpolate, connect, loop, edit: read, generate, write (guarded)."""
+  from sorax import verbs
+  from sorax.sample import Pipeline, save_videos
+  if args.steps is not None and args.steps < 1:
+    raise CLIError(f"--steps must be a positive integer, got {args.steps}")
+  safety = _safety(args, overrides)
+  safety.check_prompts([args.prompt])  # before loading or reading anything
+  pipe = Pipeline.load(args.checkpoint)
+  pipe.policy = safety.policy
+  h, w = int(pipe.cfg.data.height), int(pipe.cfg.data.width)
+  kw = dict(seed=args.seed, steps=args.steps, cfg_scale=args.cfg, sampler=args.sampler)
+  t0 = time.perf_counter()
+  verb = args.verb
+  if verb == "animate":
+    video = verbs.animate(pipe, _read_image(args.image, h, w), args.prompt, **kw)
+  elif verb == "extend":
+    video = verbs.extend(pipe, _read_clip(args.video, h, w), args.seconds, args.direction,
+                         args.prompt, **kw)
+  elif verb == "fill":
+    clip = _read_clip(args.video, h, w)
+    video = verbs.fill(pipe, clip, verbs.parse_range(args.missing, len(clip)), args.prompt, **kw)
+  elif verb == "interpolate":
+    video = verbs.interpolate(pipe, _read_image(args.first, h, w), _read_image(args.last, h, w),
+                              args.prompt, **kw)
+  elif verb == "connect":
+    video = verbs.connect(pipe, _read_clip(args.first, h, w), _read_clip(args.second, h, w),
+                          args.prompt, **kw)
+  elif verb == "loop":
+    video = verbs.loop(pipe, args.prompt, **kw)
+  else:
+    if not 0.0 <= args.strength <= 1.0:
+      raise CLIError(f"--strength must be in [0, 1], got {args.strength}")
+    video = verbs.edit(pipe, _read_clip(args.video, h, w), args.prompt, args.strength, **kw)
+  files = save_videos(video[None], [verb], pathlib.Path(args.out), safety=safety,
+                      prompts=[args.prompt], pipe=pipe, gif=args.gif)
+  print(json.dumps({"videos": files, "frames": int(len(video)),
+                    "seconds": round(time.perf_counter() - t0, 2), "checkpoint_step": pipe.step,
+                    "watermark": safety.watermark is not None,
                     "c2pa": safety.signing is not None}))
   return 0
 
@@ -330,7 +453,8 @@ def main(argv: Sequence[str] | None = None) -> int:
   parser = build_parser()
   args, extra = parser.parse_known_args(argv)
   prefix = {"train": "--config.", "cache-latents": "--config.", "sample": "--safety.",
-            "eval": "--safety.", "demo": "--safety.", "detect": "--safety."}.get(args.verb)
+            "eval": "--safety.", "demo": "--safety.", "detect": "--safety.",
+            **{v: "--safety." for v in VERB_NAMES}}.get(args.verb)
   overrides = [a for a in extra if prefix and a.startswith(prefix)]
   unknown = [a for a in extra if a not in overrides]
   if unknown:
@@ -343,7 +467,8 @@ def main(argv: Sequence[str] | None = None) -> int:
   from sorax.models.weights import WeightsError
   from sorax.train.checkpoint import CheckpointError
   with_overrides = {"train": cmd_train, "cache-latents": cmd_cache_latents, "sample": cmd_sample,
-                    "eval": cmd_eval, "demo": cmd_demo, "detect": cmd_detect}
+                    "eval": cmd_eval, "demo": cmd_demo, "detect": cmd_detect,
+                    **{v: cmd_verb for v in VERB_NAMES}}
   plain = {"score": cmd_score, "build-tokenizer": cmd_build_tokenizer, "eval-vae": cmd_eval_vae,
            "export-vae": cmd_export_vae, "export": cmd_export, "keys": cmd_keys}
   try:

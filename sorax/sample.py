@@ -18,8 +18,9 @@ import numpy as np
 from flax import nnx
 
 from sorax import patchify as P
+from sorax.diffusion import conditioning as cond
 from sorax.diffusion import flow, samplers
-from sorax.models.codec import to_pixels
+from sorax.models.codec import from_pixels, to_pixels
 from sorax.models.text import DEFAULT_TOKENIZER, Tokenizer, null_text
 from sorax.models.generator import Generator, generator_config, make_codec_from
 from sorax.models import weights as weights_lib
@@ -95,10 +96,18 @@ class Pipeline:
   def generate(self, prompts: Sequence[str], *, frames: int | None = None,
                height: int | None = None, width: int | None = None, steps: int | None = None,
                cfg_scale: float | None = None, sampler: str | None = None, seed: int = 0,
-               batch_size: int = 8) -> np.ndarray:
+               batch_size: int = 8, known: np.ndarray | None = None,
+               given: np.ndarray | None = None, strength: float = 1.0) -> np.ndarray:
     """-> uint8 [len(prompts), T, H, W, 3]. Sizes default to the training clip size.
     Raises PolicyViolation (naming the category) before generating anything when a prompt is
-    refused by `self.policy`."""
+    refused by `self.policy`.
+
+    Conditioning (what the verbs in sorax/verbs.py build on): `known` latents
+    [B, t, h, w, c] (this codec's `encode` of pixels in [-1, 1]) with `given` bool [B, t]: the given
+    latent frames are held fixed (t = 0 in the DiT, zero velocity: returned unchanged); the rest
+    is generated. `strength` < 1 (SDEdit) starts from `known` noised to t = strength instead of
+    pure noise, so 0 returns `known` and 1 ignores it.
+    """
     if self.policy is not None:
       self.policy.enforce_prompts(prompts)
     c = self.cfg
@@ -107,7 +116,49 @@ class Pipeline:
     cfg_scale = c.sample.cfg if cfg_scale is None else cfg_scale
     sampler = sampler or c.sample.sampler
     samplers.get_sampler(sampler)
+    latent_shape = self.latent_shape(frames, height, width)
     patch = tuple(c.model.patch)
+    if not 0.0 <= strength <= 1.0:
+      raise ValueError(f"strength={strength} must be in [0, 1]")
+    n = len(prompts)
+    if known is not None and known.shape != (n,) + latent_shape:
+      raise ValueError(f"known latents {known.shape} do not match {n} prompts of latent shape "
+                       f"{latent_shape}")
+    if given is not None:
+      if known is None:
+        raise ValueError("given frames need known latents")
+      given = np.asarray(given, bool)
+      if given.shape != (n, latent_shape[0]):
+        raise ValueError(f"given frames {given.shape} must be [{n}, {latent_shape[0]}]")
+    if strength < 1.0 and known is None:
+      raise ValueError("strength < 1 (edit) needs known latents to start from")
+    grid = P.grid_shape(latent_shape, patch)
+    n_tok = int(np.prod(grid))
+    shift = flow.resolution_shift(n_tok, c.diffusion.base_tokens, c.diffusion.base_shift)
+    conditioned = given is not None and bool(given.any())
+    fn = _sampling_fn(self.graphdef, latent_shape, patch, steps, float(cfg_scale), sampler,
+                      shift, c.diffusion.prediction, conditioned, float(strength))
+    out = []
+    key = jax.random.PRNGKey(seed)
+    tok_dim = P.token_dim(latent_shape[-1], patch)
+    for start in range(0, n, batch_size):
+      chunk = list(prompts[start:start + batch_size])
+      b = len(chunk)
+      ids, mask = self.tokenizer.encode(chunk, c.data.text_len)
+      noise = jax.random.normal(jax.random.fold_in(key, start), (b, n_tok, tok_dim))
+      if known is None:
+        ktok = jnp.zeros_like(noise)
+      else:
+        ktok, _ = P.patchify_batch(jnp.asarray(known[start:start + b], jnp.float32), patch)
+      g = np.zeros((b, latent_shape[0]), bool) if given is None else given[start:start + b]
+      gtok = cond.token_mask(jnp.asarray(g), grid, patch)
+      latent = fn(self.params, noise, ids, mask, ktok, gtok)
+      out.append(decode_to_pixels(self.codec, latent, frames))
+    return np.concatenate(out, axis=0)
+
+  def latent_shape(self, frames: int, height: int, width: int) -> tuple[int, int, int, int]:
+    """The latent [t, h, w, c] of a frames x height x width clip, checked against the patch."""
+    patch = tuple(self.cfg.model.patch)
     _, fh, fw = self.codec.factors
     for name, n, f, p in (("height", height, fh, patch[1]), ("width", width, fw, patch[2])):
       if n < 1 or n % (f * p):
@@ -119,21 +170,11 @@ class Pipeline:
     if latent_shape[0] % patch[0]:
       raise ValueError(f"frames={frames} gives {latent_shape[0]} latent frames, not a multiple of "
                        f"the temporal patch {patch[0]}")
-    grid = P.grid_shape(latent_shape, patch)
-    n_tok = int(np.prod(grid))
-    shift = flow.resolution_shift(n_tok, c.diffusion.base_tokens, c.diffusion.base_shift)
-    fn = _sampling_fn(self.graphdef, latent_shape, patch, steps, float(cfg_scale), sampler,
-                      shift, c.diffusion.prediction)
-    out = []
-    key = jax.random.PRNGKey(seed)
-    for start in range(0, len(prompts), batch_size):
-      chunk = list(prompts[start:start + batch_size])
-      ids, mask = self.tokenizer.encode(chunk, c.data.text_len)
-      noise = jax.random.normal(jax.random.fold_in(key, start),
-                                (len(chunk), n_tok, P.token_dim(latent_shape[-1], patch)))
-      latent = fn(self.params, noise, ids, mask)
-      out.append(decode_to_pixels(self.codec, latent, frames))
-    return np.concatenate(out, axis=0)
+    return latent_shape
+
+  def encode(self, video: np.ndarray) -> np.ndarray:
+    """uint8 video [B, T, H, W, 3] -> this model's latents [B, t, h, w, c] (what `known` takes)."""
+    return np.asarray(_encoder(self.codec)(from_pixels(jnp.asarray(video))))
 
 
 def save_videos(videos: np.ndarray, names: Sequence[str], out: pathlib.Path, *, safety,
@@ -174,28 +215,48 @@ def _decoder(codec):
   return jax.jit(codec.decode)
 
 
+@functools.lru_cache(maxsize=8)
+def _encoder(codec):
+  return jax.jit(codec.encode)
+
+
 @functools.lru_cache(maxsize=16)
-def _sampling_fn(graphdef, latent_shape, patch, steps, cfg_scale, sampler, shift, prediction):
+def _sampling_fn(graphdef, latent_shape, patch, steps, cfg_scale, sampler, shift, prediction,
+                 conditioned=False, strength=1.0):
   pos = P.positions(P.grid_shape(latent_shape, patch))
-  ts = samplers.schedule(steps, shift)
+  ts = np.asarray(samplers.schedule(steps, shift))
+  if strength < 1.0:  # SDEdit: the part of the schedule below `strength`
+    ts = np.concatenate([[strength], ts[ts < strength]]).astype(np.float32)
+  ts = jnp.asarray(ts)
   integrate = samplers.get_sampler(sampler)
 
   @jax.jit
-  def run(params, noise, ids, mask):
+  def run(params, noise, ids, mask, known, given):
+    """noise/known [B, N, P]; given bool [B, N] tokens held at `known`."""
     model = nnx.merge(graphdef, params)
     b = noise.shape[0]
     null_ids, null_mask = null_text(ids)
     text = model.encode_text(jnp.concatenate([ids, null_ids]), jnp.concatenate([mask, null_mask]))
     tmask = jnp.concatenate([mask, null_mask])
     positions = jnp.broadcast_to(pos, (2 * b,) + pos.shape)
+    given2 = jnp.concatenate([given, given])
 
     def both(x, t):  # one batched call for the conditional and the null prompt
       x2, t2 = jnp.concatenate([x, x]), jnp.concatenate([t, t])
-      v = flow.to_velocity(model.dit(x2, positions, t2, text, tmask), x2, t2, prediction)
+      if conditioned:  # given tokens: their known values, t = 0, and no velocity
+        known2 = jnp.concatenate([known, known])
+        x2 = cond.hold(x2, known2, given2)
+        t_tok = cond.per_token_time(t2, given2)
+        v = flow.to_velocity(model.dit(x2, positions, t_tok, text, tmask), x2, t_tok, prediction)
+        v = jnp.where(given2[..., None], 0.0, v)
+      else:
+        v = flow.to_velocity(model.dit(x2, positions, t2, text, tmask), x2, t2, prediction)
       return v[:b], v[b:]
 
     v = samplers.guided(both, cfg_scale)
-    tokens = integrate(v, noise, ts)
+    x = noise if strength >= 1.0 else flow.interpolate(known, noise, jnp.full((b,), ts[0]))
+    x = cond.hold(x, known, given) if conditioned else x
+    tokens = integrate(v, x, ts)
     return P.unpatchify_batch(tokens, latent_shape, patch)
 
   return run

@@ -32,9 +32,14 @@ def sample_timesteps(rng: jax.Array, batch: int, *, mean: float = 0.0, std: floa
   return shift_time(t, shift)
 
 
+def _bcast(t: jax.Array, x: jax.Array) -> jax.Array:
+  """t [B] (per example) or [B, N] (per token) shaped to broadcast against x [B, N, ...]."""
+  return t.reshape(t.shape + (1,) * (x.ndim - t.ndim))
+
+
 def interpolate(x0: jax.Array, noise: jax.Array, t: jax.Array) -> jax.Array:
-  """x_t for t [B] broadcast over the trailing axes of x0 [B, ...]."""
-  tb = t.reshape((-1,) + (1,) * (x0.ndim - 1))
+  """x_t for t [B] (or per token [B, N]) broadcast over the trailing axes of x0 [B, N, ...]."""
+  tb = _bcast(t, x0)
   return (1.0 - tb) * x0 + tb * noise
 
 
@@ -58,7 +63,7 @@ def to_velocity(out: jax.Array, x_t: jax.Array, t: jax.Array, prediction: str,
   if prediction == "velocity":
     return out
   if prediction == "x0":
-    tb = jnp.maximum(t, t_min).reshape((-1,) + (1,) * (x_t.ndim - 1))
+    tb = _bcast(jnp.maximum(t, t_min), x_t)
     return (x_t - out) / tb
   raise ValueError(f"unknown prediction {prediction!r}; choose from {PREDICTIONS}")
 

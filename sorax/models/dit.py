@@ -63,8 +63,9 @@ class DiTBlock(nnx.Module):
     self.modulation = layers.dense(d, 6 * d, ("embed", "mlp"), zero_init=True, rngs=rngs, **kw)
 
   def __call__(self, x, c, rope, text, text_mask, token_mask):
-    """x [B, N, D]; c [B, D] conditioning; rope [B, N, K/2]; text [B, L, D]; masks bool."""
-    mod = self.modulation(jax.nn.silu(c))[:, None, :]
+    """x [B, N, D]; c [B, 1, D] (one timestep per clip) or [B, N, D] (per token) conditioning;
+    rope [B, N, K/2]; text [B, L, D]; masks bool."""
+    mod = self.modulation(jax.nn.silu(c))
     shift1, scale1, gate1, shift2, scale2, gate2 = jnp.split(mod, 6, axis=-1)
     h = self.norm1(x) * (1 + scale1) + shift1
     x = x + gate1 * self.attn(h, rope=rope, mask=token_mask)
@@ -103,11 +104,13 @@ class DiT(nnx.Module):
 
   def __call__(self, x: jax.Array, positions: jax.Array, t: jax.Array, text: jax.Array,
                text_mask: jax.Array, token_mask: jax.Array | None = None) -> jax.Array:
-    """x [B, N, P] noisy tokens; positions int [B, N, 3]; t [B] in [0, 1];
+    """x [B, N, P] noisy tokens; positions int [B, N, 3]; t [B] in [0, 1], or [B, N] per token
+    (masked conditioning: given tokens have t = 0, sorax/diffusion/conditioning.py);
     text [B, L, text_width] with text_mask bool [B, L]; token_mask bool [B, N] marks real
     (non-padding) tokens. -> velocity [B, N, P] (float32)."""
     cfg = self.cfg
     x = constrain(self.patch_embed(x), ("act_batch", "act_length", "act_embed"))
+    t = t[:, None] if t.ndim == 1 else t  # [B, 1] or [B, N]: modulation broadcasts over tokens
     c = self.time_out(jax.nn.silu(self.time_in(layers.timestep_embedding(t, 256))))
     txt = self.text_out(jax.nn.gelu(self.text_in(text), approximate=True))
     rope = layers.rope_angles(positions, cfg.width // cfg.heads, cfg.rope_theta)
@@ -128,6 +131,6 @@ class DiT(nnx.Module):
       for block in self.blocks:
         x = run_block(*nnx.split(block), x)
 
-    shift, scale = jnp.split(self.final_mod(jax.nn.silu(c))[:, None, :], 2, axis=-1)
+    shift, scale = jnp.split(self.final_mod(jax.nn.silu(c)), 2, axis=-1)
     x = self.final_norm(x) * (1 + scale) + shift
     return self.final_out(x).astype(jnp.float32)

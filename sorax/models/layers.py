@@ -165,8 +165,8 @@ class MLP(nnx.Module):
 
 
 def timestep_embedding(t: jax.Array, dim: int, max_period: float = 10000.0) -> jax.Array:
-  """Sinusoidal features of t [B] in [0, 1] (scaled by 1000, as in DiT) -> [B, dim]."""
+  """Sinusoidal features of t [...] in [0, 1] (scaled by 1000, as in DiT) -> [..., dim]."""
   half = dim // 2
   freqs = jnp.exp(-math.log(max_period) * jnp.arange(half, dtype=jnp.float32) / half)
-  args = (t.astype(jnp.float32) * 1000.0)[:, None] * freqs[None]
+  args = (t.astype(jnp.float32) * 1000.0)[..., None] * freqs
   return jnp.concatenate([jnp.cos(args), jnp.sin(args)], axis=-1)

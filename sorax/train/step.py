@@ -12,6 +12,7 @@ import optax
 from flax import nnx
 
 from sorax import patchify as P
+from sorax.diffusion import conditioning as cond
 from sorax.diffusion import flow
 from sorax.models.codec import from_pixels
 from sorax.models.text import null_text
@@ -36,6 +37,10 @@ class StepConfig:
   images_per_clip: int = 0
   image_weight: float = 0.5
   image_shift: float = 1.0
+  # Masked conditioning (sorax/diffusion/conditioning.py): (mode, rate) pairs; each clip draws a
+  # mode, its given latent frames enter clean with t = 0 and are left out of the loss. Empty or
+  # only "none": plain text-to-video.
+  conditioning: tuple[tuple[str, float], ...] = ()
 
 
 # Colours that are not objects in the world (WORLD.md): the four backgrounds and the wall.
@@ -74,15 +79,32 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
                      "whose fold puts pixel weights on the latent")
   if cfg.images_per_clip and cfg.patch[0] != 1:
     raise ValueError(f"joint image training needs temporal patch 1, got patch {cfg.patch}")
+  rates = dict(cfg.conditioning)
+  conditioned = bool(rates) and cond.is_active(rates)
+  if rates:
+    cond.check_rates(rates)
 
-  def denoise_loss(model, x0, positions, ids, mask, rng, weight, shift):
+  def given_tokens(rng, latent_shape):
+    """A mask row per clip from a fixed table of drawn modes -> given tokens [B, N]."""
+    b, frames = latent_shape[0], latent_shape[1]
+    table = jnp.asarray(cond.mode_table(rates, frames))  # built at trace time: static shapes
+    rows = table[jax.random.randint(rng, (b,), 0, table.shape[0])]
+    grid = P.grid_shape(latent_shape[1:], cfg.patch)
+    return cond.token_mask(rows, grid, cfg.patch)
+
+  def denoise_loss(model, x0, positions, ids, mask, rng, weight, shift, given=None):
     r_t, r_noise, r_drop = jax.random.split(rng, 3)
     t = flow.sample_timesteps(r_t, x0.shape[0], mean=cfg.t_mean, std=cfg.t_std, shift=shift)
     noise = jax.random.normal(r_noise, x0.shape, x0.dtype)
     ids, mask = drop_text(r_drop, ids, mask, cfg.text_dropout)
     x_t = flow.interpolate(x0, noise, t)
+    keep = None
+    if given is not None:  # given tokens: clean, t = 0, no loss
+      x_t = cond.hold(x_t, x0, given)
+      t = cond.per_token_time(t, given)
+      keep = ~given
     pred = flow.to_velocity(model(x_t, positions, t, ids, mask), x_t, t, cfg.prediction)
-    return flow.flow_loss(pred, x0, noise, weight=weight)
+    return flow.flow_loss(pred, x0, noise, mask=keep, weight=weight)
 
   def prepare(video, latent):
     """-> (x0 tokens, positions, loss weights or None) of a video batch (or cached latents)."""
@@ -99,11 +121,14 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
 
   def train_step(state: TrainState, batch: dict[str, Any]):
     rng = jax.random.fold_in(state.rng, state.step)
-    r_clip, r_img, r_pick = jax.random.split(rng, 3)
+    r_clip, r_img, r_pick, r_cond = jax.random.split(rng, 4)
     latent = None
     if "latent" in batch:
       latent = batch["latent"] if normalize is None else normalize(batch["latent"])
+    if latent is None:
+      latent = encode(from_pixels(batch["video"]))
     clips = prepare(batch.get("video"), latent)
+    given = given_tokens(r_cond, latent.shape) if conditioned else None
     images = None
     if cfg.images_per_clip:
       if "video" not in batch:
@@ -119,7 +144,7 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
     def loss_fn(params):
       model = nnx.merge(graphdef, params)
       loss = denoise_loss(model, *clips[:2], batch["ids"], batch["mask"], r_clip, clips[2],
-                          cfg.shift)
+                          cfg.shift, given)
       if images is None:
         return loss
       loss_img = denoise_loss(model, *images[:2], img_ids, img_mask, r_img, images[2],

@@ -66,6 +66,7 @@ def step_config(cfg: ml_collections.ConfigDict) -> StepConfig:
                     object_weight=cfg.diffusion.get("object_weight", 0.0),
                     images_per_clip=d.get("images_per_clip", 0),
                     image_weight=d.get("image_weight", 0.5),
+                    conditioning=tuple(sorted(cfg.get("conditioning", {}).items())),
                     image_shift=flow.resolution_shift(
                         num_tokens(cfg, 1, d.height, d.width), cfg.diffusion.base_tokens,
                         cfg.diffusion.base_shift) if d.get("images_per_clip", 0) else 1.0)

@@ -1,0 +1,176 @@
+"""Masked conditioning: the mode registry, the training step, and given frames held by the
+sampler (every verb) on a tiny model."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from sorax import verbs
+from sorax.diffusion import conditioning as cond
+from sorax.models.codec import SpaceToDepthCodec
+from sorax.sample import Pipeline
+from sorax.train.trainer import Trainer
+from tests.test_train import tiny
+
+# 5 frames -> 3 latent frames (frame 0, then pairs) of 16x16 -> 4x4 latent, 1x2x2 patches: 12 tokens.
+CAUSAL = ["--config.codec.temporal=2", "--config.codec.spatial=4", "--config.codec.causal=True",
+          "--config.data.frames=5", "--config.model.patch=[1,2,2]"]
+MIX = ["--config.conditioning.none=0.3", "--config.conditioning.first=0.2",
+       "--config.conditioning.prefix=0.2", "--config.conditioning.suffix=0.1",
+       "--config.conditioning.ends=0.1", "--config.conditioning.scattered=0.1"]
+
+
+@pytest.fixture(scope="module")
+def pipe(tmp_path_factory):
+  work = tmp_path_factory.mktemp("cond")
+  tr = Trainer(tiny("--config.train.steps=3", "--config.optim.lr=1e-2", *CAUSAL, *MIX), work)
+  tr.fit(3, progress=False)
+  tr.close()
+  p = Pipeline.load(work)
+  p.policy = None
+  return p
+
+
+def _video(seed, frames=5):
+  return np.random.default_rng(seed).integers(0, 256, (frames, 16, 16, 3), dtype=np.uint8)
+
+
+# -- modes and masks ------------------------------------------------------------------------------
+
+
+def test_modes_give_what_their_names_say():
+  rng = np.random.default_rng(0)
+  assert not cond.none(rng, 5).any()
+  assert cond.first(rng, 5).tolist() == [True, False, False, False, False]
+  assert cond.last(rng, 5).tolist() == [False, False, False, False, True]
+  assert cond.prefix(rng, 5, k=2).tolist() == [True, True, False, False, False]
+  assert cond.suffix(rng, 5, k=2).tolist() == [False, False, False, True, True]
+  assert cond.first_last(rng, 5).tolist() == [True, False, False, False, True]
+  assert cond.ends(rng, 5, k=(1, 2)).tolist() == [True, False, False, True, True]
+  for _ in range(50):  # drawn lengths always leave something to make
+    for mode in ("prefix", "suffix", "ends", "scattered"):
+      m = cond.MODES[mode](rng, 9)
+      assert m.any() and not m.all(), mode
+
+
+def test_rates_are_checked_and_drawn_in_proportion():
+  with pytest.raises(ValueError, match="unknown conditioning modes"):
+    cond.check_rates({"firts": 1.0})
+  with pytest.raises(ValueError, match=">= 0"):
+    cond.check_rates({"first": -1.0, "none": 2.0})
+  masks = cond.sample_masks(np.random.default_rng(0), 4000, 9, {"none": 3.0, "first": 1.0})
+  share_first = masks[:, 0].mean()
+  assert abs(share_first - 0.25) < 0.03
+  assert not masks[:, 1:].any()
+  assert not cond.is_active({"none": 1.0, "first": 0.0}) and cond.is_active({"first": 0.1})
+
+
+def test_token_mask_follows_patchify_order():
+  fm = jnp.array([[True, False, True]])
+  tok = cond.token_mask(fm, (3, 2, 2), (1, 2, 2))
+  assert tok.shape == (1, 12)
+  assert tok[0].tolist() == [True] * 4 + [False] * 4 + [True] * 4
+  # A token spanning two latent frames is given only when both are.
+  tok2 = cond.token_mask(jnp.array([[True, True, True, False]]), (2, 1, 1), (2, 1, 1))
+  assert tok2[0].tolist() == [True, False]
+
+
+def test_causal_frame_groups_and_given_latents():
+  c = SpaceToDepthCodec(temporal=2, spatial=4, causal=True)
+  assert cond.frame_groups(c, 5) == [[0], [1, 2], [3, 4]]
+  assert cond.frame_groups(SpaceToDepthCodec(temporal=2, spatial=4), 4) == [[0, 1], [2, 3]]
+  # Frame 1 known without its partner 2: that latent frame is not given.
+  assert cond.latent_given(c, [True, True, False, True, True]).tolist() == [True, False, True]
+
+
+def test_training_step_skips_given_tokens_in_the_loss(tmp_path):
+  """With every frame given the loss has nothing to learn from: 0 and zero gradients."""
+  cfg = tiny("--config.train.steps=1", *CAUSAL, "--config.conditioning.none=0.0",
+             "--config.conditioning.prefix=0.0", "--config.conditioning.first=1.0",
+             "--config.data.frames=1")
+  tr = Trainer(cfg, tmp_path / "all_given")
+  _, metrics = tr.step_fn(tr.state, next(tr.data))
+  assert float(metrics["loss"]) == 0.0 and float(metrics["grad_norm"]) == 0.0
+  tr.close()
+  tr = Trainer(tiny("--config.train.steps=1", *CAUSAL, *MIX), tmp_path / "mix")
+  _, metrics = tr.step_fn(tr.state, next(tr.data))
+  assert np.isfinite(float(metrics["loss"])) and float(metrics["loss"]) > 0
+  tr.close()
+
+
+# -- the sampler holds given frames ---------------------------------------------------------------
+
+
+def test_given_latent_frames_come_back_unchanged(pipe):
+  video = _video(1)[None]
+  known = pipe.encode(video)
+  given = np.array([[True, False, True]])
+  out = pipe.generate(["red circle"], seed=3, known=known, given=given)
+  # The pixel codec is lossless: the given frames (0, and the pair 3-4) are the input's.
+  np.testing.assert_array_equal(out[0, [0, 3, 4]], video[0, [0, 3, 4]])
+  assert not np.array_equal(out[0, 1:3], video[0, 1:3])
+
+
+def test_edit_strength_zero_returns_the_input_and_one_ignores_it(pipe):
+  video = _video(2)
+  np.testing.assert_array_equal(verbs.edit(pipe, video, "red circle", 0.0), video)
+  fresh = pipe.generate(["red circle"], seed=0)[0]
+  np.testing.assert_array_equal(verbs.edit(pipe, video, "red circle", 1.0), fresh)
+
+
+def test_animate_keeps_the_image_as_frame_zero(pipe):
+  image = _video(3)[0]
+  out = verbs.animate(pipe, image, "red circle")
+  assert out.shape == (5, 16, 16, 3)
+  np.testing.assert_array_equal(out[0], image)
+
+
+@pytest.mark.parametrize("direction", ["forward", "backward"])
+def test_extend_keeps_the_video_and_adds_the_asked_length(pipe, direction):
+  video = _video(4)
+  out = verbs.extend(pipe, video, seconds=1.0, direction=direction, prompt="red circle")
+  assert len(out) == 5 + 8
+  kept = out[:5] if direction == "forward" else out[-5:]
+  np.testing.assert_array_equal(kept, video)
+  again = verbs.extend(pipe, out, seconds=0.5, direction=direction)  # extend an extension
+  assert len(again) == 13 + 4
+
+
+def test_fill_changes_only_the_missing_frames(pipe):
+  video = _video(5, frames=9)
+  out = verbs.fill(pipe, video, (3, 4), "red circle")
+  keep = [0, 1, 2, 5, 6, 7, 8]
+  np.testing.assert_array_equal(out[keep], video[keep])
+  assert not np.array_equal(out[3:5], video[3:5])
+
+
+def test_interpolate_connect_and_loop_hold_their_ends(pipe):
+  a, b = _video(6), _video(7)
+  out = verbs.interpolate(pipe, a[0], b[0], "red circle")
+  np.testing.assert_array_equal(out[0], a[0])
+  np.testing.assert_array_equal(out[-1], b[0])
+  joined = verbs.connect(pipe, a, b, "red circle")
+  np.testing.assert_array_equal(joined[:5], a)
+  np.testing.assert_array_equal(joined[-5:], b)
+  assert len(joined) > 10
+  looped = verbs.loop(pipe, "red circle")
+  assert len(looped) > 5
+
+
+def test_bad_inputs_get_clear_errors(pipe):
+  with pytest.raises(ValueError, match="alpha"):
+    verbs.check_pixels(np.zeros((16, 16, 4), np.uint8), 3, "a.png")
+  with pytest.raises(ValueError, match="grayscale"):
+    verbs.check_pixels(np.zeros((16, 16), np.uint8), 3, "a.png")
+  with pytest.raises(ValueError, match="empty"):
+    verbs.check_pixels(np.zeros((0, 16, 16, 3), np.uint8), 4, "v.mp4")
+  with pytest.raises(ValueError, match="out of bounds"):
+    verbs.parse_range("3-9", 5)
+  with pytest.raises(ValueError, match="A-B"):
+    verbs.parse_range("three", 5)
+  with pytest.raises(ValueError, match="too short"):
+    verbs.extend(pipe, _video(0, frames=1), 1.0, "backward")
+  notes = []
+  fitted = verbs.fit_video(np.zeros((2, 32, 48, 3), np.uint8), 16, 16, notice=notes.append)
+  assert fitted.shape == (2, 16, 16, 3) and "resized" in notes[0]
