@@ -92,7 +92,7 @@ def run_verb(name, pipe, specs, prompts, h, w, f, kw):
       row.update(psnr=psnr(out[0], gt[0]), seam=seam_ratio(out, [made[0], made[-1] + 1]),
                  **oracle.score_video(out, spec))
     elif name == "connect":
-      m = max(1, len(groups) // 3)
+      m = verbs.bridge_context(groups)
       g = f - len(sum(groups[:m], [])) - len(sum(groups[-m:], []))
       full = world.render(spec, h, w, 2 * f + g)
       a, b = full[:f], full[f + g:]
@@ -108,8 +108,7 @@ def run_verb(name, pipe, specs, prompts, h, w, f, kw):
       new = verbs.edit(pipe, gt, prompts[(i + 1) % len(specs)], 1.0, **kw_i)
       row.update(psnr=psnr(same, gt), **oracle.score_video(new, other))
     elif name == "t2v":
-      out = pipe.generate([prompt], seed=i, **{k: v for k, v in kw.items()
-                                               if k in ("steps",) and v})[0]
+      out = pipe.generate([prompt], seed=i, steps=kw.get("steps"))[0]
       row.update(**oracle.score_video(out, spec))
     rows.append(row)
   return rows

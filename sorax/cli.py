@@ -337,9 +337,7 @@ def cmd_verb(args, overrides: Sequence[str]) -> int:
                           args.prompt, **kw)
   elif verb == "loop":
     video = verbs.loop(pipe, args.prompt, **kw)
-  else:
-    if not 0.0 <= args.strength <= 1.0:
-      raise CLIError(f"--strength must be in [0, 1], got {args.strength}")
+  else:  # edit checks the strength (ValueError: one line, exit 2)
     video = verbs.edit(pipe, _read_clip(args.video, h, w), args.prompt, args.strength, **kw)
   files = save_videos(video[None], [verb], pathlib.Path(args.out), safety=safety,
                       prompts=[args.prompt], pipe=pipe, gif=args.gif)

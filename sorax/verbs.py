@@ -217,12 +217,17 @@ def interpolate(pipe, first_image: np.ndarray, last_image: np.ndarray, prompt: s
   return window(pipe, prompt, pixels, known, **kw)
 
 
+def bridge_context(groups: list[list[int]]) -> int:
+  """Latent frames of context a bridge takes from each side: a third of the window."""
+  return max(1, len(groups) // 3)
+
+
 def _bridge(pipe, a: np.ndarray, b: np.ndarray, prompt: str, **kw) -> np.ndarray:
   """Frames leading from the end of `a` into the start of `b`: one window given a's last and
   b's first latent frames (about a third of the window each), the middle made."""
   frames = _clip_frames(pipe)
   groups = cond.frame_groups(pipe.codec, frames)
-  m = max(1, len(groups) // 3)
+  m = bridge_context(groups)
   ma, mb = _context(groups, m, len(a), False), _context(groups, m, len(b), True)
   if ma == 0 or mb == 0:
     raise ValueError(f"videos of {len(a)} and {len(b)} frames are too short to connect")
