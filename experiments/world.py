@@ -68,7 +68,9 @@ def get_config(arg: str = "demo") -> ml_collections.ConfigDict:
   c.model = ml_collections.ConfigDict(dict(
       patch=[1, 2, 2], width=128, depth=4, heads=4, mlp_ratio=4.0, qk_norm=True,
       text_width=128, text_depth=2, text_heads=4, dtype="float32", param_dtype="float32",
-      attention="auto", scan_layers=True, remat="none"))
+      attention="auto", scan_layers=True, remat="none",
+      # > 0: a per-token MLP of this width added to the linear output head (models/dit.py).
+      head_hidden=0))
   c.tokenizer = ""  # empty: the shipped sorax/assets/world_sp.model
 
   c.diffusion = ml_collections.ConfigDict(dict(
@@ -96,7 +98,10 @@ def get_config(arg: str = "demo") -> ml_collections.ConfigDict:
       steps=1500, log_every=25, checkpoint_every=500, keep=2, async_checkpoint=True,
       # A weights file (.safetensors) or workdir whose weights start this run (fresh optimizer
       # and schedule): how the shipped checkpoint is trained on over several runs.
-      init_from=""))
+      init_from="",
+      # Weights this model has and init_from lacks (e.g. model.head_hidden added to a trained
+      # model) keep their fresh init instead of being an error.
+      init_allow_fresh=False))
 
   c.mesh = ml_collections.ConfigDict(dict(
       shape=ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1, sequence=1)),

@@ -63,6 +63,24 @@ def test_text_and_time_change_the_output():
   assert not np.allclose(m(x, pos, t * 0.1, txt, mask), out, atol=1e-4)
 
 
+def test_mlp_head_starts_as_the_linear_head_and_then_leaves_its_subspace():
+  base = dict(token_dim=8, width=4, depth=1, heads=2, text_width=16)
+  linear = _perturbed(DiTConfig(**base))
+  headed = DiT(DiTConfig(**base, head_hidden=16), rngs=nnx.Rngs(1))
+  state = nnx.state(headed)
+  for k, v in nnx.state(linear).items():
+    state[k] = v  # the trained model's weights; head_out keeps its zero init
+  nnx.update(headed, state)
+  inputs = _inputs()
+  np.testing.assert_array_equal(headed(*inputs), linear(*inputs))
+  # The linear head's outputs span at most `width` (4) of the 8 patch dimensions; the MLP head
+  # (once trained) does not stay in that subspace.
+  rank = lambda out: np.linalg.matrix_rank(np.asarray(out).reshape(-1, 8), tol=1e-4)
+  assert rank(linear(*inputs)) <= 5  # width + the bias
+  headed.head_out.kernel.value = 0.3 * jax.random.normal(jax.random.PRNGKey(5), (16, 8))
+  assert rank(headed(*inputs)) == 8
+
+
 def test_every_parameter_has_logical_axes():
   m = DiT(DiTConfig(token_dim=8, width=32, depth=2, heads=2, text_width=16), rngs=nnx.Rngs(0))
   specs = jax.tree.leaves(nnx.get_partition_spec(nnx.state(m)),

@@ -130,3 +130,24 @@ def test_cli_export_then_sample_from_the_file(pipe, tmp_path, capsys):
   assert main(["sample", "--checkpoint", str(tmp_path / "nope.safetensors"), "--prompt", "x",
                "--out", str(tmp_path / "o2")]) == 2
   assert "not found" in capsys.readouterr().err and not (tmp_path / "o2").exists()
+
+
+def test_warm_start_adds_an_mlp_head_only_when_allowed(tmp_path):
+  """train.init_from into a model with a new output MLP (model.head_hidden): with
+  train.init_allow_fresh the shared weights are copied and the head starts at zero, so the model
+  computes what its source did; without it, the missing source weights are one clear error."""
+  src = tmp_path / "src"
+  tr = Trainer(tiny("--config.train.steps=2", "--config.optim.lr=1e-2"), src)
+  tr.fit(2, progress=False)
+  tr.close()
+  source = Pipeline.load(src)
+  grow = ("--config.model.head_hidden=16", f"--config.train.init_from={src}")
+  with pytest.raises(ValueError, match="have no source"):
+    Trainer(tiny(*grow), tmp_path / "refused")
+  warm = Trainer(tiny(*grow, "--config.train.init_allow_fresh=True"), tmp_path / "warm")
+  params = nnx.to_pure_dict(jax.device_get(warm.state.params))
+  warm.close()
+  dit = params["dit"]
+  assert dit["head_in"]["kernel"].shape[1] == 16 and not np.any(dit["head_out"]["kernel"])
+  np.testing.assert_array_equal(dit["final_out"]["kernel"],
+                                np.asarray(nnx.to_pure_dict(source.params)["dit"]["final_out"]["kernel"]))

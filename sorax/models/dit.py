@@ -39,6 +39,12 @@ class DiTConfig:
   attention: str | None = None  # jax.nn.dot_product_attention implementation: None|"xla"|"cudnn"
   scan_layers: bool = True
   remat: str = "none"          # key of REMAT_POLICIES
+  # Hidden width of a per-token MLP added to the linear output head (0: linear head only). The
+  # linear head maps every token into one fixed `width`-dimensional subspace of patch space, and
+  # with x0-prediction the last sampler step returns that output, so sharp edges at arbitrary
+  # places inside a patch cannot be drawn (the 8x8-pixel blocks of BUILD_NOTES, issue 8). Its
+  # output layer starts at zero, so adding it to a trained model keeps that model's function.
+  head_hidden: int = 0
 
   def __post_init__(self):
     if self.remat not in REMAT_POLICIES:
@@ -101,6 +107,10 @@ class DiT(nnx.Module):
     self.final_mod = layers.dense(d, 2 * d, ("embed", "mlp"), zero_init=True, rngs=rngs, **kw)
     self.final_out = layers.dense(d, cfg.token_dim, ("embed", "patch"), zero_init=True, rngs=rngs,
                                   **kw)
+    if cfg.head_hidden:
+      self.head_in = layers.dense(d, cfg.head_hidden, ("embed", "mlp"), rngs=rngs, **kw)
+      self.head_out = layers.dense(cfg.head_hidden, cfg.token_dim, ("mlp", "patch"),
+                                   zero_init=True, rngs=rngs, **kw)
 
   def __call__(self, x: jax.Array, positions: jax.Array, t: jax.Array, text: jax.Array,
                text_mask: jax.Array, token_mask: jax.Array | None = None) -> jax.Array:
@@ -133,4 +143,7 @@ class DiT(nnx.Module):
 
     shift, scale = jnp.split(self.final_mod(jax.nn.silu(c)), 2, axis=-1)
     x = self.final_norm(x) * (1 + scale) + shift
-    return self.final_out(x).astype(jnp.float32)
+    out = self.final_out(x)
+    if cfg.head_hidden:
+      out = out + self.head_out(jax.nn.gelu(self.head_in(x), approximate=True))
+    return out.astype(jnp.float32)

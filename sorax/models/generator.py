@@ -57,6 +57,7 @@ def generator_config(cfg, vocab_size: int) -> GeneratorConfig:
   dit = DiTConfig(
       token_dim=pt * ph * pw * codec.channels, width=m.width, depth=m.depth, heads=m.heads,
       mlp_ratio=m.mlp_ratio, text_width=m.text_width, qk_norm=m.qk_norm, dtype=m.dtype,
-      param_dtype=m.param_dtype, attention=attention, scan_layers=m.scan_layers, remat=m.remat)
+      param_dtype=m.param_dtype, attention=attention, scan_layers=m.scan_layers, remat=m.remat,
+      head_hidden=m.get("head_hidden", 0))
   return GeneratorConfig(dit=dit, vocab_size=vocab_size, text_depth=m.text_depth,
                          text_heads=m.text_heads)

@@ -248,6 +248,10 @@ class Trainer(BaseTrainer):
       from sorax.sample import Pipeline  # noqa: PLC0415
       source = Pipeline.load(src)  # a .safetensors file or another run's workdir
       state, copied, fresh, unused = state_lib.warm_start(state, source.params)
+      if fresh and self.cfg.train.get("init_allow_fresh"):
+        logging.info("warm start: %d weights keep their fresh init (train.init_allow_fresh): %s",
+                     len(fresh), ", ".join(fresh))
+        fresh = []
       if unused or fresh:
         raise ValueError(f"train.init_from={src!r} is another model: {len(unused)} of its "
                          f"weights have no place here, {len(fresh)} of this model's have no "
