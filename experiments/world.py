@@ -81,7 +81,10 @@ def get_config(arg: str = "demo") -> ml_collections.ConfigDict:
       prediction="x0",
       # Loss weight of object pixels is 1 + object_weight (pixel codecs only; the world's
       # objects are a few percent of the pixels, and they are what a prompt asks for).
-      object_weight=0.0))
+      object_weight=0.0,
+      # Loss weight, minus 1, of pixels that change from a frame to its neighbour (where the
+      # motion is drawn; sorax/train/step.py motion_mask). Same needs as object_weight.
+      motion_weight=0.0))
 
   # Masked conditioning (sorax/diffusion/conditioning.py): the rate at which a training clip
   # draws each mode of given frames (normalized). Only "none": text-to-video alone. The shipped

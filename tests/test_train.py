@@ -1,5 +1,6 @@
 """Training loop, checkpoints and resumption."""
 
+import dataclasses
 import json
 
 import jax
@@ -91,6 +92,7 @@ def test_object_weight_and_image_training_run_and_change_the_loss(tmp_path):
   losses = {}
   for name, extra in {"plain": [], "obj": ["--config.diffusion.object_weight=4"],
                       "img": ["--config.data.images_per_clip=2"],
+                      "motion": ["--config.diffusion.motion_weight=4"],
                       "both": ["--config.diffusion.object_weight=4",
                                "--config.data.images_per_clip=2"]}.items():
     tr = Trainer(tiny("--config.train.steps=2", *extra), tmp_path / name)
@@ -99,11 +101,15 @@ def test_object_weight_and_image_training_run_and_change_the_loss(tmp_path):
     tr.close()
   assert all(np.isfinite(v) for v in losses.values()), losses
   assert losses["obj"] != losses["plain"] and losses["img"] != losses["plain"], losses
+  assert losses["motion"] != losses["plain"], losses
 
 
 def test_object_weight_needs_a_pixel_codec():
   from sorax.train.step import StepConfig, make_train_step
   cfg = StepConfig(patch=(1, 2, 2), t_mean=0.0, t_std=1.0, shift=1.0, text_dropout=0.0,
                    ema_decay=0.9, object_weight=4.0)
-  with pytest.raises(ValueError, match="object_weight needs a pixel-aligned codec"):
+  with pytest.raises(ValueError, match="object_weight/motion_weight need a pixel-aligned codec"):
     make_train_step(None, None, lambda x: x, cfg, fold=None)  # e.g. the VAE: no fold
+  with pytest.raises(ValueError, match="need a pixel-aligned codec"):
+    make_train_step(None, None, lambda x: x, dataclasses.replace(cfg, object_weight=0.0,
+                                                                 motion_weight=2.0), fold=None)

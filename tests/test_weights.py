@@ -14,7 +14,7 @@ from flax import nnx
 from sorax.data import world
 from sorax.models import weights
 from sorax.sample import Pipeline
-from sorax.train.step import object_mask
+from sorax.train.step import motion_mask, object_mask
 from sorax.train.trainer import Trainer
 from tests.test_train import tiny
 
@@ -112,6 +112,23 @@ def test_object_mask_marks_exactly_the_object_pixels():
   want = np.all(video == np.array(world.OBJECT_COLORS["red"], np.uint8), axis=-1)
   np.testing.assert_array_equal(m.astype(bool), want)
   assert 0 < m.mean() < 0.2
+
+
+def test_motion_mask_marks_the_pixels_that_change_between_frames():
+  still = world.SceneSpec(background="navy", wall=False, objects=(
+      world.ObjectSpec("red", "square", "large", "static", start=(0.5, 0.5)),))
+  moving = world.SceneSpec(background="navy", wall=False, objects=(
+      world.ObjectSpec("red", "square", "large", "right", start=(0.3, 0.5)),))
+  v = np.stack([world.render(still, 32, 32, 5), world.render(moving, 32, 32, 5)])
+  m = np.asarray(motion_mask(jnp.asarray(v)))
+  assert m.shape == (2, 5, 32, 32) and not m[0].any()
+  diff = np.any(v[1, 1:] != v[1, :-1], axis=-1)  # frame k+1 vs k
+  np.testing.assert_array_equal(m[1, 0], diff[0])      # frame 0: only its next neighbour
+  np.testing.assert_array_equal(m[1, 4], diff[3])      # the last: only its previous one
+  np.testing.assert_array_equal(m[1, 2], diff[1] | diff[2])
+  assert 0 < m[1].mean() < 0.2
+  one = np.asarray(motion_mask(jnp.asarray(v[:, :1])))  # a single frame: nothing changes
+  assert one.shape == (2, 1, 32, 32) and not one.any()
 
 
 def test_cli_export_then_sample_from_the_file(pipe, tmp_path, capsys):

@@ -31,6 +31,10 @@ class StepConfig:
   # Loss weight of object pixels relative to background/wall pixels, minus 1 (0: plain mean).
   # Needs pixel-aligned latents (`fold`, the space-to-depth codec) and rendered world video.
   object_weight: float = 0.0
+  # Loss weight, minus 1, of pixels that change between a frame and its neighbour (the leading
+  # and trailing edges of moving, growing and shrinking objects: where motion is drawn). Adds to
+  # object_weight; the same codec and data needs.
+  motion_weight: float = 0.0
   # Joint image training (Ho et al. 2022): each step also denoises `images_per_clip` single
   # frames (T = 1) drawn from every clip of the batch, as one-frame videos with the clip's
   # caption, weighted `image_weight` in the loss and timesteps warped by `image_shift`.
@@ -56,6 +60,15 @@ def object_mask(video: jax.Array) -> jax.Array:
   return 1.0 - is_bg.astype(jnp.float32)
 
 
+def motion_mask(video: jax.Array) -> jax.Array:
+  """uint8 video [B, T, H, W, 3] -> float32 [B, T, H, W]: 1 where the pixel differs from the
+  same pixel in the previous or the next frame, else 0 (all 0 for T = 1)."""
+  v = video.astype(jnp.int32)
+  step = jnp.any(v[:, 1:] != v[:, :-1], axis=-1)  # [B, T-1, H, W]: frame k+1 differs from k
+  none = jnp.zeros((step.shape[0], 1, *step.shape[2:]), bool)
+  return (jnp.concatenate([none, step], 1) | jnp.concatenate([step, none], 1)).astype(jnp.float32)
+
+
 def drop_text(rng: jax.Array, ids: jax.Array, mask: jax.Array, p: float):
   """Replaces each example's prompt by the null prompt with probability p."""
   drop = jax.random.bernoulli(rng, p, (ids.shape[0], 1))
@@ -74,8 +87,9 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
   latent cache (raw codec output, mapped by `normalize`). `fold` maps a per-pixel map
   [B, T, H, W, 3] onto the latent's layout (the object-weighted loss needs it).
   """
-  if cfg.object_weight and fold is None:
-    raise ValueError("diffusion.object_weight needs a pixel-aligned codec (space_to_depth), "
+  if (cfg.object_weight or cfg.motion_weight) and fold is None:
+    raise ValueError("diffusion.object_weight/motion_weight need a pixel-aligned codec "
+                     "(space_to_depth), "
                      "whose fold puts pixel weights on the latent")
   if cfg.images_per_clip and cfg.patch[0] != 1:
     raise ValueError(f"joint image training needs temporal patch 1, got patch {cfg.patch}")
@@ -112,10 +126,11 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
       latent = encode(from_pixels(video))
     x0, positions = P.patchify_batch(latent, cfg.patch)
     weight = None
-    if cfg.object_weight:
+    if cfg.object_weight or cfg.motion_weight:
       if video is None:
-        raise ValueError("diffusion.object_weight needs rendered video, not a latent cache")
-      w = 1.0 + cfg.object_weight * object_mask(video)
+        raise ValueError("diffusion.object_weight/motion_weight need rendered video, not a "
+                         "latent cache")
+      w = 1.0 + cfg.object_weight * object_mask(video) + cfg.motion_weight * motion_mask(video)
       weight, _ = P.patchify_batch(fold(jnp.repeat(w[..., None], 3, axis=-1)), cfg.patch)
     return x0, positions, weight
 

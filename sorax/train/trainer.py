@@ -64,6 +64,7 @@ def step_config(cfg: ml_collections.ConfigDict) -> StepConfig:
                     t_std=cfg.diffusion.t_std, shift=shift, text_dropout=cfg.diffusion.text_dropout,
                     ema_decay=cfg.optim.ema_decay, prediction=cfg.diffusion.prediction,
                     object_weight=cfg.diffusion.get("object_weight", 0.0),
+                    motion_weight=cfg.diffusion.get("motion_weight", 0.0),
                     images_per_clip=d.get("images_per_clip", 0),
                     image_weight=d.get("image_weight", 0.5),
                     conditioning=tuple(sorted(cfg.get("conditioning", {}).items())),
