@@ -9,8 +9,9 @@
                                                encode world clips once (then train with
                                                --config.data.latent_cache=DIR)
   sorax eval-vae [--checkpoint runs/vae] --out DIR     reconstruction PSNR + oracle on recons
-  sorax export-vae --checkpoint runs/vae --out vae.msgpack    EMA weights -> one VAE file
-  sorax export --checkpoint runs/x --out model.safetensors    EMA weights -> one weights file
+  sorax export-vae [--checkpoint runs/vae] --out vae.msgpack|vae.safetensors   one VAE file
+  sorax export [--checkpoint runs/x|F] --out model.safetensors [--format safetensors|orbax|stablehlo]
+                                               EMA weights, per-layer names (docs/export_layout.md)
   sorax animate IMAGE --prompt TEXT --out DIR   a clip that starts from a still image
   sorax extend VIDEO --seconds N [--direction forward|backward] [--prompt TEXT] --out DIR
   sorax fill VIDEO --missing A-B [--prompt TEXT] --out DIR          remake frames A..B (0-based)
@@ -179,19 +180,29 @@ def _add_vae(sub):
   p.add_argument("--height", type=int, default=64)
   p.add_argument("--width", type=int, default=64)
   p.add_argument("--frames", type=int, default=17)
-  p = sub.add_parser("export-vae", help="write a VAE workdir's EMA weights to one .msgpack file")
-  p.add_argument("--checkpoint", required=True)
-  p.add_argument("--out", required=True)
+  p = sub.add_parser("export-vae", help="write a VAE's EMA weights to one .msgpack file (or "
+                     ".safetensors: per-parameter names, what the PyTorch reference reads)")
+  p.add_argument("--checkpoint", default="",
+                 help="a VAE training workdir or VAE file (default: the shipped world VAE)")
+  p.add_argument("--out", required=True, help="vae.msgpack or vae.safetensors")
   p.add_argument("--dtype", default="float32", choices=["float32", "float16"])
 
 
 def _add_export(sub):
-  p = sub.add_parser("export", help="write a checkpoint's EMA weights to a weights-only file")
+  p = sub.add_parser("export", help="write a checkpoint's EMA weights to a weights-only file "
+                     "(per-layer tensor names, docs/export_layout.md) or a serving export")
   p.add_argument("--checkpoint", default=None,
-                 help="a training workdir or a .safetensors file (default: the shipped one)")
-  p.add_argument("--format", default="safetensors", choices=["safetensors"])
+                 help="a training workdir, a .safetensors file or an Orbax export directory "
+                      "(default: the shipped checkpoint)")
+  p.add_argument("--format", default="safetensors", choices=["safetensors", "orbax", "stablehlo"],
+                 help="safetensors: one file; orbax: a directory; stablehlo: a serving zip "
+                      "(jax.export of encode_text, denoise, decode; symbolic batch)")
   p.add_argument("--out", required=True)
-  p.add_argument("--dtype", default="float16", choices=["float16", "bfloat16", "float32"])
+  p.add_argument("--dtype", default=None, choices=["float16", "bfloat16", "float32"],
+                 help="weights dtype (default float16; float32 for stablehlo)")
+  for name in ("frames", "height", "width"):
+    p.add_argument(f"--{name}", type=int, default=None,
+                   help=f"stablehlo: the canvas {name} (default: the run config's)")
 
 
 def _add_cache(sub):
@@ -399,10 +410,27 @@ def cmd_export_vae(args) -> int:
 
 def cmd_export(args) -> int:
   from sorax.sample import Pipeline
+  canvas = {k: getattr(args, k) for k in ("frames", "height", "width")}
+  if args.format != "stablehlo" and any(v is not None for v in canvas.values()):
+    raise CLIError("--frames/--height/--width are for --format stablehlo only")
+  if any(v is not None and v < 1 for v in canvas.values()):
+    raise CLIError("--frames/--height/--width must be positive integers")
+  if args.checkpoint is not None and not pathlib.Path(args.checkpoint).exists():
+    raise CLIError(f"checkpoint {args.checkpoint} not found")
   pipe = Pipeline.load(args.checkpoint)
-  out = pipe.save_weights(args.out, dtype=args.dtype)
-  print(json.dumps({"weights": str(out), "step": pipe.step, "dtype": args.dtype,
-                    "bytes": out.stat().st_size}))
+  if args.format == "stablehlo":
+    from sorax.export.serving import export_pipeline
+    dtype = args.dtype or "float32"
+    out = export_pipeline(pipe, args.out, dtype=dtype, **canvas)
+    info = {"serving": str(out)}
+  else:
+    dtype = args.dtype or "float16"
+    out = pipe.save_weights(args.out, dtype=dtype, layout="per_layer", format=args.format)
+    info = {"weights": str(out)}
+  size = (out.stat().st_size if out.is_file() else
+          sum(f.stat().st_size for f in out.rglob("*") if f.is_file()))
+  print(json.dumps({**info, "format": args.format, "step": pipe.step, "dtype": dtype,
+                    "bytes": size}))
   return 0
 
 
@@ -463,6 +491,7 @@ def main(argv: Sequence[str] | None = None) -> int:
   from sorax.safety.policy import PolicyViolation
   from sorax.safety.provenance import ProvenanceError
   from sorax.models.weights import WeightsError
+  from sorax.export.serving import ServingError
   from sorax.train.checkpoint import CheckpointError
   with_overrides = {"train": cmd_train, "cache-latents": cmd_cache_latents, "sample": cmd_sample,
                     "eval": cmd_eval, "demo": cmd_demo, "detect": cmd_detect,
@@ -477,6 +506,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"sorax {args.verb}: refused: {e}", file=sys.stderr)
     return 3
   except (CLIError, ConfigError, CheckpointError, WeightsError, VideoReadError, VAELoadError, ProvenanceError,
+          ServingError,
           FileNotFoundError, FileExistsError, ValueError) as e:
     print(f"sorax {args.verb}: error: {e}", file=sys.stderr)
     return 2

@@ -45,7 +45,8 @@ class Pipeline:
     A workdir restores the whole train state (then all but the EMA dropped): simple, but it
     costs three times the weights' memory while loading.
     """
-    if path is None or pathlib.Path(path).suffix == ".safetensors":
+    if (path is None or pathlib.Path(path).suffix == ".safetensors"
+        or pathlib.Path(path).is_file() or weights_lib.is_orbax_export(path)):
       return cls.from_weights(weights_lib.SHIPPED if path is None else path)
     # A training checkpoint: Orbax and the optimizer live in sorax/train.
     from sorax.train.checkpoint import CheckpointError, checkpoint_dir, restore_ema  # noqa: PLC0415
@@ -82,12 +83,14 @@ class Pipeline:
     return cls(cfg=g.cfg, graphdef=g.graphdef, params=g.params, tokenizer=tokenizer,
                step=g.step, latent_stats=g.latent_stats)
 
-  def save_weights(self, path: str | pathlib.Path, dtype: str = "float16") -> pathlib.Path:
-    """This model as a weights-only file (what `sorax export` writes)."""
+  def save_weights(self, path: str | pathlib.Path, dtype: str = "float16", *,
+                   layout: str = "stacked", format: str = "safetensors") -> pathlib.Path:  # noqa: A002
+    """This model as a weights-only file (`sorax export` writes layout="per_layer"; see
+    `weights_lib.save_generator`)."""
     return weights_lib.save_generator(
         path, self.params, config=self.cfg, vocab_size=self.tokenizer.vocab_size,
         latent_stats=self.latent_stats, tokenizer_sha256=weights_lib.file_sha256(
-            self.tokenizer.path), step=self.step, dtype=dtype)
+            self.tokenizer.path), step=self.step, dtype=dtype, layout=layout, format=format)
 
   @functools.cached_property
   def codec(self):

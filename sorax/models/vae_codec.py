@@ -124,14 +124,23 @@ def vae_config_from_dict(d: dict[str, Any]) -> vae_lib.VAEConfig:
   return vae_lib.VAEConfig(**d)
 
 
+SAFETENSORS_FORMAT = "sorax.vae/1"
+
+
 def save_vae(path: str | os.PathLike, cfg: vae_lib.VAEConfig, params: Any,
              dtype: str = "float32") -> None:
   """One self-describing file: {"config": VAEConfig fields, "params": the weights}; atomic.
-  `dtype` float16 halves the file (weights are cast back to the config's param_dtype on load)."""
+  `dtype` float16 halves the file (weights are cast back to the config's param_dtype on load).
+  A `.safetensors` path writes safetensors instead: one tensor per parameter named by its path
+  (`decoder.levels.0.blocks.0.conv1.kernel`, docs/export_layout.md), metadata `format`
+  ("sorax.vae/1") and `config` (JSON); what the PyTorch reference reads."""
   if dtype not in ("float32", "float16"):
     raise ValueError(f"save_vae: dtype must be float32 or float16, got {dtype!r}")
   path = pathlib.Path(path)
   state = jax.tree.map(lambda x: np.asarray(x).astype(dtype), nnx.to_pure_dict(params))
+  if path.suffix == ".safetensors":
+    _save_safetensors(path, cfg, state)
+    return
   blob = serialization.msgpack_serialize({"config": json.dumps(dataclasses.asdict(cfg)),
                                           "params": state})
   tmp = path.with_name(path.name + ".tmp")
@@ -139,16 +148,49 @@ def save_vae(path: str | os.PathLike, cfg: vae_lib.VAEConfig, params: Any,
   tmp.replace(path)
 
 
+def _save_safetensors(path: pathlib.Path, cfg: vae_lib.VAEConfig, state) -> None:
+  from flax import traverse_util  # noqa: PLC0415
+  from safetensors.numpy import save_file  # noqa: PLC0415
+  tensors = {".".join(map(str, k)): np.ascontiguousarray(v)
+             for k, v in traverse_util.flatten_dict(state).items()}
+  tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+  try:
+    save_file(tensors, str(tmp), metadata={"format": SAFETENSORS_FORMAT,
+                                           "config": json.dumps(dataclasses.asdict(cfg))})
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, path)
+  finally:
+    tmp.unlink(missing_ok=True)
+
+
+def _read_safetensors(p: pathlib.Path):
+  from flax import traverse_util  # noqa: PLC0415
+  from safetensors import safe_open  # noqa: PLC0415
+  try:
+    with safe_open(str(p), framework="numpy") as f:
+      meta = f.metadata() or {}
+      tensors = {k: f.get_tensor(k) for k in f.keys()}
+  except Exception as e:  # safetensors' own error type on a bad header
+    raise VAELoadError(f"VAE file {p} is not a safetensors file: {e}") from e
+  if meta.get("format") != SAFETENSORS_FORMAT:
+    raise VAELoadError(f"{p} is not a sorax VAE file (format {meta.get('format')!r}, expected "
+                       f"{SAFETENSORS_FORMAT!r})")
+  return {"config": meta.get("config", ""),
+          "params": traverse_util.unflatten_dict({tuple(k.split(".")): v
+                                                  for k, v in tensors.items()})}
+
+
 @functools.lru_cache(maxsize=4)
 def load_vae(path: str | os.PathLike = "") -> VAECodec:
-  """A VAE file (.msgpack) or a VAE training workdir (EMA weights); "" = the shipped world VAE."""
+  """A VAE file (.msgpack or .safetensors) or a VAE training workdir (EMA weights); "" = the shipped world VAE."""
   p = pathlib.Path(path) if str(path) else DEFAULT_VAE
   if p.is_dir():
     return _load_workdir(p)
   if not p.is_file():
     raise VAELoadError(f"VAE {p} not found (give a .msgpack file or a VAE training workdir)")
   try:
-    blob = serialization.msgpack_restore(p.read_bytes())
+    blob = (_read_safetensors(p) if p.suffix == ".safetensors"
+            else serialization.msgpack_restore(p.read_bytes()))
     cfg = vae_config_from_dict(json.loads(blob["config"]))
   except (ValueError, KeyError, TypeError) as e:
     raise VAELoadError(f"VAE file {p} is not a sorax VAE file: {e}") from e

@@ -1,0 +1,459 @@
+"""A PyTorch reference of the sorax generator (text encoder + DiT) and of the VAE decoder.
+
+Plain `torch.nn` modules written from the JAX code (sorax/models/layers.py, dit.py, text.py,
+vae.py), op for op, for users who run sorax weights outside JAX and as a parity check of the
+export. Every module's `state_dict()` names are the export's tensor names (docs/export_layout.md)
+and its parameters keep the JAX shapes (dense kernels [in, out], attention [D, H, K], conv
+kernels [kt, kh, kw, in, out]), so a `sorax export` file loads with `load_state_dict(...,
+strict=True)` and nothing is transposed by hand.
+
+  gen = load_generator("model.safetensors")          # TorchGenerator, float32, eval mode
+  v = gen(x, positions, t, ids, mask)                # [B, N, P], as sorax.models.generator
+  dec = load_vae_decoder("vae.safetensors")          # `sorax export-vae --out vae.safetensors`
+  video = dec(latent)                                # [B, T, H, W, 3] in about [-1, 1]
+
+Needs the `torch` extra (`pip install -e ".[torch]"`); imports no JAX or Flax. Whole-video VAE
+decoding only (no chunked conv cache). Arrays are channels-last, as in the JAX code.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import pathlib
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from sorax.models import weights_layout as layout_lib
+
+VAE_FORMAT = "sorax.vae/1"
+
+
+class ExportError(ValueError):
+  """A file the reference cannot load: missing, of another format, or not fitting its config."""
+
+
+# ------------------------------------------------------------------------------ layers
+
+
+class Dense(nn.Module):
+  """y = x @ kernel + bias, kernel [in, out] (flax's layout)."""
+
+  def __init__(self, fin: int, fout: int, bias: bool = True):
+    super().__init__()
+    self.kernel = nn.Parameter(torch.zeros(fin, fout))
+    self.bias = nn.Parameter(torch.zeros(fout)) if bias else None
+
+  def forward(self, x):
+    y = x @ self.kernel
+    return y if self.bias is None else y + self.bias
+
+
+class LayerNorm(nn.Module):
+  """flax LayerNorm (epsilon 1e-6, variance as E[x^2] - E[x]^2); `affine=False`: no params."""
+
+  def __init__(self, d: int, affine: bool = True, eps: float = 1e-6):
+    super().__init__()
+    self.eps = eps
+    self.scale = nn.Parameter(torch.ones(d)) if affine else None
+    self.bias = nn.Parameter(torch.zeros(d)) if affine else None
+
+  def forward(self, x):
+    mean = x.mean(-1, keepdim=True)
+    var = (x * x).mean(-1, keepdim=True) - mean * mean
+    y = (x - mean) * torch.rsqrt(var.clamp_min(0) + self.eps)
+    return y if self.scale is None else y * self.scale + self.bias
+
+
+class RMSNorm(nn.Module):
+  def __init__(self, d: int):
+    super().__init__()
+    self.scale = nn.Parameter(torch.ones(d))
+
+  def forward(self, x):
+    return x * torch.rsqrt((x * x).mean(-1, keepdim=True) + 1e-6) * self.scale
+
+
+def rope_axis_dims(head_dim: int, num_axes: int) -> tuple[int, ...]:
+  if num_axes == 1:
+    return (head_dim,)
+  hw = 2 * (head_dim // 6)
+  return (head_dim - 2 * hw, hw, hw)
+
+
+def rope_angles(positions: torch.Tensor, head_dim: int, theta: float = 10000.0) -> torch.Tensor:
+  """positions [B, N, A] -> angles [B, N, head_dim // 2] (t, h, w parts for A = 3)."""
+  parts = []
+  for a, d in enumerate(rope_axis_dims(head_dim, positions.shape[-1])):
+    freqs = theta ** (-torch.arange(0, d, 2, dtype=torch.float32) / d)
+    parts.append(positions[..., a:a + 1].float() * freqs)
+  return torch.cat(parts, -1)
+
+
+def apply_rope(x: torch.Tensor, angles: torch.Tensor) -> torch.Tensor:
+  """Rotates pairs (x_i, x_{i+K/2}) of x [B, N, H, K] by angles [B, N, K/2]."""
+  x1, x2 = x.chunk(2, -1)
+  cos, sin = angles.cos()[:, :, None], angles.sin()[:, :, None]
+  return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], -1)
+
+
+def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
+  half = dim // 2
+  freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32) / half)
+  args = (t.float() * 1000.0)[..., None] * freqs
+  return torch.cat([args.cos(), args.sin()], -1)
+
+
+def gelu(x):
+  return F.gelu(x, approximate="tanh")
+
+
+class Attention(nn.Module):
+  """sorax.models.layers.Attention: wq/wk/wv [D, H, K], wo [H, K, D], QK RMS norm, RoPE on
+  self-attention, masked keys get -0.7 * float32 max (as jax.nn.dot_product_attention)."""
+
+  def __init__(self, d: int, heads: int, qk_norm: bool = True):
+    super().__init__()
+    k = d // heads
+    self.wq, self.wk, self.wv = (nn.Parameter(torch.zeros(d, heads, k)) for _ in range(3))
+    self.wo = nn.Parameter(torch.zeros(heads, k, d))
+    self.q_norm = RMSNorm(k) if qk_norm else None
+    self.k_norm = RMSNorm(k) if qk_norm else None
+
+  def forward(self, x, context=None, rope=None, mask=None):
+    ctx = x if context is None else context
+    q = torch.einsum("bnd,dhk->bnhk", x, self.wq)
+    k = torch.einsum("bmd,dhk->bmhk", ctx, self.wk)
+    v = torch.einsum("bmd,dhk->bmhk", ctx, self.wv)
+    if self.q_norm is not None:
+      q, k = self.q_norm(q), self.k_norm(k)
+    if rope is not None:
+      q, k = apply_rope(q, rope), apply_rope(k, rope)
+    logits = torch.einsum("bnhk,bmhk->bhnm", q, k) / math.sqrt(q.shape[-1])
+    if mask is not None:
+      m = mask[:, None, None, :] if mask.ndim == 2 else mask
+      logits = torch.where(m, logits, torch.tensor(-0.7 * torch.finfo(torch.float32).max))
+    out = torch.einsum("bhnm,bmhk->bnhk", logits.softmax(-1), v)
+    return torch.einsum("bnhk,hkd->bnd", out, self.wo)
+
+
+class MLP(nn.Module):
+  def __init__(self, d: int, hidden: int):
+    super().__init__()
+    self.up, self.down = Dense(d, hidden), Dense(hidden, d)
+
+  def forward(self, x):
+    return self.down(gelu(self.up(x)))
+
+
+# ------------------------------------------------------------------------------ text encoder
+
+
+class TextBlock(nn.Module):
+  def __init__(self, d: int, heads: int):
+    super().__init__()
+    self.norm1, self.attn = LayerNorm(d), Attention(d, heads)
+    self.norm2, self.mlp = LayerNorm(d), MLP(d, 4 * d)
+
+  def forward(self, x, rope, mask):
+    x = x + self.attn(self.norm1(x), rope=rope, mask=mask)
+    return x + self.mlp(self.norm2(x))
+
+
+class Embed(nn.Module):
+  def __init__(self, rows: int, d: int):
+    super().__init__()
+    self.embedding = nn.Parameter(torch.zeros(rows, d))
+
+  def forward(self, ids):
+    return self.embedding[ids]
+
+
+class TextEncoder(nn.Module):
+  """sorax.models.text.TextEncoder: ids int [B, L], mask bool [B, L] -> [B, L, width]."""
+
+  def __init__(self, rows: int, d: int, depth: int, heads: int):
+    super().__init__()
+    self.heads = heads
+    self.embed = Embed(rows, d)
+    self.blocks = nn.ModuleList([TextBlock(d, heads) for _ in range(depth)])
+    self.norm = LayerNorm(d)
+
+  def forward(self, ids, mask):
+    x = self.embed(ids)
+    pos = torch.arange(ids.shape[1])[None, :, None].expand(*ids.shape, 1)
+    rope = rope_angles(pos, x.shape[-1] // self.heads)
+    for block in self.blocks:
+      x = block(x, rope, mask)
+    return self.norm(x)
+
+
+# ------------------------------------------------------------------------------ DiT
+
+
+class DiTBlock(nn.Module):
+  def __init__(self, d: int, heads: int, mlp_ratio: float, qk_norm: bool):
+    super().__init__()
+    self.norm1 = LayerNorm(d, affine=False)
+    self.attn = Attention(d, heads, qk_norm)
+    self.norm_x = LayerNorm(d)
+    self.cross = Attention(d, heads, qk_norm)
+    self.norm2 = LayerNorm(d, affine=False)
+    self.mlp = MLP(d, int(d * mlp_ratio))
+    self.modulation = Dense(d, 6 * d)
+
+  def forward(self, x, c, rope, text, text_mask, token_mask):
+    shift1, scale1, gate1, shift2, scale2, gate2 = self.modulation(F.silu(c)).chunk(6, -1)
+    x = x + gate1 * self.attn(self.norm1(x) * (1 + scale1) + shift1, rope=rope, mask=token_mask)
+    x = x + self.cross(self.norm_x(x), context=text, mask=text_mask)
+    return x + gate2 * self.mlp(self.norm2(x) * (1 + scale2) + shift2)
+
+
+class DiT(nn.Module):
+  """sorax.models.dit.DiT: x [B, N, P], positions int [B, N, 3], t [B] or [B, N], text
+  [B, L, text_width], text_mask bool [B, L], token_mask bool [B, N] -> [B, N, P]."""
+
+  def __init__(self, token_dim: int, width: int, depth: int, heads: int, mlp_ratio: float,
+               text_width: int, qk_norm: bool = True, head_hidden: int = 0,
+               rope_theta: float = 10000.0):
+    super().__init__()
+    self.heads, self.rope_theta = heads, rope_theta
+    d = width
+    self.patch_embed = Dense(token_dim, d)
+    self.time_in, self.time_out = Dense(256, d), Dense(d, d)
+    self.text_in, self.text_out = Dense(text_width, d), Dense(d, d)
+    self.blocks = nn.ModuleList([DiTBlock(d, heads, mlp_ratio, qk_norm) for _ in range(depth)])
+    self.final_norm = LayerNorm(d, affine=False)
+    self.final_mod = Dense(d, 2 * d)
+    self.final_out = Dense(d, token_dim)
+    if head_hidden:
+      self.head_in, self.head_out = Dense(d, head_hidden), Dense(head_hidden, token_dim)
+    else:
+      self.head_in = self.head_out = None
+
+  def forward(self, x, positions, t, text, text_mask, token_mask=None):
+    x = self.patch_embed(x)
+    t = t[:, None] if t.ndim == 1 else t
+    c = self.time_out(F.silu(self.time_in(timestep_embedding(t, 256))))
+    txt = self.text_out(gelu(self.text_in(text)))
+    rope = rope_angles(positions, x.shape[-1] // self.heads, self.rope_theta)
+    for block in self.blocks:
+      x = block(x, c, rope, txt, text_mask, token_mask)
+    shift, scale = self.final_mod(F.silu(c)).chunk(2, -1)
+    x = self.final_norm(x) * (1 + scale) + shift
+    out = self.final_out(x)
+    if self.head_in is not None:
+      out = out + self.head_out(gelu(self.head_in(x)))
+    return out
+
+
+class TorchGenerator(nn.Module):
+  """Text encoder + DiT (sorax.models.generator.Generator); `state_dict()` = export names."""
+
+  def __init__(self, text: TextEncoder, dit: DiT):
+    super().__init__()
+    self.text, self.dit = text, dit
+
+  def encode_text(self, ids, mask):
+    return self.text(ids, mask)
+
+  def forward(self, x, positions, t, ids, mask, token_mask=None):
+    return self.dit(x, positions, t, self.text(ids, mask), mask, token_mask)
+
+
+# ------------------------------------------------------------------------------ VAE decoder
+
+
+class CausalConv3d(nn.Module):
+  """kernel [kt, kh, kw, in, out]; causal in time (kt - 1 copies of frame 0 in front),
+  'SAME' zero padding in space; channels-last in and out."""
+
+  def __init__(self, cin: int, cout: int, kernel=(3, 3, 3), stride=(1, 1, 1)):
+    super().__init__()
+    self.stride = tuple(stride)
+    self.kernel = nn.Parameter(torch.zeros(*kernel, cin, cout))
+    self.bias = nn.Parameter(torch.zeros(cout))
+
+  def forward(self, x):
+    kt, kh, kw = self.kernel.shape[:3]
+    if kt > 1:
+      x = torch.cat([x[:, :1].expand(-1, kt - 1, -1, -1, -1), x], 1)
+    y = F.conv3d(x.permute(0, 4, 1, 2, 3), self.kernel.permute(4, 3, 0, 1, 2), self.bias,
+                 stride=self.stride, padding=(0, kh // 2, kw // 2))
+    return y.permute(0, 2, 3, 4, 1)
+
+
+class ChannelRMSNorm(RMSNorm):
+  """RMS norm over channels at each (t, h, w)."""
+
+
+class ResBlock(nn.Module):
+  def __init__(self, cin: int, cout: int):
+    super().__init__()
+    self.norm1, self.conv1 = ChannelRMSNorm(cin), CausalConv3d(cin, cout)
+    self.norm2, self.conv2 = ChannelRMSNorm(cout), CausalConv3d(cout, cout, (1, 3, 3))
+    self.skip = CausalConv3d(cin, cout, (1, 1, 1)) if cin != cout else None
+
+  def forward(self, x):
+    h = self.conv2(F.silu(self.norm2(self.conv1(F.silu(self.norm1(x))))))
+    return (x if self.skip is None else self.skip(x)) + h
+
+
+class Upsample(nn.Module):
+  def __init__(self, channels: int, spatial: bool, temporal: bool):
+    super().__init__()
+    self.spatial, self.temporal = spatial, temporal
+    self.conv = CausalConv3d(channels, channels * (2 if temporal else 1))
+
+  def forward(self, x, first: bool = True):
+    if self.spatial:
+      x = x.repeat_interleave(2, 2).repeat_interleave(2, 3)
+    y = self.conv(x)
+    if self.temporal:
+      b, t, h, w, c2 = y.shape
+      y = y.reshape(b, t, h, w, 2, c2 // 2).permute(0, 1, 4, 2, 3, 5).reshape(b, 2 * t, h, w, -1)
+      if first:
+        y = y[:, 1:]
+    return y
+
+
+def unfold(x: torch.Tensor, p: int) -> torch.Tensor:
+  """[B, T, H, W, C*p*p] -> [B, T, H*p, W*p, C] (sorax.models.vae._unfold)."""
+  if p == 1:
+    return x
+  b, t, h, w, c = x.shape
+  x = x.reshape(b, t, h, w, p, p, c // (p * p)).permute(0, 1, 2, 4, 3, 5, 6)
+  return x.reshape(b, t, h * p, w * p, c // (p * p))
+
+
+class RefineHead(nn.Module):
+  def __init__(self, cin: int, channels: int, patch: int):
+    super().__init__()
+    self.patch = patch
+    self.feat = CausalConv3d(cin, channels * patch ** 2, (1, 1, 1))
+    self.norm1 = ChannelRMSNorm(channels + 3)
+    self.conv1 = CausalConv3d(channels + 3, channels, (1, 3, 3))
+    self.norm2 = ChannelRMSNorm(channels)
+    self.conv2 = CausalConv3d(channels, 3, (1, 3, 3))
+
+  def forward(self, h, rgb):
+    x = torch.cat([rgb, unfold(self.feat(h), self.patch)], -1)
+    x = self.conv2(F.silu(self.norm2(self.conv1(F.silu(self.norm1(x))))))
+    return rgb + x
+
+
+class Level(nn.Module):
+  def __init__(self, blocks: list[nn.Module], up: nn.Module | None):
+    super().__init__()
+    self.blocks, self.up = nn.ModuleList(blocks), up
+
+
+class VAEDecoder(nn.Module):
+  """sorax.models.vae.Decoder from a VAEConfig dict: z [B, t, h, w, c] -> video
+  [B, 1 + r*(t-1), H, W, 3] (whole-video decode, `first=True`)."""
+
+  def __init__(self, cfg: dict):
+    super().__init__()
+    w, sd, td = list(cfg["widths"]), cfg["spatial_down"], cfg["temporal_down"]
+    self.patch = cfg.get("patch", 1)
+    self.conv_in = CausalConv3d(cfg["latent_channels"], w[-1])
+    self.mid = ResBlock(w[-1], w[-1])
+    levels = []
+    for i in reversed(range(len(w))):
+      prev = w[i + 1] if i + 1 < len(w) else w[-1]
+      blocks = [ResBlock(prev if j == 0 else w[i], w[i]) for j in range(cfg.get("blocks", 2))]
+      levels.append(Level(blocks, Upsample(w[i], bool(sd[i - 1]), bool(td[i - 1])) if i else None))
+    self.levels = nn.ModuleList(levels)
+    self.norm_out = ChannelRMSNorm(w[0])
+    self.conv_out = CausalConv3d(w[0], 3 * self.patch ** 2)
+    refine = cfg.get("refine", 0)
+    self.refine = RefineHead(w[0], refine, self.patch) if refine else None
+
+  def forward(self, z):
+    h = self.mid(self.conv_in(z))
+    for level in self.levels:
+      for block in level.blocks:
+        h = block(h)
+      if level.up is not None:
+        h = level.up(h)
+    h = F.silu(self.norm_out(h))
+    rgb = unfold(self.conv_out(h), self.patch)
+    return rgb if self.refine is None else self.refine(h, rgb)
+
+  def decode(self, latent, mean=None, std=None):
+    """A normalized DiT latent (per-channel `mean`/`std`, the weights file's latent_stats) ->
+    video, as sorax.models.vae_codec.VAECodec.decode."""
+    if mean is not None:
+      latent = latent * torch.as_tensor(std) + torch.as_tensor(mean)
+    return self(latent)
+
+
+# ------------------------------------------------------------------------------ loading
+
+
+def _read(path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+  from safetensors import safe_open  # noqa: PLC0415
+  p = pathlib.Path(path)
+  if not p.is_file():
+    raise ExportError(f"weights file {p} not found")
+  try:
+    with safe_open(str(p), framework="pt") as f:
+      meta = f.metadata() or {}
+      tensors = {k: f.get_tensor(k) for k in f.keys()}
+  except Exception as e:  # safetensors' own error type on a bad header
+    raise ExportError(f"{p} is not a safetensors file: {e}") from e
+  return tensors, meta
+
+
+def _load_into(module: nn.Module, tensors: dict[str, torch.Tensor], p, dtype) -> nn.Module:
+  want = module.state_dict()
+  missing, extra = sorted(set(want) - set(tensors)), sorted(set(tensors) - set(want))
+  if missing or extra:
+    raise ExportError(f"{p} does not fit its config: missing {missing[:5]}, unexpected "
+                      f"{extra[:5]}")
+  for k, v in want.items():
+    if tuple(tensors[k].shape) != tuple(v.shape):
+      raise ExportError(f"{p}: {k} has shape {tuple(tensors[k].shape)}, its config wants "
+                        f"{tuple(v.shape)}")
+  module.load_state_dict({k: v.to(torch.float32) for k, v in tensors.items()}, strict=True)
+  return module.to(dtype).eval()
+
+
+def load_generator(path: str | os.PathLike, dtype=torch.float32) -> TorchGenerator:
+  """A generator weights file (per-layer export or the stacked shipped layout) -> TorchGenerator
+  in eval mode. Its run config comes from the metadata; `gen.config` keeps it."""
+  tensors, meta = _read(path)
+  if meta.get("format") not in layout_lib.FORMATS:
+    raise ExportError(f"{path} is not a sorax generator file (format {meta.get('format')!r})")
+  tensors = layout_lib.unstack(tensors)
+  try:
+    cfg = json.loads(meta["config"])
+    m = cfg["model"]
+    text = TextEncoder(tensors["text.embed.embedding"].shape[0], m["text_width"],
+                       m["text_depth"], m["text_heads"])
+    dit = DiT(tensors["dit.patch_embed.kernel"].shape[0], m["width"], m["depth"], m["heads"],
+              m["mlp_ratio"], m["text_width"], m["qk_norm"], m.get("head_hidden", 0))
+  except (KeyError, ValueError) as e:
+    raise ExportError(f"{path} has bad metadata or is missing a tensor: {e}") from e
+  gen = _load_into(TorchGenerator(text, dit), tensors, path, dtype)
+  gen.config = cfg
+  gen.latent_stats = json.loads(meta["latent_stats"]) if meta.get("latent_stats") else None
+  return gen
+
+
+def load_vae_decoder(path: str | os.PathLike, dtype=torch.float32) -> VAEDecoder:
+  """A VAE safetensors file (`sorax export-vae --out vae.safetensors`) -> its decoder."""
+  tensors, meta = _read(path)
+  if meta.get("format") != VAE_FORMAT:
+    raise ExportError(f"{path} is not a sorax VAE file (format {meta.get('format')!r}, "
+                      f"expected {VAE_FORMAT!r})")
+  try:
+    dec = VAEDecoder(json.loads(meta["config"]))
+  except (KeyError, ValueError, TypeError) as e:
+    raise ExportError(f"{path} has bad metadata: {e}") from e
+  pre = "decoder."
+  return _load_into(dec, {k[len(pre):]: v for k, v in tensors.items() if k.startswith(pre)},
+                    path, dtype)
