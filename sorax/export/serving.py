@@ -81,17 +81,23 @@ def export_functions(graphdef, params, codec, *, latent_shape, patch, text_len: 
   def denoise(x, positions, t, text, text_mask):
     return nnx.merge(graphdef, live()).dit(x, positions, t, text, text_mask)
 
-  def decode(latent):
-    return codec.decode(latent).astype(jnp.float32)
-
   L, Tw = text_len, text_width
   return {
       "encode_text": _export(encode_text, [(("b", L), "int32"), (("b", L), "bool")], scope),
       "denoise": _export(denoise, [(("b", n, p), "float32"), (("b", n, 3), "int32"),
                                    (("b",), "float32"), (("b", L, Tw), "float32"),
                                    (("b", L), "bool")], scope),
-      "decode": _export(decode, [(("b", *latent_shape), "float32")], scope),
+      "decode": export_decoder(codec, latent_shape, scope),
   }
+
+
+def export_decoder(codec, latent_shape, scope=None) -> jax.export.Exported:
+  """A codec's decode (the VAE decoder with its latent statistics undone, or depth-to-space) for
+  latents [b, *latent_shape] with a symbolic batch b."""
+  def decode(latent):
+    return codec.decode(latent).astype(jnp.float32)
+  return _export(decode, [(("b", *latent_shape), "float32")],
+                 scope or jax.export.SymbolicScope())
 
 
 def _signature(exp: jax.export.Exported) -> dict[str, Any]:
