@@ -104,7 +104,10 @@ def get_config(arg: str = "demo") -> ml_collections.ConfigDict:
       init_from="",
       # Weights this model has and init_from lacks (e.g. model.head_hidden added to a trained
       # model) keep their fresh init instead of being an error.
-      init_allow_fresh=False))
+      init_allow_fresh=False,
+      # init_from has fewer DiT blocks than model.depth: its blocks become the first ones and
+      # the added blocks start as the identity (sorax/train/state.py warm_start).
+      init_grow_depth=False))
 
   c.mesh = ml_collections.ConfigDict(dict(
       shape=ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1, sequence=1)),

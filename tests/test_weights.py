@@ -168,3 +168,34 @@ def test_warm_start_adds_an_mlp_head_only_when_allowed(tmp_path):
   assert dit["head_in"]["kernel"].shape[1] == 16 and not np.any(dit["head_out"]["kernel"])
   np.testing.assert_array_equal(dit["final_out"]["kernel"],
                                 np.asarray(nnx.to_pure_dict(source.params)["dit"]["final_out"]["kernel"]))
+
+
+def test_warm_start_grows_depth_as_identity_blocks(tmp_path):
+  """train.init_grow_depth: a 2-block source fills the first 2 of 3 blocks and the added block
+  is the identity (zero gates, zero cross-attention output), so the deeper model samples
+  exactly what its source did; without the flag the depth mismatch is one clear error."""
+  src = tmp_path / "src"
+  tr = Trainer(tiny("--config.train.steps=2", "--config.optim.lr=1e-2"), src)
+  tr.fit(2, progress=False)
+  tr.close()
+  source = Pipeline.load(src)
+  grow = ("--config.model.depth=3", f"--config.train.init_from={src}")
+  with pytest.raises(ValueError, match="is another model"):
+    Trainer(tiny(*grow), tmp_path / "refused")
+  warm = Trainer(tiny(*grow, "--config.train.init_grow_depth=True"), tmp_path / "warm")
+  blocks = nnx.to_pure_dict(jax.device_get(warm.state.params))["dit"]["blocks"]
+  src_blocks = nnx.to_pure_dict(source.params)["dit"]["blocks"]
+  np.testing.assert_array_equal(blocks["attn"]["wq"][:2], np.asarray(src_blocks["attn"]["wq"]))
+  assert np.any(blocks["attn"]["wq"][2]) and not np.any(blocks["cross"]["wo"][2])
+  deeper = Pipeline(cfg=warm.cfg, graphdef=warm.graphdef, params=warm.state.ema,
+                    tokenizer=warm.tokenizer, step=0, latent_stats=warm.latent_stats, policy=None)
+  warm.close()
+  prompt = ["small red circle moving left on a black background"]
+  np.testing.assert_array_equal(deeper.generate(prompt, seed=3), source.generate(prompt, seed=3))
+  # Training moves the new block off the identity (its gates get gradients).
+  tr = Trainer(tiny(*grow, "--config.train.init_grow_depth=True", "--config.train.steps=2",
+                    "--config.optim.lr=1e-2"), tmp_path / "trained")
+  tr.fit(2, progress=False)
+  mod = nnx.to_pure_dict(jax.device_get(tr.state.params))["dit"]["blocks"]["modulation"]
+  tr.close()
+  assert np.any(mod["kernel"][2])

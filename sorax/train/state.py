@@ -98,11 +98,33 @@ def init_model_state(make_model: Callable[[], nnx.Module], seed: int, mesh: Mesh
   return graphdef, state, jax.tree.map(lambda x: x.sharding, state)
 
 
-def warm_start(state: TrainState,
-               source: Any) -> tuple[TrainState, list[str], list[str], list[str]]:
+# The DiT's scanned blocks: every leaf under this path has a leading `layers` axis.
+_DIT_BLOCKS = ("dit", "blocks")
+
+
+def _grown(leaf, other, path) -> np.ndarray | None:
+  """`other` [k, ...] (a shallower DiT's stacked blocks) as the first k of `leaf` [n, ...], n > k;
+  blocks k.. keep their fresh init, except that their cross-attention output is zeroed. With
+  adaLN-zero (zero modulation: zero gates on self-attention and MLP) a fresh block is then the
+  identity, so the grown model starts as the shallower one. None where `other` does not fit."""
+  if (path[:2] != _DIT_BLOCKS or other.ndim != leaf.ndim or tuple(other.shape[1:]) !=
+      tuple(leaf.shape[1:]) or other.shape[0] >= leaf.shape[0]):
+    return None
+  out = np.array(leaf)
+  k = other.shape[0]
+  out[:k] = np.asarray(other, dtype=out.dtype)
+  if path[2:] == ("cross", "wo"):
+    out[k:] = 0
+  return out
+
+
+def warm_start(state: TrainState, source: Any, *,
+               grow_depth: bool = False) -> tuple[TrainState, list[str], list[str], list[str]]:
   """Copies the weights of `source` (an nnx.State or pure dict of another run's params) into
   `state`'s params and EMA wherever a path exists in both with the same shape; the rest keep
   their fresh init (e.g. a head the other run did not have). The optimizer state stays fresh.
+  `grow_depth`: a source DiT with fewer blocks fills the first ones; the added blocks start as
+  the identity (`_grown`), so the deeper model begins where the shallower one ended.
 
   -> (state, copied paths, fresh paths, unused source paths)
   """
@@ -113,9 +135,13 @@ def warm_start(state: TrainState,
   copied, fresh, merged = [], [], {}
   for path, leaf in dst.items():
     other = src.get(path)
+    grown = _grown(leaf, other, path) if grow_depth and other is not None else None
     if other is not None and tuple(other.shape) == tuple(leaf.shape):
       # A copy: the train step donates its state, and `source` may be a cached model.
       merged[path] = jax.device_put(np.array(other, dtype=leaf.dtype), leaf.sharding)
+      copied.append("/".join(map(str, path)))
+    elif grown is not None:
+      merged[path] = jax.device_put(grown, leaf.sharding)
       copied.append("/".join(map(str, path)))
     else:
       merged[path] = leaf

@@ -248,7 +248,8 @@ class Trainer(BaseTrainer):
     if src and not (self.workdir / "checkpoints").is_dir():  # a fresh run, not a resume
       from sorax.sample import Pipeline  # noqa: PLC0415
       source = Pipeline.load(src)  # a .safetensors file or another run's workdir
-      state, copied, fresh, unused = state_lib.warm_start(state, source.params)
+      state, copied, fresh, unused = state_lib.warm_start(
+          state, source.params, grow_depth=bool(self.cfg.train.get("init_grow_depth")))
       if fresh and self.cfg.train.get("init_allow_fresh"):
         logging.info("warm start: %d weights keep their fresh init (train.init_allow_fresh): %s",
                      len(fresh), ", ".join(fresh))
