@@ -203,6 +203,8 @@ def _add_export(sub):
   for name in ("frames", "height", "width"):
     p.add_argument(f"--{name}", type=int, default=None,
                    help=f"stablehlo: the canvas {name} (default: the run config's)")
+  p.add_argument("--platforms", default=None,
+                 help="stablehlo: comma-separated platforms to lower for (default cpu,cuda,tpu)")
 
 
 def _add_cache(sub):
@@ -411,17 +413,23 @@ def cmd_export_vae(args) -> int:
 def cmd_export(args) -> int:
   from sorax.sample import Pipeline
   canvas = {k: getattr(args, k) for k in ("frames", "height", "width")}
-  if args.format != "stablehlo" and any(v is not None for v in canvas.values()):
-    raise CLIError("--frames/--height/--width are for --format stablehlo only")
+  if args.format != "stablehlo" and (any(v is not None for v in canvas.values())
+                                     or args.platforms is not None):
+    raise CLIError("--frames/--height/--width/--platforms are for --format stablehlo only")
   if any(v is not None and v < 1 for v in canvas.values()):
     raise CLIError("--frames/--height/--width must be positive integers")
   if args.checkpoint is not None and not pathlib.Path(args.checkpoint).exists():
     raise CLIError(f"checkpoint {args.checkpoint} not found")
+  if args.format == "stablehlo":
+    from sorax.export.serving import PLATFORMS
+    platforms = tuple(args.platforms.split(",")) if args.platforms else PLATFORMS
+    if not platforms or set(platforms) - set(PLATFORMS):
+      raise CLIError(f"--platforms {args.platforms}: choose from {','.join(PLATFORMS)}")
   pipe = Pipeline.load(args.checkpoint)
   if args.format == "stablehlo":
     from sorax.export.serving import export_pipeline
     dtype = args.dtype or "float32"
-    out = export_pipeline(pipe, args.out, dtype=dtype, **canvas)
+    out = export_pipeline(pipe, args.out, dtype=dtype, platforms=platforms, **canvas)
     info = {"serving": str(out)}
   else:
     dtype = args.dtype or "float16"

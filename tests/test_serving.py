@@ -48,6 +48,7 @@ def served(vae_pipe, tmp_path_factory):
 def test_reloaded_functions_match_the_live_model_at_any_batch(vae_pipe, served):
   path, m = served
   assert m.manifest["functions"]["denoise"]["in"][0]["shape"][0] == "b"
+  assert all(f.platforms == ("cpu", "cuda", "tpu") for f in m.functions.values())
   assert m.manifest["latent_shape"] == [3, 4, 4, 4] and m.manifest["prediction"] == "x0"
   for batch in (1, 3):
     d = inputs(vae_pipe, batch=batch, seed=batch)
@@ -93,9 +94,11 @@ def test_cli_stablehlo_export_float16_and_errors(tmp_path, capsys):
   f = pipe.save_weights(tmp_path / "g.safetensors", dtype="float32", layout="per_layer")
   out = tmp_path / "serve.zip"
   assert main(["export", "--checkpoint", str(f), "--format", "stablehlo", "--dtype", "float16",
-               "--frames", "4", "--height", "8", "--width", "24", "--out", str(out)]) == 0
+               "--frames", "4", "--height", "8", "--width", "24", "--platforms", "cpu",
+               "--out", str(out)]) == 0
   info = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
   assert info["serving"] == str(out) and info["dtype"] == "float16"
+  assert serving.load_serving(out).manifest["platforms"] == ["cpu"]
   with zipfile.ZipFile(out) as z:
     assert sorted(z.namelist()) == ["decode.jaxexport", "denoise.jaxexport",
                                     "encode_text.jaxexport", "manifest.json", "positions.npy"]
@@ -123,4 +126,7 @@ def test_cli_stablehlo_export_float16_and_errors(tmp_path, capsys):
   assert main(["export", "--checkpoint", str(f), "--format", "stablehlo", "--height", "7",
                "--out", str(tmp_path / "bad.zip")]) == 2
   assert "height=7 must be a positive multiple of 8" in capsys.readouterr().err
+  assert main(["export", "--checkpoint", str(f), "--format", "stablehlo", "--platforms",
+               "cpu,gpu", "--out", str(tmp_path / "bad.zip")]) == 2
+  assert "--platforms cpu,gpu: choose from cpu,cuda,tpu" in capsys.readouterr().err
   assert not (tmp_path / "bad.zip").exists() and not list(tmp_path.glob(".*"))

@@ -17,6 +17,8 @@ The file is a zip (written to a temp path, then renamed):
 
 Weights are constants inside the modules, so `load_serving` + `jax.export.deserialize` run them
 with JAX alone: no sorax model code, no Flax. N, L and the canvas are fixed at export time.
+Lowered for CPU, CUDA and TPU by default (`platforms`). Constants live in the serialized module,
+so this suits models well under protobuf's 2 GB limit (the world models are a few MB).
 """
 
 from __future__ import annotations
@@ -36,6 +38,9 @@ import numpy as np
 FORMAT = "sorax.serving/1"
 FUNCTIONS = ("encode_text", "denoise", "decode")
 DTYPES = ("float16", "bfloat16", "float32")
+# Lowered for every platform at once (one module, no device of each kind needed to export), so
+# a file made on a laptop runs on a GPU or TPU server.
+PLATFORMS = ("cpu", "cuda", "tpu")
 
 
 class ServingError(ValueError):
@@ -47,9 +52,13 @@ def _spec(shape, dtype, scope):
   return jax.ShapeDtypeStruct(dims, jnp.dtype(dtype))
 
 
-def _export(fn, arg_specs, scope) -> jax.export.Exported:
+def _export(fn, arg_specs, scope, platforms=PLATFORMS) -> jax.export.Exported:
+  bad = sorted(set(platforms) - set(PLATFORMS))
+  if bad or not platforms:
+    raise ServingError(f"unknown platforms {bad or list(platforms)}; choose from "
+                       f"{list(PLATFORMS)}")
   specs = [_spec(s, d, scope) for s, d in arg_specs]
-  return jax.export.export(jax.jit(fn))(*specs)
+  return jax.export.export(jax.jit(fn), platforms=tuple(platforms))(*specs)
 
 
 def _constants(params, dtype: str):
@@ -61,7 +70,8 @@ def _constants(params, dtype: str):
 
 
 def export_functions(graphdef, params, codec, *, latent_shape, patch, text_len: int,
-                     text_width: int, dtype: str = "float32") -> dict[str, jax.export.Exported]:
+                     text_width: int, dtype: str = "float32",
+                     platforms=PLATFORMS) -> dict[str, jax.export.Exported]:
   """The three serving functions of a Generator (`graphdef`, `params`) and its codec, for the
   canvas whose latent is `latent_shape` (t, h, w, c)."""
   from flax import nnx  # noqa: PLC0415 (export side only)
@@ -83,21 +93,22 @@ def export_functions(graphdef, params, codec, *, latent_shape, patch, text_len: 
 
   L, Tw = text_len, text_width
   return {
-      "encode_text": _export(encode_text, [(("b", L), "int32"), (("b", L), "bool")], scope),
+      "encode_text": _export(encode_text, [(("b", L), "int32"), (("b", L), "bool")], scope,
+                             platforms),
       "denoise": _export(denoise, [(("b", n, p), "float32"), (("b", n, 3), "int32"),
                                    (("b",), "float32"), (("b", L, Tw), "float32"),
-                                   (("b", L), "bool")], scope),
-      "decode": export_decoder(codec, latent_shape, scope),
+                                   (("b", L), "bool")], scope, platforms),
+      "decode": export_decoder(codec, latent_shape, scope, platforms),
   }
 
 
-def export_decoder(codec, latent_shape, scope=None) -> jax.export.Exported:
+def export_decoder(codec, latent_shape, scope=None, platforms=PLATFORMS) -> jax.export.Exported:
   """A codec's decode (the VAE decoder with its latent statistics undone, or depth-to-space) for
   latents [b, *latent_shape] with a symbolic batch b."""
   def decode(latent):
     return codec.decode(latent).astype(jnp.float32)
   return _export(decode, [(("b", *latent_shape), "float32")],
-                 scope or jax.export.SymbolicScope())
+                 scope or jax.export.SymbolicScope(), platforms)
 
 
 def _signature(exp: jax.export.Exported) -> dict[str, Any]:
@@ -108,7 +119,7 @@ def _signature(exp: jax.export.Exported) -> dict[str, Any]:
 
 def export_pipeline(pipe, out: str | os.PathLike, *, frames: int | None = None,
                     height: int | None = None, width: int | None = None,
-                    dtype: str = "float32") -> pathlib.Path:
+                    dtype: str = "float32", platforms=PLATFORMS) -> pathlib.Path:
   """Writes the serving file of a `sorax.sample.Pipeline` for a frames x height x width canvas
   (default: the run config's). -> the path."""
   cfg = pipe.cfg
@@ -118,7 +129,7 @@ def export_pipeline(pipe, out: str | os.PathLike, *, frames: int | None = None,
   patch = tuple(cfg.model.patch)
   fns = export_functions(pipe.graphdef, pipe.params, pipe.codec, latent_shape=latent_shape,
                          patch=patch, text_len=cfg.data.text_len,
-                         text_width=cfg.model.text_width, dtype=dtype)
+                         text_width=cfg.model.text_width, dtype=dtype, platforms=platforms)
   from sorax import patchify as P  # noqa: PLC0415
   from sorax.models import weights  # noqa: PLC0415
   manifest = {
@@ -128,7 +139,7 @@ def export_pipeline(pipe, out: str | os.PathLike, *, frames: int | None = None,
       "prediction": cfg.diffusion.get("prediction", "velocity"),
       "sample": cfg.sample.to_dict(), "latent_stats": pipe.latent_stats, "dtype": dtype,
       "tokenizer_sha256": weights.file_sha256(pipe.tokenizer.path), "step": pipe.step,
-      "codec": cfg.codec.to_dict(),
+      "codec": cfg.codec.to_dict(), "platforms": list(platforms),
   }
   positions = P.positions(P.grid_shape(latent_shape, patch))
   files = {"manifest.json": json.dumps(manifest, indent=1).encode(),
