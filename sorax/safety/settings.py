@@ -73,7 +73,11 @@ def get_config(arg: str = "default") -> ml_collections.ConfigDict:
   c.policy = ml_collections.ConfigDict(dict(
       enabled=True,
       output_checks=["finite_frames", "watermark_readable"],
-      categories={k: dict(v, block=True) for k, v in CATEGORIES.items()}))
+      categories={k: dict(v, block=True) for k, v in CATEGORIES.items()},
+      # The semantic layer (sorax/safety/semantic.py): a classifier over MiniLM sentence
+      # embeddings fitted on labelled exemplars ("" = the training split of the package's
+      # sorax/assets/policy_prompts.jsonl); refuses a category at probability >= threshold.
+      semantic=dict(enabled=True, threshold=0.5, exemplars="", split="train", model="")))
 
   # sorax/safety/watermark.py: WatermarkConfig fields. `key` seeds the pattern: a deployment
   # keeps its own private.

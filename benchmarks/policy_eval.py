@@ -1,0 +1,87 @@
+"""The content policy on the held-out split of the labelled prompt set, and on world captions.
+
+    python benchmarks/policy_eval.py [--safety experiments/safety.py] [--captions 500]
+
+Prints one JSON line: per category the held-out recall of the word list alone and of the full
+policy (word list + semantic layer), the benign refusal rate of each, and the share of world
+captions (every caption level) the full policy allows. The semantic layer is fitted on the
+set's training split only (the default settings), so the held-out rows are unseen.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+from collections import defaultdict
+
+import numpy as np
+
+from sorax import config as config_lib
+from sorax.data import world
+from sorax.safety.policy import Policy
+from sorax.safety.semantic import BENIGN, PROMPT_SET, load_prompt_set
+
+
+def rates(policy: Policy, rows) -> dict:
+  decisions = policy.check_prompts([r["prompt"] for r in rows])
+  by = defaultdict(lambda: [0, 0])  # label -> [refused, n]
+  wrong_category = 0
+  for r, d in zip(rows, decisions):
+    by[r["label"]][0] += not d.allowed
+    by[r["label"]][1] += 1
+    wrong_category += (not d.allowed and r["label"] != BENIGN and d.category != r["label"])
+  out = {f"recall_{k}": round(v[0] / v[1], 4) for k, v in sorted(by.items()) if k != BENIGN}
+  unsafe = [v for k, v in by.items() if k != BENIGN]
+  out["recall_all"] = round(sum(v[0] for v in unsafe) / sum(v[1] for v in unsafe), 4)
+  out["benign_refused"] = round(by[BENIGN][0] / by[BENIGN][1], 4)
+  out["refused_under_another_category"] = wrong_category
+  return out, decisions
+
+
+def world_captions(n: int) -> list[str]:
+  rng = np.random.default_rng(7)
+  out = []
+  for _ in range(n):
+    spec = world.random_spec(rng, 64, 64, 17, max_objects=3, wall_prob=0.25)
+    level = world.CAPTION_LEVELS[len(out) % len(world.CAPTION_LEVELS)]
+    out.append(world.caption(spec, level, rng))
+  return out
+
+
+def main(argv=None) -> int:
+  ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+  ap.add_argument("--safety", default="experiments/safety.py")
+  ap.add_argument("--set", default=str(PROMPT_SET), help="labelled prompt set (.jsonl)")
+  ap.add_argument("--captions", type=int, default=500)
+  ap.add_argument("--show-misses", action="store_true")
+  args = ap.parse_args(argv)
+  cfg = config_lib.load_file(args.safety).policy.to_dict()
+  full = Policy.from_config(cfg)
+  lexical = dataclasses.replace(full, semantic=None)
+  if full.semantic_unavailable():
+    sys.exit(f"policy_eval: the semantic layer is off: {full.semantic_unavailable()}")
+  held = load_prompt_set(args.set, "heldout")
+  t0 = time.perf_counter()
+  lex, _ = rates(lexical, held)
+  both, decisions = rates(full, held)
+  caps = world_captions(args.captions)
+  allowed = sum(d.allowed for d in full.check_prompts(caps)) / max(1, len(caps))
+  line = {"benchmark": "policy", "heldout": len(held),
+          "heldout_unsafe": sum(r["label"] != BENIGN for r in held),
+          "threshold": dict(full.semantic)["threshold"], "lexical": lex, "full": both,
+          "world_captions": len(caps), "world_captions_allowed": round(allowed, 4),
+          "seconds": round(time.perf_counter() - t0, 1)}
+  print(json.dumps(line))
+  if args.show_misses:
+    for r, d in zip(held, decisions):
+      if (r["label"] == BENIGN) != d.allowed:
+        print(f"  {r['label']:>16} -> {d.category or 'allowed'} ({d.layer}, {d.score}): "
+              f"{r['prompt']}", file=sys.stderr)
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
