@@ -38,6 +38,8 @@ import sys
 import time
 from collections.abc import Sequence
 
+from sorax import cli_safety
+
 
 # The verbs on given frames (sorax/verbs.py), named here so the parser needs no jax import.
 VERB_NAMES = ("animate", "extend", "fill", "interpolate", "connect", "loop", "edit")
@@ -156,29 +158,6 @@ def _add_eval(sub):
   _add_safety(p)
 
 
-def _add_keys(sub):
-  p = sub.add_parser("keys", help="C2PA signing keys")
-  ks = p.add_subparsers(dest="keys_verb", required=True)
-  c = ks.add_parser("create", help="make a self-signed test chain (root CA + signer) for local use")
-  c.add_argument("--dir", default=None, help="where (default: the safety config's key_dir)")
-  c.add_argument("--overwrite", action="store_true")
-
-
-def _add_detect(sub):
-  p = sub.add_parser("detect", help="read the C2PA manifest and the watermark of files back")
-  p.add_argument("files", nargs="+")
-  p.add_argument("--trust", default=None,
-                 help="PEM of trusted roots (default: the local test root, if any)")
-  p.add_argument("--safety", default=None, help="safety config (its watermark key)")
-
-
-def _add_policy(sub):
-  p = sub.add_parser("policy", help="check prompts against the content policy, one JSON line each")
-  p.add_argument("prompts", nargs="*")
-  p.add_argument("--file", default=None, help="a text file, one prompt per line")
-  p.add_argument("--safety", default=None, help="safety config (default: experiments/safety.py)")
-
-
 def _add_vae(sub):
   p = sub.add_parser("eval-vae", help="reconstruction PSNR and oracle rates of a VAE on the world")
   p.add_argument("--checkpoint", default="",
@@ -238,9 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
   _add_vae(sub)
   _add_cache(sub)
   _add_export(sub)
-  _add_keys(sub)
-  _add_detect(sub)
-  _add_policy(sub)
+  cli_safety.add_parsers(sub)
   p = sub.add_parser("build-tokenizer", help="retrain the shipped world tokenizer")
   p.add_argument("--out", default=None)
   return parser
@@ -461,56 +438,6 @@ def cmd_demo(args, overrides: Sequence[str]) -> int:
                   checkpoint=args.checkpoint)
 
 
-def cmd_keys(args) -> int:
-  from sorax import config as config_lib
-  from sorax.safety.guard import SAFETY_CONFIG, key_dir
-  from sorax.safety.provenance import create_test_keys
-  directory = args.dir or key_dir(config_lib.load_file(str(SAFETY_CONFIG)).provenance)
-  keys = create_test_keys(directory, overwrite=args.overwrite)
-  print(json.dumps({"cert": keys.cert, "key": keys.key, "root": keys.root,
-                    "note": "self-signed: trusted only where root.pem is a trust anchor"}))
-  return 0
-
-
-def cmd_detect(args, overrides: Sequence[str]) -> int:
-  from sorax import config as config_lib
-  from sorax.safety.detect import detect_file
-  from sorax.safety.guard import SAFETY_CONFIG, trust_anchors, watermark_from
-  cfg = config_lib.load_file(args.safety or str(SAFETY_CONFIG))
-  config_lib.apply_overrides(cfg, [o.replace("--safety.", "--config.", 1) for o in overrides])
-  mark = watermark_from(cfg.watermark)
-  anchors = args.trust or trust_anchors(cfg.provenance)
-  for f in args.files:
-    print(json.dumps(detect_file(f, trust_anchors=anchors, watermark=mark)))
-  return 0
-
-
-def cmd_policy(args, overrides: Sequence[str]) -> int:
-  """Decisions only (for moderation pipelines): exit 0 whatever they are; 2 on bad input."""
-  from sorax import config as config_lib
-  from sorax.safety.guard import SAFETY_CONFIG
-  from sorax.safety.policy import Policy
-  prompts = list(args.prompts)
-  if args.file:
-    path = pathlib.Path(args.file)
-    if not path.is_file():
-      raise CLIError(f"--file {path} not found")
-    prompts += [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-  if not prompts:
-    raise CLIError("give prompts as arguments or --file F (one per line)")
-  cfg = config_lib.load_file(args.safety or str(SAFETY_CONFIG))
-  config_lib.apply_overrides(cfg, [o.replace("--safety.", "--config.", 1) for o in overrides])
-  policy = Policy.from_config(cfg.policy.to_dict())
-  status = policy.semantic_status()
-  if status != "on":
-    print(f"sorax policy: the semantic layer is {status}", file=sys.stderr)
-  for prompt, d in zip(prompts, policy.check_prompts(prompts)):
-    print(json.dumps({"prompt": prompt, "allowed": d.allowed, "category": d.category,
-                      "score": d.score, "layer": d.layer, "matched": d.matched,
-                      "semantic": status}))
-  return 0
-
-
 def cmd_build_tokenizer(args) -> int:
   from sorax.models.text import DEFAULT_TOKENIZER, train_tokenizer
   print(train_tokenizer(args.out or DEFAULT_TOKENIZER))
@@ -537,10 +464,10 @@ def main(argv: Sequence[str] | None = None) -> int:
   from sorax.export.serving import ServingError
   from sorax.train.checkpoint import CheckpointError
   with_overrides = {"train": cmd_train, "cache-latents": cmd_cache_latents, "sample": cmd_sample,
-                    "eval": cmd_eval, "demo": cmd_demo, "detect": cmd_detect,
-                    "policy": cmd_policy, **{v: cmd_verb for v in VERB_NAMES}}
+                    "eval": cmd_eval, "demo": cmd_demo, "detect": cli_safety.cmd_detect,
+                    "policy": cli_safety.cmd_policy, **{v: cmd_verb for v in VERB_NAMES}}
   plain = {"score": cmd_score, "build-tokenizer": cmd_build_tokenizer, "eval-vae": cmd_eval_vae,
-           "export-vae": cmd_export_vae, "export": cmd_export, "keys": cmd_keys}
+           "export-vae": cmd_export_vae, "export": cmd_export, "keys": cli_safety.cmd_keys}
   try:
     if args.verb in with_overrides:
       return with_overrides[args.verb](args, overrides)

@@ -166,17 +166,21 @@ def _signing(p: ml_collections.ConfigDict) -> provenance.Signing:
   return provenance.Signing(cert=cert, key=key, alg=p.alg, tsa_url=p.tsa_url)
 
 
+def safety_config(spec: str | None = None,
+                  overrides: Sequence[str] = ()) -> ml_collections.ConfigDict:
+  """experiments/safety.py[:variant] (or `spec`) with `--safety.key=value` overrides applied."""
+  from sorax import config as config_lib
+  cfg = config_lib.load_file(spec or str(SAFETY_CONFIG))
+  config_lib.apply_overrides(cfg, [o.replace("--safety.", "--config.", 1) for o in overrides])
+  return cfg
+
+
 def load_safety(spec: str | ml_collections.ConfigDict | None = None, overrides: Sequence[str] = (),
                 *, no_watermark: bool = False, no_c2pa: bool = False,
                 announce: bool = True) -> Safety:
   """The Safety of a config (experiments/safety.py[:variant] by default) plus `--safety.x=v`
   overrides; `no_watermark` / `no_c2pa` turn those parts off (and it is said on stderr)."""
-  from sorax import config as config_lib
-  if isinstance(spec, ml_collections.ConfigDict):
-    cfg = spec
-  else:
-    cfg = config_lib.load_file(spec or str(SAFETY_CONFIG))
-    config_lib.apply_overrides(cfg, [o.replace("--safety.", "--config.", 1) for o in overrides])
+  cfg = spec if isinstance(spec, ml_collections.ConfigDict) else safety_config(spec, overrides)
   policy = Policy.from_config(cfg.policy.to_dict()) if cfg.policy.enabled else None
   mark = watermark_from(cfg.watermark) if cfg.watermark.enabled and not no_watermark else None
   signing = _signing(cfg.provenance) if cfg.provenance.enabled and not no_c2pa else None

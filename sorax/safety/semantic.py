@@ -128,14 +128,21 @@ def _cached_layer(model_path: str | None, categories: tuple[str, ...],
   return SemanticLayer(_encoder(model_path), categories, exemplars, threshold)
 
 
+KEYS = ("enabled", "threshold", "exemplars", "split", "model")
+
+
+def check_keys(cfg: Mapping[str, Any]) -> None:
+  unknown = set(cfg) - set(KEYS)
+  if unknown:
+    raise ValueError(f"policy.semantic: unknown keys {sorted(unknown)}; known: {list(KEYS)}")
+
+
 def build_layer(cfg: Mapping[str, Any], categories: Sequence[str]):
   """cfg: {"enabled", "threshold", "exemplars" (a labelled .jsonl; "" = the package's prompt
   set), "split" (its rows used: "train"), "model" (a MiniLM folder; "" = the installed
   package's)} -> (SemanticLayer | None, reason it is off | None). A layer is built (the encoder
   loaded, the head fitted) once per process for the same settings."""
-  unknown = set(cfg) - {"enabled", "threshold", "exemplars", "split", "model"}
-  if unknown:
-    raise ValueError(f"policy.semantic: unknown keys {sorted(unknown)}")
+  check_keys(cfg)
   if not cfg.get("enabled", True):
     return None, "disabled in the safety settings (policy.semantic.enabled=False)"
   from sorax.models.minilm import MiniLMMissing  # noqa: PLC0415
