@@ -38,7 +38,7 @@ import sys
 import time
 from collections.abc import Sequence
 
-from sorax import cli_safety
+from sorax import cli_import, cli_safety
 
 
 # The verbs on given frames (sorax/verbs.py), named here so the parser needs no jax import.
@@ -218,6 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
   _add_cache(sub)
   _add_export(sub)
   cli_safety.add_parsers(sub)
+  cli_import.add_parsers(sub)
   p = sub.add_parser("build-tokenizer", help="retrain the shipped world tokenizer")
   p.add_argument("--out", default=None)
   return parser
@@ -467,7 +468,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "eval": cmd_eval, "demo": cmd_demo, "detect": cli_safety.cmd_detect,
                     "policy": cli_safety.cmd_policy, **{v: cmd_verb for v in VERB_NAMES}}
   plain = {"score": cmd_score, "build-tokenizer": cmd_build_tokenizer, "eval-vae": cmd_eval_vae,
-           "export-vae": cmd_export_vae, "export": cmd_export, "keys": cli_safety.cmd_keys}
+           "export-vae": cmd_export_vae, "export": cmd_export, "keys": cli_safety.cmd_keys,
+           "import-wan": cli_import.cmd_import_wan}
   try:
     if args.verb in with_overrides:
       return with_overrides[args.verb](args, overrides)

@@ -432,6 +432,12 @@ def load_generator(path: str | os.PathLike, dtype=torch.float32) -> TorchGenerat
   try:
     cfg = json.loads(meta["config"])
     m = cfg["model"]
+    wan_like = {k: m[k] for k, off in (("mlp_dim", 0), ("attn_bias", False),
+                                       ("qk_norm_over", "head"), ("head_modulation", "adaln"))
+                if m.get(k, off) != off}
+    if wan_like:  # DiT options for imported Wan models (sorax/export/wan.py)
+      raise ExportError(f"{path}: the PyTorch reference does not implement DiT options "
+                        f"{wan_like}")
     text = TextEncoder(tensors["text.embed.embedding"].shape[0], m["text_width"],
                        m["text_depth"], m["text_heads"])
     dit = DiT(tensors["dit.patch_embed.kernel"].shape[0], m["width"], m["depth"], m["heads"],

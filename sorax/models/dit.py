@@ -45,8 +45,20 @@ class DiTConfig:
   # places inside a patch cannot be drawn (the 8x8-pixel blocks of BUILD_NOTES, issue 8). Its
   # output layer starts at zero, so adding it to a trained model keeps that model's function.
   head_hidden: int = 0
+  # Options that a DiT imported from Wan2.1 (sorax/export/wan.py) needs; the defaults are
+  # sorax's own. mlp_dim: the MLP's hidden width (0: width * mlp_ratio). attn_bias: biases on
+  # the attention projections. qk_norm_over: "head" or "width" (RMS over all heads at once).
+  # head_modulation: "adaln" (final shift/scale = Linear(silu(c))) or "bias" (c plus a learned
+  # [2, width] table, Wan2.1's Head).
+  mlp_dim: int = 0
+  attn_bias: bool = False
+  qk_norm_over: str = "head"
+  head_modulation: str = "adaln"
 
   def __post_init__(self):
+    if self.head_modulation not in ("adaln", "bias"):
+      raise ValueError(f"unknown head_modulation {self.head_modulation!r}; choose from "
+                       "['adaln', 'bias']")
     if self.remat not in REMAT_POLICIES:
       raise ValueError(f"unknown remat policy {self.remat!r}; choose from {list(REMAT_POLICIES)}")
     if self.width % self.heads:
@@ -57,14 +69,14 @@ class DiTBlock(nnx.Module):
   def __init__(self, cfg: DiTConfig, *, rngs: nnx.Rngs):
     d, dt, pdt = cfg.width, jnp.dtype(cfg.dtype), jnp.dtype(cfg.param_dtype)
     kw = dict(dtype=dt, param_dtype=pdt)
+    akw = dict(qk_norm=cfg.qk_norm, qk_norm_over=cfg.qk_norm_over, bias=cfg.attn_bias,
+               implementation=cfg.attention, rngs=rngs, **kw)
     self.norm1 = layers.layer_norm(d, affine=False, rngs=rngs, **kw)
-    self.attn = layers.Attention(d, cfg.heads, qk_norm=cfg.qk_norm, implementation=cfg.attention,
-                                 rngs=rngs, **kw)
+    self.attn = layers.Attention(d, cfg.heads, **akw)
     self.norm_x = layers.layer_norm(d, rngs=rngs, **kw)
-    self.cross = layers.Attention(d, cfg.heads, qk_norm=cfg.qk_norm, implementation=cfg.attention,
-                                  rngs=rngs, **kw)
+    self.cross = layers.Attention(d, cfg.heads, **akw)
     self.norm2 = layers.layer_norm(d, affine=False, rngs=rngs, **kw)
-    self.mlp = layers.MLP(d, int(d * cfg.mlp_ratio), rngs=rngs, **kw)
+    self.mlp = layers.MLP(d, cfg.mlp_dim or int(d * cfg.mlp_ratio), rngs=rngs, **kw)
     # adaLN-zero: every block starts as the identity.
     self.modulation = layers.dense(d, 6 * d, ("embed", "mlp"), zero_init=True, rngs=rngs, **kw)
 
@@ -104,7 +116,11 @@ class DiT(nnx.Module):
       self.blocks = nnx.List([DiTBlock(cfg, rngs=rngs) for _ in range(cfg.depth)])
 
     self.final_norm = layers.layer_norm(d, affine=False, rngs=rngs, **kw)
-    self.final_mod = layers.dense(d, 2 * d, ("embed", "mlp"), zero_init=True, rngs=rngs, **kw)
+    if cfg.head_modulation == "adaln":
+      self.final_mod = layers.dense(d, 2 * d, ("embed", "mlp"), zero_init=True, rngs=rngs, **kw)
+    else:  # Wan2.1's Head: shift, scale = c + table
+      self.head_mod = nnx.Param(layers.partitioned(nnx.initializers.zeros_init(), (
+          None, "embed"))(rngs.params(), (2, d), pdt))
     self.final_out = layers.dense(d, cfg.token_dim, ("embed", "patch"), zero_init=True, rngs=rngs,
                                   **kw)
     if cfg.head_hidden:
@@ -141,7 +157,11 @@ class DiT(nnx.Module):
       for block in self.blocks:
         x = run_block(*nnx.split(block), x)
 
-    shift, scale = jnp.split(self.final_mod(jax.nn.silu(c)), 2, axis=-1)
+    if cfg.head_modulation == "adaln":
+      shift, scale = jnp.split(self.final_mod(jax.nn.silu(c)), 2, axis=-1)
+    else:
+      table = self.head_mod[...].astype(c.dtype)
+      shift, scale = c + table[0], c + table[1]
     x = self.final_norm(x) * (1 + scale) + shift
     out = self.final_out(x)
     if cfg.head_hidden:

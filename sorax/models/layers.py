@@ -49,15 +49,19 @@ def layer_norm(features: int, *, rngs: nnx.Rngs, affine: bool = True, dtype: Dty
 
 
 class RMSNorm(nnx.Module):
-  """RMS norm over the last axis (used for QK-norm, per head)."""
+  """RMS norm over the last axis, or the last len(features) axes when `features` is a tuple
+  (QK-norm per head: (K,); over all heads at once, as Wan2.1 does: (H, K))."""
 
-  def __init__(self, features: int, axis: str, *, param_dtype: Dtype = jnp.float32):
-    self.scale = nnx.Param(jnp.ones((features,), param_dtype), out_sharding=(axis,),
-                           eager_sharding=False)
+  def __init__(self, features: int | tuple[int, ...], axis: str | tuple[str, ...], *,
+               param_dtype: Dtype = jnp.float32):
+    shape = (features,) if isinstance(features, int) else tuple(features)
+    axes = (axis,) if isinstance(axis, str) else tuple(axis)
+    self.scale = nnx.Param(jnp.ones(shape, param_dtype), out_sharding=axes, eager_sharding=False)
 
   def __call__(self, x: jax.Array) -> jax.Array:
     x32 = x.astype(jnp.float32)
-    y = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + 1e-6)
+    reduce = tuple(range(-self.scale.ndim, 0))
+    y = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=reduce, keepdims=True) + 1e-6)
     return (y * self.scale[...].astype(jnp.float32)).astype(x.dtype)
 
 
@@ -110,8 +114,11 @@ class Attention(nnx.Module):
   """
 
   def __init__(self, width: int, heads: int, *, context_width: int | None = None,
-               qk_norm: bool = True, implementation: str | None = None, rngs: nnx.Rngs,
+               qk_norm: bool = True, qk_norm_over: str = "head", bias: bool = False,
+               implementation: str | None = None, rngs: nnx.Rngs,
                dtype: Dtype = jnp.float32, param_dtype: Dtype = jnp.float32):
+    """`qk_norm_over`: "head" (RMS over each head's K dims) or "width" (over all H*K dims at
+    once, Wan2.1's). `bias`: biases on the q/k/v/o projections (Wan2.1 has them)."""
     if width % heads:
       raise ValueError(f"width {width} is not divisible by heads {heads}")
     self.heads, self.head_dim = heads, width // heads
@@ -126,8 +133,20 @@ class Attention(nnx.Module):
     self.wq, self.wk, self.wv = proj(width), proj(kw), proj(kw)
     wo_init = partitioned(_default_init, ("heads", "kv", "embed"))
     self.wo = nnx.Param(wo_init(rngs.params(), (heads, self.head_dim, width), param_dtype))
-    self.q_norm = RMSNorm(self.head_dim, "kv", param_dtype=param_dtype) if qk_norm else None
-    self.k_norm = RMSNorm(self.head_dim, "kv", param_dtype=param_dtype) if qk_norm else None
+    if qk_norm_over not in ("head", "width"):
+      raise ValueError(f"unknown qk_norm_over {qk_norm_over!r}; choose from ['head', 'width']")
+    nf, na = ((self.head_dim,), ("kv",)) if qk_norm_over == "head" else \
+        ((heads, self.head_dim), ("heads", "kv"))
+    self.q_norm = RMSNorm(nf, na, param_dtype=param_dtype) if qk_norm else None
+    self.k_norm = RMSNorm(nf, na, param_dtype=param_dtype) if qk_norm else None
+    if bias:
+      zeros = nnx.initializers.zeros_init()
+      hk = partitioned(zeros, ("heads", "kv"))
+      self.bq, self.bk, self.bv = (nnx.Param(hk(rngs.params(), (heads, self.head_dim),
+                                                param_dtype)) for _ in range(3))
+      self.bo = nnx.Param(partitioned(zeros, ("embed",))(rngs.params(), (width,), param_dtype))
+    else:
+      self.bq = self.bk = self.bv = self.bo = None
 
   def __call__(self, x: jax.Array, *, context: jax.Array | None = None,
                rope: jax.Array | None = None, mask: jax.Array | None = None) -> jax.Array:
@@ -138,6 +157,8 @@ class Attention(nnx.Module):
     q = jnp.einsum("BND,DHK->BNHK", x.astype(dt), self.wq[...].astype(dt))
     k = jnp.einsum("BMD,DHK->BMHK", ctx.astype(dt), self.wk[...].astype(dt))
     v = jnp.einsum("BMD,DHK->BMHK", ctx.astype(dt), self.wv[...].astype(dt))
+    if self.bq is not None:
+      q, k, v = (a + b[...].astype(dt) for a, b in ((q, self.bq), (k, self.bk), (v, self.bv)))
     if self.q_norm is not None:
       q, k = self.q_norm(q), self.k_norm(k)
     if rope is not None:
@@ -148,6 +169,8 @@ class Attention(nnx.Module):
       mask = mask[:, None, None, :]  # [B, 1(heads), 1(query), M]
     out = jax.nn.dot_product_attention(q, k, v, mask=mask, implementation=self.implementation)
     out = jnp.einsum("BNHK,HKD->BND", out, self.wo[...].astype(dt))
+    if self.bo is not None:
+      out = out + self.bo[...].astype(dt)
     return constrain(out, ("act_batch", "act_length", "act_embed"))
 
 
