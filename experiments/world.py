@@ -70,7 +70,10 @@ def get_config(arg: str = "demo") -> ml_collections.ConfigDict:
       text_width=128, text_depth=2, text_heads=4, dtype="float32", param_dtype="float32",
       attention="auto", scan_layers=True, remat="none",
       # > 0: a per-token MLP of this width added to the linear output head (models/dit.py).
-      head_hidden=0))
+      head_hidden=0,
+      # "sorax": our small text encoder, trained with the DiT; "minilm": the pretrained
+      # all-MiniLM-L6-v2 with its own tokenizer, frozen (text_width becomes its 384).
+      text_encoder="sorax"))
   c.tokenizer = ""  # empty: the shipped sorax/assets/world_sp.model
 
   c.diffusion = ml_collections.ConfigDict(dict(

@@ -21,8 +21,8 @@ from sorax import patchify as P
 from sorax.diffusion import conditioning as cond
 from sorax.diffusion import flow, samplers
 from sorax.models.codec import from_pixels, to_pixels
-from sorax.models.text import DEFAULT_TOKENIZER, Tokenizer, null_text
-from sorax.models.generator import Generator, generator_config, make_codec_from
+from sorax.models.text import Tokenizer, null_text
+from sorax.models.generator import Generator, generator_config, make_codec_from, text_tokenizer
 from sorax.models import weights as weights_lib
 
 
@@ -53,9 +53,7 @@ class Pipeline:
     holder = {}
 
     def make(cfg, meta):
-      tok_path = checkpoint_dir(path).parent / "tokenizer.model"
-      tokenizer = Tokenizer(tok_path if tok_path.exists() else (cfg.tokenizer or
-                                                                 DEFAULT_TOKENIZER))
+      tokenizer = text_tokenizer(cfg, checkpoint_dir(path).parent)
       if tokenizer.vocab_size != meta["vocab_size"]:
         raise CheckpointError(f"tokenizer {tokenizer.path} has {tokenizer.vocab_size} pieces, "
                               f"checkpoint {path} was trained with {meta['vocab_size']}")
@@ -71,9 +69,10 @@ class Pipeline:
 
   @classmethod
   def from_weights(cls, path: str | pathlib.Path) -> "Pipeline":
-    """A weights-only file; its tokenizer is the shipped one (checked by hash)."""
+    """A weights-only file; its tokenizer is the shipped one, or MiniLM's for a model with that
+    text encoder (checked by hash)."""
     g = weights_lib.load_generator(path)
-    tokenizer = Tokenizer(g.cfg.tokenizer or DEFAULT_TOKENIZER)
+    tokenizer = text_tokenizer(g.cfg)
     if g.tokenizer_sha256 and weights_lib.file_sha256(tokenizer.path) != g.tokenizer_sha256:
       raise weights_lib.WeightsError(f"weights file {path} was trained with another tokenizer "
                                      f"than {tokenizer.path}")
@@ -140,7 +139,8 @@ class Pipeline:
     shift = flow.resolution_shift(n_tok, c.diffusion.base_tokens, c.diffusion.base_shift)
     conditioned = given is not None and bool(given.any())
     fn = _sampling_fn(self.graphdef, latent_shape, patch, steps, float(cfg_scale), sampler,
-                      shift, c.diffusion.prediction, conditioned, float(strength))
+                      shift, c.diffusion.prediction, conditioned, float(strength),
+                      tuple(self.tokenizer.null_tokens))
     out = []
     key = jax.random.PRNGKey(seed)
     tok_dim = P.token_dim(latent_shape[-1], patch)
@@ -225,7 +225,7 @@ def _encoder(codec):
 
 @functools.lru_cache(maxsize=16)
 def _sampling_fn(graphdef, latent_shape, patch, steps, cfg_scale, sampler, shift, prediction,
-                 conditioned=False, strength=1.0):
+                 conditioned=False, strength=1.0, null_tokens=(2,)):
   pos = P.positions(P.grid_shape(latent_shape, patch))
   ts = np.asarray(samplers.schedule(steps, shift))
   if strength < 1.0:  # SDEdit: the part of the schedule below `strength`
@@ -238,7 +238,7 @@ def _sampling_fn(graphdef, latent_shape, patch, steps, cfg_scale, sampler, shift
     """noise/known [B, N, P]; given bool [B, N] tokens held at `known`."""
     model = nnx.merge(graphdef, params)
     b = noise.shape[0]
-    null_ids, null_mask = null_text(ids)
+    null_ids, null_mask = null_text(ids, null_tokens)
     text = model.encode_text(jnp.concatenate([ids, null_ids]), jnp.concatenate([mask, null_mask]))
     tmask = jnp.concatenate([mask, null_mask])
     positions = jnp.broadcast_to(pos, (2 * b,) + pos.shape)

@@ -433,10 +433,11 @@ def load_generator(path: str | os.PathLike, dtype=torch.float32) -> TorchGenerat
     cfg = json.loads(meta["config"])
     m = cfg["model"]
     wan_like = {k: m[k] for k, off in (("mlp_dim", 0), ("attn_bias", False),
-                                       ("qk_norm_over", "head"), ("head_modulation", "adaln"))
+                                       ("qk_norm_over", "head"), ("head_modulation", "adaln"),
+                                       ("text_encoder", "sorax"))
                 if m.get(k, off) != off}
-    if wan_like:  # DiT options for imported Wan models (sorax/export/wan.py)
-      raise ExportError(f"{path}: the PyTorch reference does not implement DiT options "
+    if wan_like:  # options of imported Wan models (sorax/export/wan.py) and the MiniLM encoder
+      raise ExportError(f"{path}: the PyTorch reference does not implement model options "
                         f"{wan_like}")
     text = TextEncoder(tensors["text.embed.embedding"].shape[0], m["text_width"],
                        m["text_depth"], m["text_heads"])

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import dataclasses
+import pathlib
 
 import jax
 from flax import nnx
 
 from sorax.models.codec import CODEC_KEYS, make_codec
 from sorax.models.dit import DiT, DiTConfig
-from sorax.models.text import TextEncoder
+from sorax.models.text import DEFAULT_TOKENIZER, TextEncoder, Tokenizer
+
+
+TEXT_ENCODERS = ("sorax", "minilm")
+FROZEN_TEXT = ("minilm",)  # pretrained encoders kept as they are: no gradient, no update
 
 
 @dataclasses.dataclass(frozen=True)
@@ -18,22 +23,36 @@ class GeneratorConfig:
   vocab_size: int
   text_depth: int = 2
   text_heads: int = 4
+  # "sorax": a small encoder trained with the DiT on our own tokenizer; "minilm": the pretrained
+  # all-MiniLM-L6-v2 (sorax/models/minilm.py, its WordPiece tokenizer), frozen.
+  text_encoder: str = "sorax"
+
+  def __post_init__(self):
+    if self.text_encoder not in TEXT_ENCODERS:
+      raise ValueError(f"unknown model.text_encoder {self.text_encoder!r}; choose from "
+                       f"{list(TEXT_ENCODERS)}")
 
 
 class Generator(nnx.Module):
   def __init__(self, cfg: GeneratorConfig, *, rngs: nnx.Rngs):
     self.cfg = cfg
-    self.text = TextEncoder(cfg.vocab_size, cfg.dit.text_width, cfg.text_depth, cfg.text_heads,
-                            rngs=rngs, dtype=cfg.dit.dtype, param_dtype=cfg.dit.param_dtype)
+    if cfg.text_encoder == "minilm":  # zeros here; the trainer copies the pretrained weights in
+      from sorax.models.minilm import BertConfig, MiniLM  # noqa: PLC0415
+      self.text = MiniLM(BertConfig())
+    else:
+      self.text = TextEncoder(cfg.vocab_size, cfg.dit.text_width, cfg.text_depth,
+                              cfg.text_heads, rngs=rngs, dtype=cfg.dit.dtype,
+                              param_dtype=cfg.dit.param_dtype)
     self.dit = DiT(cfg.dit, rngs=rngs)
 
   def encode_text(self, ids: jax.Array, mask: jax.Array) -> jax.Array:
-    return self.text(ids, mask)
+    h = self.text(ids, mask)
+    return jax.lax.stop_gradient(h) if self.cfg.text_encoder in FROZEN_TEXT else h
 
   def __call__(self, x: jax.Array, positions: jax.Array, t: jax.Array, ids: jax.Array,
                mask: jax.Array, token_mask: jax.Array | None = None) -> jax.Array:
     """x [B, N, P], positions [B, N, 3], t [B], ids/mask [B, L] -> velocity [B, N, P]."""
-    return self.dit(x, positions, t, self.text(ids, mask), mask, token_mask)
+    return self.dit(x, positions, t, self.encode_text(ids, mask), mask, token_mask)
 
 
 def make_codec_from(cfg, latent_stats: dict | None = None):
@@ -52,14 +71,31 @@ def generator_config(cfg, vocab_size: int) -> GeneratorConfig:
   file describes."""
   m = cfg.model
   codec = make_codec_from(cfg)
+  text_encoder = m.get("text_encoder", "sorax")
+  text_width = m.text_width
+  if text_encoder == "minilm":  # the DiT reads MiniLM's hidden states as they are
+    from sorax.models.minilm import BertConfig  # noqa: PLC0415
+    text_width = BertConfig().width
   pt, ph, pw = m.patch
   attention = None if m.attention in ("auto", "", None) else m.attention
   dit = DiTConfig(
       token_dim=pt * ph * pw * codec.channels, width=m.width, depth=m.depth, heads=m.heads,
-      mlp_ratio=m.mlp_ratio, text_width=m.text_width, qk_norm=m.qk_norm, dtype=m.dtype,
+      mlp_ratio=m.mlp_ratio, text_width=text_width, qk_norm=m.qk_norm, dtype=m.dtype,
       param_dtype=m.param_dtype, attention=attention, scan_layers=m.scan_layers, remat=m.remat,
       head_hidden=m.get("head_hidden", 0), mlp_dim=m.get("mlp_dim", 0),
       attn_bias=m.get("attn_bias", False), qk_norm_over=m.get("qk_norm_over", "head"),
       head_modulation=m.get("head_modulation", "adaln"))
   return GeneratorConfig(dit=dit, vocab_size=vocab_size, text_depth=m.text_depth,
-                         text_heads=m.text_heads)
+                         text_heads=m.text_heads, text_encoder=text_encoder)
+
+
+def text_tokenizer(cfg, workdir=None):
+  """The tokenizer of a run config's text encoder: MiniLM's WordPiece for "minilm"; else ours
+  (`workdir`/tokenizer.model when a training workdir has one, else cfg.tokenizer or the shipped
+  one)."""
+  if cfg.model.get("text_encoder", "sorax") == "minilm":
+    from sorax.models.minilm import MiniLMTokenizer  # noqa: PLC0415
+    return MiniLMTokenizer()
+  local = pathlib.Path(workdir) / "tokenizer.model" if workdir is not None else None
+  return Tokenizer(local if local is not None and local.exists() else
+                   (cfg.tokenizer or DEFAULT_TOKENIZER))

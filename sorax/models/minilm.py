@@ -214,6 +214,28 @@ class WordPiece:
     return ids, mask
 
 
+class MiniLMTokenizer(WordPiece):
+  """MiniLM's WordPiece behind sorax's Tokenizer interface (`path`, `vocab_size`, `null_tokens`,
+  fixed-length `encode`), for `model.text_encoder = "minilm"`."""
+
+  def __init__(self, path: str | pathlib.Path | None = None):
+    self.path = pathlib.Path(path) if path is not None else model_dir() / "tokenizer.json"
+    super().__init__(self.path)
+    self.null_tokens = tuple(self.tok.encode("").ids)  # [CLS] [SEP]
+
+  def encode(self, texts: Sequence[str], max_len: int) -> tuple[np.ndarray, np.ndarray]:
+    """-> ids int32 [B, max_len] ([CLS] ... [SEP], truncated keeping [SEP], 0 after), mask."""
+    if isinstance(texts, str):
+      raise TypeError("encode takes a sequence of strings, not one string")
+    ids, mask = super().encode(list(texts), max_len)
+    out = np.zeros((len(ids), max_len), np.int32)
+    out[:, :ids.shape[1]] = ids
+    return out, out != 0
+
+  def decode(self, ids: Sequence[int]) -> str:
+    return self.tok.decode([int(i) for i in ids if int(i) != 0])
+
+
 class SentenceEncoder:
   """texts -> L2-normalised sentence embeddings [B, 384] (jitted), the way sentence-transformers
   computes them for all-MiniLM-L6-v2 (max 256 tokens)."""

@@ -28,6 +28,7 @@ PAD_ID, UNK_ID, BOS_ID = 0, 1, 2
 class Tokenizer:
   """sentencepiece with byte fallback: any text (unknown words, emoji) encodes."""
 
+  null_tokens = (BOS_ID,)  # the empty prompt
   def __init__(self, model_path: str | os.PathLike = DEFAULT_TOKENIZER):
     path = pathlib.Path(model_path)
     if not path.is_file():
@@ -58,9 +59,13 @@ class Tokenizer:
     return self.sp.decode([int(i) for i in ids if int(i) not in (PAD_ID, BOS_ID)])
 
 
-def null_text(ids: jax.Array) -> tuple[jax.Array, jax.Array]:
-  """The empty prompt (BOS only) shaped like ids [B, L]: the unconditional branch of CFG."""
-  null = jnp.full_like(ids, PAD_ID).at[:, 0].set(BOS_ID)
+def null_text(ids: jax.Array, tokens: Sequence[int] = (BOS_ID,)
+              ) -> tuple[jax.Array, jax.Array]:
+  """The empty prompt shaped like ids [B, L]: the unconditional branch of CFG. `tokens` is the
+  tokenizer's encoding of "" (`Tokenizer.null_tokens`: BOS for ours, [CLS] [SEP] for MiniLM's)."""
+  null = jnp.full_like(ids, PAD_ID)
+  for i, tok in enumerate(tokens):
+    null = null.at[:, i].set(tok)
   return null, null != PAD_ID
 
 

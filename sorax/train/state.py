@@ -15,7 +15,8 @@ import optax
 from flax import nnx
 from jax.sharding import Mesh
 
-from sorax.models.generator import Generator, generator_config, make_codec_from  # noqa: F401
+from sorax.models.generator import (FROZEN_TEXT, Generator, generator_config,  # noqa: F401
+                                    make_codec_from)
 from sorax.parallel import mesh as mesh_lib
 
 
@@ -45,8 +46,15 @@ def lr_schedule(cfg: ml_collections.ConfigDict) -> optax.Schedule:
 
 def make_optimizer(cfg: ml_collections.ConfigDict) -> optax.GradientTransformation:
   o = cfg.optim
-  # Decay matrices only: norms' scales and biases are left alone.
-  decay_mask = lambda params: jax.tree.map(lambda x: x.ndim >= 2, params)
+  frozen = cfg.model.get("text_encoder", "sorax") in FROZEN_TEXT
+  # Decay matrices only: norms' scales and biases are left alone. A pretrained (frozen) text
+  # encoder is not decayed either; its gradient is zero (Generator.encode_text stops it), so
+  # Adam's update for it is exactly zero and it stays as it is.
+  def decay_mask(params):
+    def decay(path, x):
+      first = getattr(path[0], "key", getattr(path[0], "name", None))
+      return x.ndim >= 2 and not (frozen and first == "text")
+    return jax.tree_util.tree_map_with_path(decay, params)
   return optax.chain(
       optax.clip_by_global_norm(o.grad_clip),
       optax.adamw(lr_schedule(cfg), b1=o.b1, b2=o.b2, weight_decay=o.weight_decay,

@@ -15,7 +15,7 @@ from sorax import patchify as P
 from sorax.diffusion import conditioning as cond
 from sorax.diffusion import flow
 from sorax.models.codec import from_pixels
-from sorax.models.text import null_text
+from sorax.models.text import BOS_ID, null_text
 from sorax.train.state import TrainState, ema_update
 
 
@@ -45,6 +45,7 @@ class StepConfig:
   # mode, its given latent frames enter clean with t = 0 and are left out of the loss. Empty or
   # only "none": plain text-to-video.
   conditioning: tuple[tuple[str, float], ...] = ()
+  null_tokens: tuple[int, ...] = (BOS_ID,)  # the tokenizer's empty prompt (text dropout)
 
 
 # Colours that are not objects in the world (WORLD.md): the four backgrounds and the wall.
@@ -69,10 +70,11 @@ def motion_mask(video: jax.Array) -> jax.Array:
   return (jnp.concatenate([none, step], 1) | jnp.concatenate([step, none], 1)).astype(jnp.float32)
 
 
-def drop_text(rng: jax.Array, ids: jax.Array, mask: jax.Array, p: float):
-  """Replaces each example's prompt by the null prompt with probability p."""
+def drop_text(rng: jax.Array, ids: jax.Array, mask: jax.Array, p: float,
+              null: tuple[int, ...] = (BOS_ID,)):
+  """Replaces each example's prompt by the null prompt (`null` tokens) with probability p."""
   drop = jax.random.bernoulli(rng, p, (ids.shape[0], 1))
-  null_ids, null_mask = null_text(ids)
+  null_ids, null_mask = null_text(ids, null)
   return jnp.where(drop, null_ids, ids), jnp.where(drop, null_mask, mask)
 
 
@@ -110,7 +112,7 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
     r_t, r_noise, r_drop = jax.random.split(rng, 3)
     t = flow.sample_timesteps(r_t, x0.shape[0], mean=cfg.t_mean, std=cfg.t_std, shift=shift)
     noise = jax.random.normal(r_noise, x0.shape, x0.dtype)
-    ids, mask = drop_text(r_drop, ids, mask, cfg.text_dropout)
+    ids, mask = drop_text(r_drop, ids, mask, cfg.text_dropout, cfg.null_tokens)
     x_t = flow.interpolate(x0, noise, t)
     keep = None
     if given is not None:  # given tokens: clean, t = 0, no loss

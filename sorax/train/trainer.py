@@ -16,6 +16,7 @@ import jax
 import ml_collections
 import numpy as np
 from absl import logging
+from flax import nnx
 from tqdm.auto import tqdm
 
 from sorax import config as config_lib
@@ -24,7 +25,8 @@ from sorax.data.latent_cache import cache_world, latent_dataset, read_manifest
 from sorax.data.pipeline import world_dataset
 from sorax.diffusion import flow
 from sorax.models.codec import CODEC_KEYS
-from sorax.models.text import DEFAULT_TOKENIZER, Tokenizer
+from sorax.models.generator import FROZEN_TEXT, text_tokenizer
+from sorax.models.text import BOS_ID, Tokenizer
 from sorax.parallel import mesh as mesh_lib
 from sorax.train import state as state_lib
 from sorax.train.checkpoint import Checkpointer, abstract_like
@@ -32,8 +34,9 @@ from sorax.train.metrics import MetricsWriter
 from sorax.train.step import StepConfig, make_train_step
 
 
-def tokenizer_for(cfg: ml_collections.ConfigDict) -> Tokenizer:
-  return Tokenizer(cfg.tokenizer or DEFAULT_TOKENIZER)
+def tokenizer_for(cfg: ml_collections.ConfigDict):
+  """Ours (a Tokenizer) or MiniLM's, as `model.text_encoder` says."""
+  return text_tokenizer(cfg)
 
 
 def num_tokens(cfg: ml_collections.ConfigDict, frames: int, height: int, width: int) -> int:
@@ -56,7 +59,8 @@ def cache_latents(cfg: ml_collections.ConfigDict, out: str | pathlib.Path, num_c
                      seed=cfg.data.seed, meta={"codec": codec_identity(cfg)}, **kw)
 
 
-def step_config(cfg: ml_collections.ConfigDict) -> StepConfig:
+def step_config(cfg: ml_collections.ConfigDict, null_tokens: tuple[int, ...] = (BOS_ID,)
+                ) -> StepConfig:
   d = cfg.data
   shift = flow.resolution_shift(num_tokens(cfg, d.frames, d.height, d.width),
                                 cfg.diffusion.base_tokens, cfg.diffusion.base_shift)
@@ -68,6 +72,7 @@ def step_config(cfg: ml_collections.ConfigDict) -> StepConfig:
                     images_per_clip=d.get("images_per_clip", 0),
                     image_weight=d.get("image_weight", 0.5),
                     conditioning=tuple(sorted(cfg.get("conditioning", {}).items())),
+                    null_tokens=tuple(null_tokens),
                     image_shift=flow.resolution_shift(
                         num_tokens(cfg, 1, d.height, d.width), cfg.diffusion.base_tokens,
                         cfg.diffusion.base_shift) if d.get("images_per_clip", 0) else 1.0)
@@ -244,6 +249,14 @@ class Trainer(BaseTrainer):
   def init_state(self):
     graphdef, state, shardings = state_lib.init_state(
         self.cfg, self.tokenizer.vocab_size, self.mesh, self.rules, self.tx)
+    if self.cfg.model.get("text_encoder", "sorax") in FROZEN_TEXT and not (
+        self.workdir / "checkpoints").is_dir():  # a fresh run: the pretrained encoder's weights
+      from sorax.models.minilm import load_minilm  # noqa: PLC0415
+      text = nnx.to_pure_dict(nnx.state(load_minilm()[0], nnx.Param))
+      state, copied, _, unused = state_lib.warm_start(state, {"text": text})
+      if unused:
+        raise ValueError(f"pretrained text encoder weights with no place: {unused[:3]}")
+      logging.info("text encoder: pretrained MiniLM, %d tensors, frozen", len(copied))
     src = self.cfg.train.get("init_from")
     if src and not (self.workdir / "checkpoints").is_dir():  # a fresh run, not a resume
       from sorax.sample import Pipeline  # noqa: PLC0415
@@ -273,7 +286,8 @@ class Trainer(BaseTrainer):
                               shard_count=jax.process_count()))
 
   def make_step(self):
-    return make_train_step(self.graphdef, self.tx, self.codec.encode, step_config(self.cfg),
+    return make_train_step(self.graphdef, self.tx, self.codec.encode,
+                           step_config(self.cfg, self.tokenizer.null_tokens),
                            normalize=self.codec.normalize, fold=getattr(self.codec, "fold", None))
 
   def batch_ndims(self) -> dict[str, int]:
@@ -290,7 +304,7 @@ class Trainer(BaseTrainer):
     """The tokenizer too: a workdir samples without the repo's assets."""
     super()._write_run_files()
     tok = self.workdir / "tokenizer.model"
-    if jax.process_index() == 0 and not tok.exists():
+    if jax.process_index() == 0 and isinstance(self.tokenizer, Tokenizer) and not tok.exists():
       shutil.copyfile(self.tokenizer.path, tok)
 
 
