@@ -242,8 +242,8 @@ def cmd_train(args, overrides: Sequence[str]) -> int:
   from sorax import config as config_lib
   from sorax.train.trainer import train
   cfg = config_lib.load_config(args.config, overrides)
-  metrics = train(cfg, args.workdir, progress=not args.no_progress)
-  print(json.dumps({"workdir": args.workdir, **metrics}))
+  metrics, preempted = train(cfg, args.workdir, progress=not args.no_progress)
+  print(json.dumps({"workdir": args.workdir, "preempted": preempted, **metrics}))
   return 0
 
 

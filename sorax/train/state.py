@@ -46,7 +46,7 @@ def lr_schedule(cfg: ml_collections.ConfigDict) -> optax.Schedule:
 
 def make_optimizer(cfg: ml_collections.ConfigDict) -> optax.GradientTransformation:
   o = cfg.optim
-  frozen = cfg.model.get("text_encoder", "sorax") in FROZEN_TEXT
+  frozen = cfg.get("model", {}).get("text_encoder", "sorax") in FROZEN_TEXT  # a VAE has none
   # Decay matrices only: norms' scales and biases are left alone. A pretrained (frozen) text
   # encoder is not decayed either; its gradient is zero (Generator.encode_text stops it), so
   # Adam's update for it is exactly zero and it stays as it is.

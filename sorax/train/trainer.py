@@ -5,10 +5,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import pathlib
 import shutil
+import signal
 import sys
+import threading
 import time
 from typing import Any
 
@@ -104,6 +107,10 @@ class BaseTrainer:
     if self.ckpt.latest_step() is not None:
       step, self.state, _ = self.ckpt.restore(abstract_like(self.state, self.shardings), self.data)
       logging.info("resumed from step %d in %s", step, self.ckpt.directory)
+    # The step on the host: read from the device once here, then counted, so the loop never
+    # waits for the device just to know where it is.
+    self._step = int(jax.device_get(self.state.step))
+    self.preempted = False
     self._write_run_files()
     self.batch_shardings = {k: mesh_lib.batch_sharding(self.mesh, self.rules, n)
                             for k, n in self.batch_ndims().items()}
@@ -146,41 +153,59 @@ class BaseTrainer:
   def train_step(self, batch: dict[str, np.ndarray]) -> dict[str, float]:
     with mesh_lib.activate(self.mesh, self.rules):
       self.state, metrics = self.step_fn(self.state, self.put_batch(batch))
+    self._step += 1
     return metrics
 
   @property
   def step(self) -> int:
-    return int(jax.device_get(self.state.step))
+    return self._step
 
   def save(self) -> None:
     self.ckpt.save(self.step, self.state, self.data, self.meta())
 
   def fit(self, steps: int | None = None, *, progress: bool = True) -> dict[str, float]:
-    """Trains until `steps` (default cfg.train.steps) total steps; returns the last metrics."""
+    """Trains until `steps` (default cfg.train.steps) total steps; returns the last metrics.
+
+    SIGTERM (what TPU VMs and SLURM send before preemption) or SIGINT makes it save at the end
+    of the current step and return, with `self.preempted` set; a rerun resumes from there and
+    continues the same loss curve. Metrics at each log step: `step_time` (s per step over the
+    interval), `data_wait` (s per step spent waiting for the input pipeline), `goodput` (the
+    fraction of wall time since the start spent in train steps, not in data waits,
+    checkpoints or the first step's compilation)."""
     cfg = self.cfg
     total = cfg.train.steps if steps is None else steps
     writer = MetricsWriter(self.workdir) if jax.process_index() == 0 else None
     bar = tqdm(total=total, initial=self.step, disable=not progress, desc="train",
                dynamic_ncols=True, mininterval=1.0 if sys.stderr.isatty() else 15.0)
     last: dict[str, float] = {}
-    t0, n0 = time.perf_counter(), self.step
+    timer = _Goodput(self.step)
+    stop = _StopOnSignal()
     try:
-      while self.step < total:
-        metrics = self.train_step(next(self.data))
-        step = self.step
-        bar.update(1)
-        if step % cfg.train.log_every == 0 or step == total:
-          last = {k: float(v) for k, v in jax.device_get(metrics).items()}
-          if not np.isfinite(last["loss"]):
-            raise FloatingPointError(f"loss became {last['loss']} at step {step}")
-          dt = time.perf_counter() - t0
-          last["steps_per_s"] = (step - n0) / max(dt, 1e-9)
-          last["lr"] = float(state_lib.lr_schedule(cfg)(step))
-          bar.set_postfix(loss=f"{last['loss']:.4f}")
-          if writer:
-            writer.write(step, last)
-        if step % cfg.train.checkpoint_every == 0 or step == total:
-          self.save()
+      with stop:
+        while self.step < total:
+          with timer.phase("data"):
+            batch = next(self.data)
+          with timer.phase("compile" if timer.first else "step"):
+            metrics = self.train_step(batch)
+          step = self.step
+          bar.update(1)
+          if step % cfg.train.log_every == 0 or step == total or stop.requested:
+            with timer.phase("step"):  # waits for the device: the interval's real step time
+              last = {k: float(v) for k, v in jax.device_get(metrics).items()}
+            if not np.isfinite(last["loss"]):
+              raise FloatingPointError(f"loss became {last['loss']} at step {step}")
+            last.update(timer.report(step))
+            last["lr"] = float(state_lib.lr_schedule(cfg)(step))
+            bar.set_postfix(loss=f"{last['loss']:.4f}")
+            if writer:
+              writer.write(step, last)
+          if step % cfg.train.checkpoint_every == 0 or step == total or stop.requested:
+            with timer.phase("checkpoint"):
+              self.save()
+          if stop.requested:
+            self.preempted = True
+            logging.warning("%s at step %d: saved, stopping", stop.requested, step)
+            break
     finally:
       bar.close()
       self.ckpt.wait()
@@ -190,6 +215,65 @@ class BaseTrainer:
 
   def close(self) -> None:
     self.ckpt.close()
+
+
+class _StopOnSignal:
+  """Within `with`: SIGTERM/SIGINT set `requested` (the signal's name) instead of killing the
+  process, so the loop can save first; the previous handlers come back on exit. Only the main
+  thread can take signals; elsewhere this does nothing."""
+
+  SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+  def __init__(self):
+    self.requested: str | None = None
+    self._old = {}
+
+  def __enter__(self):
+    if threading.current_thread() is threading.main_thread():
+      for sig in self.SIGNALS:
+        self._old[sig] = signal.signal(sig, self._handle)
+    return self
+
+  def _handle(self, signum, frame):
+    self.requested = signal.Signals(signum).name
+
+  def __exit__(self, *exc):
+    for sig, old in self._old.items():
+      signal.signal(sig, old)
+    return False
+
+
+class _Goodput:
+  """Wall time of the loop by phase (data, step, checkpoint, compile) for the metrics."""
+
+  def __init__(self, step: int):
+    self.t0 = self.t_last = time.perf_counter()
+    self.step_last = step
+    self.first = True
+    self.total = dict(data=0.0, step=0.0, checkpoint=0.0, compile=0.0)
+    self.interval = dict(self.total)
+
+  @contextlib.contextmanager
+  def phase(self, name: str):
+    t = time.perf_counter()
+    try:
+      yield
+    finally:
+      dt = time.perf_counter() - t
+      self.total[name] += dt
+      self.interval[name] += dt
+      if name == "compile":
+        self.first = False
+
+  def report(self, step: int) -> dict[str, float]:
+    now = time.perf_counter()
+    n = max(step - self.step_last, 1)
+    out = {"step_time": (now - self.t_last) / n, "data_wait": self.interval["data"] / n,
+           "steps_per_s": n / max(now - self.t_last, 1e-9),
+           "goodput": self.total["step"] / max(now - self.t0, 1e-9)}
+    self.t_last, self.step_last = now, step
+    self.interval = dict.fromkeys(self.interval, 0.0)
+    return out
 
 
 class Trainer(BaseTrainer):
@@ -320,9 +404,10 @@ def trainer_class(cfg: ml_collections.ConfigDict) -> type[BaseTrainer]:
 
 
 def train(cfg: ml_collections.ConfigDict, workdir: str | pathlib.Path, *,
-          progress: bool = True) -> dict[str, float]:
+          progress: bool = True) -> tuple[dict[str, float], bool]:
+  """-> (the last metrics, whether a signal stopped it early: rerun to resume)."""
   trainer = trainer_class(cfg)(cfg, workdir)
   try:
-    return trainer.fit(progress=progress)
+    return trainer.fit(progress=progress), trainer.preempted
   finally:
     trainer.close()
