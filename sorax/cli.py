@@ -61,6 +61,10 @@ def _add_train(sub):
   p.add_argument("--config", required=True, help="experiments/FILE.py[:arg]")
   p.add_argument("--workdir", required=True, help="checkpoints, metrics and config go here")
   p.add_argument("--no-progress", action="store_true")
+  p.add_argument("--coordinator", default=None, help="multi-host: HOST:PORT of process 0 "
+                 "(TPU VMs and SLURM are found without it; sorax/parallel/distributed.py)")
+  p.add_argument("--num-processes", type=int, default=None)
+  p.add_argument("--process-id", type=int, default=None)
 
 
 def _add_sample(sub):
@@ -240,8 +244,10 @@ def _read_prompts(path: str) -> list[tuple[int, str]]:
 
 def cmd_train(args, overrides: Sequence[str]) -> int:
   from sorax import config as config_lib
+  from sorax.parallel import distributed
   from sorax.train.trainer import train
-  cfg = config_lib.load_config(args.config, overrides)
+  cfg = config_lib.load_config(args.config, overrides)  # bad config: an error before any start
+  distributed.initialize(args.coordinator, args.num_processes, args.process_id)
   metrics, preempted = train(cfg, args.workdir, progress=not args.no_progress)
   print(json.dumps({"workdir": args.workdir, "preempted": preempted, **metrics}))
   return 0
