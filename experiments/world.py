@@ -114,6 +114,8 @@ def get_config(arg: str = "demo") -> ml_collections.ConfigDict:
 
   c.mesh = ml_collections.ConfigDict(dict(
       shape=ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1, sequence=1)),
+      # Multi-slice: how much of each axis spans slices (over DCN); all 1 = one slice.
+      dcn_shape=ml_collections.ConfigDict(dict(data=1, fsdp=1, tensor=1, sequence=1)),
       rules=DIT_RULES))
 
   c.sample = ml_collections.ConfigDict(dict(steps=24, sampler="heun", cfg=3.0, seed=0))

@@ -41,11 +41,14 @@ def main(pid: int, n: int, port: int, workdir: str, out: str) -> None:
                      for x in leaves))
 
   before = checksum(tr.state)
+  from sorax.parallel import mesh as mesh_lib
+  hybrid = mesh_lib.make_mesh({"data": n}, dcn_shape={"data": n})  # data across processes
   again = Trainer(cfg, workdir)  # restores the checkpoint just written
   info = {"process_count": jax.process_count(), "devices": jax.device_count(),
           "losses": losses, "checksum": before, "restored_step": again.step,
           "restored_checksum": checksum(again.state),
-          "own_ids": np.asarray(own["ids"]).tolist()}
+          "own_ids": np.asarray(own["ids"]).tolist(),
+          "dcn_rows": [d.process_index for d in hybrid.devices.flat]}
   again.close()
   with open(out, "w") as f:
     json.dump(info, f)

@@ -74,3 +74,16 @@ def test_mesh_errors():
   assert mesh_lib.make_mesh({"data": -1, "tensor": 2}).shape["data"] == 4
   with pytest.raises(ValueError, match="unknown mesh axes"):
     mesh_lib.rules_from_config([["embed", "model"]])
+
+
+def test_topology_aware_mesh_and_dcn_checks():
+  m = mesh_lib.make_mesh({"data": 2, "fsdp": 4}, dcn_shape={"data": 1})
+  assert dict(m.shape) == {"data": 2, "fsdp": 4, "tensor": 1, "sequence": 1}
+  assert sorted(d.id for d in m.devices.flat) == list(range(8))  # every device once
+  assert all(t == jax.sharding.AxisType.Auto for t in m.axis_types)
+  with pytest.raises(ValueError, match="unknown mesh.dcn_shape axes"):
+    mesh_lib.make_mesh({"data": 2}, dcn_shape={"slices": 2})
+  with pytest.raises(ValueError, match="does not divide"):
+    mesh_lib.make_mesh({"data": 2, "fsdp": 4}, dcn_shape={"fsdp": 3})
+  with pytest.raises(ValueError, match="spans 2 slices"):  # one process, one slice here
+    mesh_lib.make_mesh({"data": 2, "fsdp": 4}, dcn_shape={"data": 2})

@@ -49,6 +49,7 @@ def test_two_processes_match_one_and_checkpoint_round_trips(tmp_path):
   # Each process read its own share of the data: different clips.
   assert two[0]["own_ids"] != two[1]["own_ids"]
   assert len(two[0]["own_ids"]) == 2 and len(one["own_ids"]) == 4
+  assert two[0]["dcn_rows"] == [0, 1]  # mesh.dcn_shape: the data axis spans the processes
 
 
 def test_flags_are_checked():

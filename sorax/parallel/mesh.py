@@ -21,11 +21,16 @@ MESH_AXES = ("data", "fsdp", "tensor", "sequence")
 Rules = tuple[tuple[str, Any], ...]
 
 
-def make_mesh(shape: Mapping[str, int], devices: Sequence[jax.Device] | None = None) -> Mesh:
+def make_mesh(shape: Mapping[str, int], devices: Sequence[jax.Device] | None = None,
+              dcn_shape: Mapping[str, int] | None = None) -> Mesh:
   """Builds a mesh with axes (data, fsdp, tensor, sequence).
 
   `shape` maps axis -> size; at most one size may be -1 ("all remaining devices"); missing
-  axes are 1. The product must equal the number of devices used.
+  axes are 1. The product must equal the number of devices used. Devices are laid out by
+  `jax.make_mesh` (topology-aware: neighbouring mesh positions are neighbouring chips on
+  TPU). `dcn_shape` (config `mesh.dcn_shape`) splits axes across slices (multi-slice TPU,
+  or processes elsewhere) for a hybrid ICI x DCN mesh: each axis's size in `shape` is then the
+  total, `dcn_shape[axis]` of it across slices, the rest inside one.
   """
   unknown = set(shape) - set(MESH_AXES)
   if unknown:
@@ -43,8 +48,38 @@ def make_mesh(shape: Mapping[str, int], devices: Sequence[jax.Device] | None = N
   total = math.prod(sizes.values())
   if total > len(devices) or any(s < 1 for s in sizes.values()):
     raise ValueError(f"mesh {sizes} needs {total} devices, {len(devices)} available")
-  grid = np.asarray(devices[:total]).reshape([sizes[a] for a in MESH_AXES])
-  return Mesh(grid, MESH_AXES)
+  devices = devices[:total]
+  dcn = _dcn_sizes(dcn_shape or {}, sizes)
+  axis_types = (jax.sharding.AxisType.Auto,) * len(MESH_AXES)
+  if math.prod(dcn.values()) == 1:
+    grid = jax.make_mesh([sizes[a] for a in MESH_AXES], MESH_AXES, axis_types,
+                         devices=devices).devices
+    return Mesh(grid, MESH_AXES, axis_types=axis_types)
+  from jax.experimental import mesh_utils  # noqa: PLC0415
+  # Granules over DCN: TPU slices, else processes (GPU hosts; CPU processes in tests).
+  want = math.prod(dcn.values())
+  count = {g: len({getattr(d, g, 0) for d in devices}) for g in ("slice_index", "process_index")}
+  granule = "slice_index" if count["slice_index"] == want else "process_index"
+  if count[granule] != want:
+    raise ValueError(f"mesh.dcn_shape {dcn} spans {want} slices, but the {len(devices)} "
+                     f"devices are in {count['slice_index']} slice(s) and "
+                     f"{count['process_index']} process(es)")
+  grid = mesh_utils.create_hybrid_device_mesh(
+      [sizes[a] // dcn[a] for a in MESH_AXES], [dcn[a] for a in MESH_AXES], devices,
+      process_is_granule=granule == "process_index")
+  return Mesh(grid, MESH_AXES, axis_types=axis_types)
+
+
+def _dcn_sizes(dcn_shape: Mapping[str, int], sizes: Mapping[str, int]) -> dict[str, int]:
+  unknown = set(dcn_shape) - set(MESH_AXES)
+  if unknown:
+    raise ValueError(f"unknown mesh.dcn_shape axes {sorted(unknown)}; expected a subset of "
+                     f"{MESH_AXES}")
+  dcn = {a: int(dcn_shape.get(a, 1)) for a in MESH_AXES}
+  bad = [a for a in MESH_AXES if dcn[a] < 1 or sizes[a] % dcn[a]]
+  if bad:
+    raise ValueError(f"mesh.dcn_shape {dcn} does not divide mesh {dict(sizes)} on {bad}")
+  return dcn
 
 
 def rules_from_config(rules: Sequence[Sequence[Any]]) -> Rules:

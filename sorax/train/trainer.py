@@ -92,7 +92,7 @@ class BaseTrainer:
                devices=None):
     self.cfg, self.workdir = cfg, pathlib.Path(workdir)
     self.workdir.mkdir(parents=True, exist_ok=True)
-    self.mesh = mesh_lib.make_mesh(cfg.mesh.shape, devices)
+    self.mesh = mesh_lib.make_mesh(cfg.mesh.shape, devices, cfg.mesh.get("dcn_shape"))
     self.rules = mesh_lib.rules_from_config(cfg.mesh.rules)
     dp = self.mesh.shape["data"] * self.mesh.shape["fsdp"]
     if cfg.data.batch_size % dp:
