@@ -79,6 +79,16 @@ def test_fit_softmax_separates_and_needs_every_class():
     semantic.fit_softmax(x[:40], y[:40], 3)
 
 
+def test_prompt_set_follows_its_split_rule():
+  rows = semantic.load_prompt_set()
+  labels = {semantic.BENIGN, *config_lib.load_file(str(SAFETY_CONFIG)).policy.categories}
+  assert {r["label"] for r in rows} <= labels
+  assert len({r["prompt"] for r in rows}) == len(rows)  # no prompt in both splits
+  for r in rows:
+    want = "train" if r.get("source") == "world" else semantic.split_of(r["prompt"])
+    assert r["split"] == want, r
+
+
 def test_unknown_keys_and_labels_are_errors(tmp_path):
   cfg = config_lib.load_file(str(SAFETY_CONFIG)).policy.to_dict()
   cfg["semantic"]["treshold"] = 0.5

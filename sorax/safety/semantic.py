@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
 import json
 import pathlib
 from collections.abc import Mapping, Sequence
@@ -26,6 +27,14 @@ import numpy as np
 
 PROMPT_SET = pathlib.Path(__file__).resolve().parent.parent / "assets" / "policy_prompts.jsonl"
 BENIGN = "benign"
+
+
+def split_of(prompt: str) -> str:
+  """The split rule of the labelled prompt set: "heldout" for one prompt in three, by the SHA-256
+  of its UTF-8 text (int(hexdigest, 16) % 3 == 0), else "train". World captions (rows with
+  "source": "world") are all "train". New rows must use this, so no row is placed by hand."""
+  digest = int(hashlib.sha256(prompt.encode("utf-8")).hexdigest(), 16)
+  return "heldout" if digest % 3 == 0 else "train"
 
 
 def load_prompt_set(path: str | pathlib.Path = PROMPT_SET,
