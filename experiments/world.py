@@ -71,6 +71,9 @@ def get_config(arg: str = "demo") -> ml_collections.ConfigDict:
       attention="auto", scan_layers=True, remat="none",
       # > 0: a per-token MLP of this width added to the linear output head (models/dit.py).
       head_hidden=0,
+      # True: absolute position features (canvas fractions, frame index) added to the tokens
+      # beside RoPE, through a zero-initialised projection (models/dit.py, layers.position_features).
+      abs_pos=False,
       # "sorax": our small text encoder, trained with the DiT; "minilm": the pretrained
       # all-MiniLM-L6-v2 with its own tokenizer, frozen (text_width becomes its 384).
       text_encoder="sorax"))

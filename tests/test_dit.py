@@ -109,3 +109,42 @@ def test_base_config_shapes_without_allocating():
   wq = jax.tree.leaves(wq, is_leaf=lambda x: isinstance(x, jax.sharding.NamedSharding))[0]
   # [layers, embed, heads, kv]: embed is FSDP-sharded, heads tensor-parallel.
   assert wq.spec == jax.sharding.PartitionSpec(None, "fsdp", "tensor", None)
+
+
+def test_position_features_read_canvas_fractions_and_the_frame_index():
+  from sorax.models import layers
+  pos = jnp.stack(jnp.meshgrid(jnp.arange(3), jnp.arange(2), jnp.arange(4), indexing="ij"), -1)
+  pos = pos.reshape(1, -1, 3)
+  f = layers.position_features(pos)
+  assert f.shape == (1, 24, 6 * layers.POS_FREQS)
+  # Every token has its own features (translation is no longer invisible).
+  assert len({tuple(np.round(np.asarray(r), 5)) for r in f[0]}) == 24
+  # Space is a fraction of the canvas: the same grid cell at twice the resolution (its centre
+  # token pair) reads near the same, and padding (token_mask False) does not stretch the canvas.
+  padded = jnp.concatenate([pos, jnp.full((1, 4, 3), 9)], 1)
+  mask = jnp.arange(28)[None] < 24
+  np.testing.assert_allclose(layers.position_features(padded, mask)[:, :24], f, atol=1e-6)
+  # Time is the frame index: the first frames read the same in a longer clip.
+  longer = jnp.stack(jnp.meshgrid(jnp.arange(6), jnp.arange(2), jnp.arange(4), indexing="ij"),
+                     -1).reshape(1, -1, 3)
+  np.testing.assert_allclose(layers.position_features(longer)[:, :24], f, atol=1e-6)
+
+
+def test_abs_pos_starts_as_the_model_without_it_and_then_breaks_translation():
+  base = dict(token_dim=8, width=32, depth=1, heads=2, text_width=16)
+  plain = _perturbed(DiTConfig(**base))
+  posed = DiT(DiTConfig(**base, abs_pos=True), rngs=nnx.Rngs(1))
+  state = nnx.state(posed)
+  for k, v in nnx.state(plain).items():
+    state[k] = v  # pos_embed keeps its zero init
+  nnx.update(posed, state)
+  x, pos, t, txt, mask = _inputs()
+  np.testing.assert_array_equal(posed(x, pos, t, txt, mask), plain(x, pos, t, txt, mask))
+  # Without abs_pos, equal tokens at different places differ only through RoPE; a shift of
+  # every position by a constant changes nothing. With abs_pos (trained) it does.
+  shifted = pos + jnp.array([0, 0, 0])
+  shifted = shifted.at[..., 0].add(5)
+  np.testing.assert_allclose(plain(x, shifted, t, txt, mask), plain(x, pos, t, txt, mask),
+                             atol=1e-4)
+  posed.pos_embed.kernel.value = 0.3 * jax.random.normal(jax.random.PRNGKey(2), (48, 32))
+  assert not np.allclose(posed(x, shifted, t, txt, mask), posed(x, pos, t, txt, mask), atol=1e-3)

@@ -107,6 +107,22 @@ def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -
   return torch.cat([args.cos(), args.sin()], -1)
 
 
+POS_FREQS = 8
+
+
+def position_features(positions: torch.Tensor, token_mask=None, num: int = POS_FREQS):
+  """sorax.models.layers.position_features: [B, N, 3] int -> [B, N, 6 * num]."""
+  pos = positions.float()
+  valid = pos if token_mask is None else torch.where(token_mask[..., None], pos, 0.0)
+  extent = valid.amax(1, keepdim=True) + 1.0
+  frac = (pos[..., 1:] + 0.5) / extent[..., 1:]
+  k = torch.arange(num, dtype=torch.float32)
+  space = (frac[..., None] * (math.pi * 2.0 ** k)).reshape(*frac.shape[:-1], 2 * num)
+  omega = (math.pi / 2) * torch.exp(-math.log(256.0) * k / max(num - 1, 1))
+  args = torch.cat([pos[..., :1] * omega, space], -1)
+  return torch.cat([args.cos(), args.sin()], -1)
+
+
 def gelu(x):
   return F.gelu(x, approximate="tanh")
 
@@ -218,12 +234,13 @@ class DiT(nn.Module):
 
   def __init__(self, token_dim: int, width: int, depth: int, heads: int, mlp_ratio: float,
                text_width: int, qk_norm: bool = True, head_hidden: int = 0,
-               rope_theta: float = 10000.0):
+               rope_theta: float = 10000.0, abs_pos: bool = False):
     super().__init__()
     self.heads, self.rope_theta = heads, rope_theta
     d = width
     self.patch_embed = Dense(token_dim, d)
     self.time_in, self.time_out = Dense(256, d), Dense(d, d)
+    self.pos_embed = Dense(6 * POS_FREQS, d) if abs_pos else None
     self.text_in, self.text_out = Dense(text_width, d), Dense(d, d)
     self.blocks = nn.ModuleList([DiTBlock(d, heads, mlp_ratio, qk_norm) for _ in range(depth)])
     self.final_norm = LayerNorm(d, affine=False)
@@ -236,6 +253,8 @@ class DiT(nn.Module):
 
   def forward(self, x, positions, t, text, text_mask, token_mask=None):
     x = self.patch_embed(x)
+    if self.pos_embed is not None:
+      x = x + self.pos_embed(position_features(positions, token_mask))
     t = t[:, None] if t.ndim == 1 else t
     c = self.time_out(F.silu(self.time_in(timestep_embedding(t, 256))))
     txt = self.text_out(gelu(self.text_in(text)))
@@ -442,7 +461,8 @@ def load_generator(path: str | os.PathLike, dtype=torch.float32) -> TorchGenerat
     text = TextEncoder(tensors["text.embed.embedding"].shape[0], m["text_width"],
                        m["text_depth"], m["text_heads"])
     dit = DiT(tensors["dit.patch_embed.kernel"].shape[0], m["width"], m["depth"], m["heads"],
-              m["mlp_ratio"], m["text_width"], m["qk_norm"], m.get("head_hidden", 0))
+              m["mlp_ratio"], m["text_width"], m["qk_norm"], m.get("head_hidden", 0),
+              abs_pos=bool(m.get("abs_pos", False)))
   except (KeyError, ValueError) as e:
     raise ExportError(f"{path} has bad metadata or is missing a tensor: {e}") from e
   gen = _load_into(TorchGenerator(text, dit), tensors, path, dtype)

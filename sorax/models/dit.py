@@ -45,6 +45,11 @@ class DiTConfig:
   # places inside a patch cannot be drawn (the 8x8-pixel blocks of BUILD_NOTES, issue 8). Its
   # output layer starts at zero, so adding it to a trained model keeps that model's function.
   head_hidden: int = 0
+  # Absolute position features (layers.position_features: canvas fractions and the frame index)
+  # through a zero-initialised projection added to the patch embedding, beside RoPE. Zero at
+  # init, so a trained model without it keeps its function when it is added (train.init_from
+  # with train.init_allow_fresh).
+  abs_pos: bool = False
   # Options that a DiT imported from Wan2.1 (sorax/export/wan.py) needs; the defaults are
   # sorax's own. mlp_dim: the MLP's hidden width (0: width * mlp_ratio). attn_bias: biases on
   # the attention projections. qk_norm_over: "head" or "width" (RMS over all heads at once).
@@ -102,6 +107,9 @@ class DiT(nnx.Module):
     kw = dict(dtype=dt, param_dtype=pdt)
     self.patch_embed = layers.dense(cfg.token_dim, d, ("patch", "embed"), rngs=rngs, **kw)
     self.time_in = layers.dense(256, d, ("freq", "embed"), rngs=rngs, **kw)
+    if cfg.abs_pos:
+      self.pos_embed = layers.dense(6 * layers.POS_FREQS, d, ("freq", "embed"), zero_init=True,
+                                    rngs=rngs, **kw)
     self.time_out = layers.dense(d, d, ("embed", "mlp"), rngs=rngs, **kw)
     self.text_in = layers.dense(cfg.text_width, d, ("text_embed", "embed"), rngs=rngs, **kw)
     self.text_out = layers.dense(d, d, ("embed", "mlp"), rngs=rngs, **kw)
@@ -135,7 +143,10 @@ class DiT(nnx.Module):
     text [B, L, text_width] with text_mask bool [B, L]; token_mask bool [B, N] marks real
     (non-padding) tokens. -> velocity [B, N, P] (float32)."""
     cfg = self.cfg
-    x = constrain(self.patch_embed(x), ("act_batch", "act_length", "act_embed"))
+    x = self.patch_embed(x)
+    if cfg.abs_pos:
+      x = x + self.pos_embed(layers.position_features(positions, token_mask).astype(x.dtype))
+    x = constrain(x, ("act_batch", "act_length", "act_embed"))
     t = t[:, None] if t.ndim == 1 else t  # [B, 1] or [B, N]: modulation broadcasts over tokens
     c = self.time_out(jax.nn.silu(self.time_in(layers.timestep_embedding(t, 256))))
     txt = self.text_out(jax.nn.gelu(self.text_in(text), approximate=True))

@@ -187,6 +187,33 @@ class MLP(nnx.Module):
     return self.down(h)
 
 
+POS_FREQS = 8  # sin/cos pairs per axis in position_features
+
+
+def position_features(positions: jax.Array, token_mask: jax.Array | None = None,
+                      num: int = POS_FREQS) -> jax.Array:
+  """Absolute position features of tokens, positions int [B, N, 3] (t, h, w) -> [B, N, 6 * num].
+
+  RoPE alone leaves the token stream translation-invariant: a token cannot tell the canvas edge
+  or the clip's first frame from anywhere else, yet the world's motions are absolute (a
+  left-mover starts in the right third, falling starts at rest at t = 0 and bounces on the
+  floor). Space is given as the token centre's fraction of the canvas (so any resolution and
+  aspect ratio reads the same) at frequencies pi * 2^k; time as the latent frame index itself
+  (motion is per second, not per clip) at periods 4 .. ~1000 latent frames. The canvas extent
+  of each row is its largest real (token_mask) position + 1.
+  """
+  pos = positions.astype(jnp.float32)
+  valid = pos if token_mask is None else jnp.where(token_mask[..., None], pos, 0.0)
+  extent = valid.max(axis=1, keepdims=True) + 1.0  # [B, 1, 3]
+  frac = (pos[..., 1:] + 0.5) / extent[..., 1:]  # [B, N, 2] in (0, 1)
+  k = jnp.arange(num, dtype=jnp.float32)
+  space = (frac[..., None] * (math.pi * 2.0 ** k)).reshape(*frac.shape[:-1], 2 * num)
+  omega = (math.pi / 2) * jnp.exp(-math.log(256.0) * k / max(num - 1, 1))
+  time = pos[..., :1] * omega  # [B, N, num]
+  args = jnp.concatenate([time, space], axis=-1)  # [B, N, 3 * num]
+  return jnp.concatenate([jnp.cos(args), jnp.sin(args)], axis=-1)
+
+
 def timestep_embedding(t: jax.Array, dim: int, max_period: float = 10000.0) -> jax.Array:
   """Sinusoidal features of t [...] in [0, 1] (scaled by 1000, as in DiT) -> [..., dim]."""
   half = dim // 2
