@@ -23,6 +23,8 @@
   sorax detect FILE [FILE ...]                 C2PA manifest + watermark -> JSON verdict
   sorax policy PROMPT [PROMPT ...] | --file F  one JSON policy decision per prompt (no generation)
   sorax build-tokenizer [--out PATH]
+  sorax plan --config C --devices N --memory-gb G [--frames T --height H --width W --batch B]
+                                               per-device peak memory per mesh x remat, compiled
 
 Every generation verb (sample, eval, demo and the verbs on given frames above) checks prompts against the content policy, then
 watermarks and C2PA-signs every file it writes (experiments/safety.py; --safety.key=value
@@ -38,7 +40,7 @@ import sys
 import time
 from collections.abc import Sequence
 
-from sorax import cli_import, cli_safety
+from sorax import cli_import, cli_plan, cli_safety
 
 
 # The verbs on given frames (sorax/verbs.py), named here so the parser needs no jax import.
@@ -223,6 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
   _add_export(sub)
   cli_safety.add_parsers(sub)
   cli_import.add_parsers(sub)
+  cli_plan.add_parsers(sub)
   p = sub.add_parser("build-tokenizer", help="retrain the shipped world tokenizer")
   p.add_argument("--out", default=None)
   return parser
@@ -455,8 +458,8 @@ def main(argv: Sequence[str] | None = None) -> int:
   argv = list(sys.argv[1:] if argv is None else argv)
   parser = build_parser()
   args, extra = parser.parse_known_args(argv)
-  prefix = {"train": "--config.", "cache-latents": "--config.", "sample": "--safety.",
-            "eval": "--safety.", "demo": "--safety.", "detect": "--safety.",
+  prefix = {"train": "--config.", "cache-latents": "--config.", "plan": "--config.",
+            "sample": "--safety.", "eval": "--safety.", "demo": "--safety.", "detect": "--safety.",
             "policy": "--safety.", **{v: "--safety." for v in VERB_NAMES}}.get(args.verb)
   overrides = [a for a in extra if prefix and a.startswith(prefix)]
   unknown = [a for a in extra if a not in overrides]
@@ -472,7 +475,8 @@ def main(argv: Sequence[str] | None = None) -> int:
   from sorax.train.checkpoint import CheckpointError
   with_overrides = {"train": cmd_train, "cache-latents": cmd_cache_latents, "sample": cmd_sample,
                     "eval": cmd_eval, "demo": cmd_demo, "detect": cli_safety.cmd_detect,
-                    "policy": cli_safety.cmd_policy, **{v: cmd_verb for v in VERB_NAMES}}
+                    "policy": cli_safety.cmd_policy, "plan": cli_plan.cmd_plan,
+                    **{v: cmd_verb for v in VERB_NAMES}}
   plain = {"score": cmd_score, "build-tokenizer": cmd_build_tokenizer, "eval-vae": cmd_eval_vae,
            "export-vae": cmd_export_vae, "export": cmd_export, "keys": cli_safety.cmd_keys,
            "import-wan": cli_import.cmd_import_wan}

@@ -87,6 +87,29 @@ def init_model_state(make_model: Callable[[], nnx.Module], seed: int, mesh: Mesh
 
   -> (graphdef, state, state_shardings)
   """
+  graphdef, init, _ = _sharded_init(make_model, seed, mesh, rules, tx)
+  with jax.set_mesh(mesh):
+    state = init()
+  return graphdef, state, jax.tree.map(lambda x: x.sharding, state)
+
+
+def abstract_train_state(make_model: Callable[[], nnx.Module], seed: int, mesh: Mesh, rules,
+                         tx: optax.GradientTransformation):
+  """What init_model_state would make, as shapes only: nothing is allocated (the memory
+  planner, sorax/train/plan.py, compiles the train step on these).
+
+  -> (graphdef, TrainState of jax.ShapeDtypeStruct with shardings, state_shardings)
+  """
+  graphdef, init, shardings = _sharded_init(make_model, seed, mesh, rules, tx)
+  with jax.set_mesh(mesh):
+    shapes = jax.eval_shape(init)
+  abstract = jax.tree.map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh),
+                          shapes, shardings)
+  return graphdef, abstract, shardings
+
+
+def _sharded_init(make_model, seed, mesh, rules, tx):
+  """-> (graphdef, jitted init() -> TrainState with out_shardings, the TrainState shardings)."""
   graphdef, abstract = nnx.split(nnx.eval_shape(make_model))
   p_sh = mesh_lib.state_shardings(abstract, mesh, rules)
   rep = mesh_lib.replicated(mesh)
@@ -101,9 +124,7 @@ def init_model_state(make_model: Callable[[], nnx.Module], seed: int, mesh: Mesh
     return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
                       ema=jax.tree.map(jnp.copy, params), rng=jax.random.PRNGKey(seed + 1))
 
-  with jax.set_mesh(mesh):
-    state = init()
-  return graphdef, state, jax.tree.map(lambda x: x.sharding, state)
+  return graphdef, init, shardings
 
 
 # The DiT's scanned blocks: every leaf under this path has a leading `layers` axis.
