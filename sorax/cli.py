@@ -45,6 +45,7 @@ from sorax import cli_import, cli_plan, cli_safety
 
 # The verbs on given frames (sorax/verbs.py), named here so the parser needs no jax import.
 VERB_NAMES = ("animate", "extend", "fill", "interpolate", "connect", "loop", "edit")
+SAMPLER_NAMES = ("euler", "heun", "renoise")  # sorax/diffusion/samplers.py SAMPLERS (tested)
 
 
 class CLIError(Exception):
@@ -84,7 +85,7 @@ def _add_sample(sub):
   p.add_argument("--seed", type=int, default=0)
   p.add_argument("--steps", type=int)
   p.add_argument("--cfg", type=float, help="classifier-free guidance scale")
-  p.add_argument("--sampler", choices=["euler", "heun"])
+  p.add_argument("--sampler", choices=SAMPLER_NAMES)
   p.add_argument("--batch-size", type=int, default=8)
   p.add_argument("--gif", action="store_true", help="also write <i>.gif")
   p.add_argument("--png", action="store_true", help="also write <i>.png (the first frame)")
@@ -124,7 +125,7 @@ def _add_verbs(sub):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--steps", type=int)
     p.add_argument("--cfg", type=float, help="classifier-free guidance scale")
-    p.add_argument("--sampler", choices=["euler", "heun"])
+    p.add_argument("--sampler", choices=SAMPLER_NAMES)
     p.add_argument("--gif", action="store_true", help="also write <verb>.gif")
     _add_safety(p)
 

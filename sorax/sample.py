@@ -99,7 +99,9 @@ class Pipeline:
                height: int | None = None, width: int | None = None, steps: int | None = None,
                cfg_scale: float | None = None, sampler: str | None = None, seed: int = 0,
                batch_size: int = 8, known: np.ndarray | None = None,
-               given: np.ndarray | None = None, strength: float = 1.0) -> np.ndarray:
+               given: np.ndarray | None = None, strength: float = 1.0,
+               eta: float | None = None,
+               guidance_interval: tuple[float, float] | None = None) -> np.ndarray:
     """-> uint8 [len(prompts), T, H, W, 3]. Sizes default to the training clip size.
     Raises PolicyViolation (naming the category) before generating anything when a prompt is
     refused by `self.policy`.
@@ -109,6 +111,9 @@ class Pipeline:
     latent frames are held fixed (t = 0 in the DiT, zero velocity: returned unchanged); the rest
     is generated. `strength` < 1 (SDEdit) starts from `known` noised to t = strength instead of
     pure noise, so 0 returns `known` and 1 ignores it.
+
+    `eta` is the fresh-noise share of the stochastic `renoise` sampler and `guidance_interval`
+    the (lo, hi) range of t where CFG applies (both default to the config's `sample` block).
     """
     if self.policy is not None:
       self.policy.enforce_prompts(prompts)
@@ -118,6 +123,9 @@ class Pipeline:
     cfg_scale = c.sample.cfg if cfg_scale is None else cfg_scale
     sampler = sampler or c.sample.sampler
     samplers.get_sampler(sampler)
+    eta = float(c.sample.get("eta", 0.5) if eta is None else eta)
+    interval = tuple(float(v) for v in (guidance_interval or c.sample.get("guidance_interval",
+                                                                           (0.0, 1.0))))
     latent_shape = self.latent_shape(frames, height, width)
     patch = tuple(c.model.patch)
     if not 0.0 <= strength <= 1.0:
@@ -140,7 +148,7 @@ class Pipeline:
     conditioned = given is not None and bool(given.any())
     fn = _sampling_fn(self.graphdef, latent_shape, patch, steps, float(cfg_scale), sampler,
                       shift, c.diffusion.prediction, conditioned, float(strength),
-                      tuple(self.tokenizer.null_tokens))
+                      tuple(self.tokenizer.null_tokens), eta, interval)
     out = []
     key = jax.random.PRNGKey(seed)
     tok_dim = P.token_dim(latent_shape[-1], patch)
@@ -155,7 +163,8 @@ class Pipeline:
         ktok, _ = P.patchify_batch(jnp.asarray(known[start:start + b], jnp.float32), patch)
       g = np.zeros((b, latent_shape[0]), bool) if given is None else given[start:start + b]
       gtok = cond.token_mask(jnp.asarray(g), grid, patch)
-      latent = fn(self.params, noise, ids, mask, ktok, gtok)
+      latent = fn(self.params, noise, ids, mask, ktok, gtok,
+                  jax.random.fold_in(jax.random.fold_in(key, start), 1))
       out.append(decode_to_pixels(self.codec, latent, frames))
     return np.concatenate(out, axis=0)
 
@@ -225,7 +234,8 @@ def _encoder(codec):
 
 @functools.lru_cache(maxsize=16)
 def _sampling_fn(graphdef, latent_shape, patch, steps, cfg_scale, sampler, shift, prediction,
-                 conditioned=False, strength=1.0, null_tokens=(2,)):
+                 conditioned=False, strength=1.0, null_tokens=(2,), eta=0.5,
+                 interval=(0.0, 1.0)):
   pos = P.positions(P.grid_shape(latent_shape, patch))
   ts = np.asarray(samplers.schedule(steps, shift))
   if strength < 1.0:  # SDEdit: the part of the schedule below `strength`
@@ -234,8 +244,9 @@ def _sampling_fn(graphdef, latent_shape, patch, steps, cfg_scale, sampler, shift
   integrate = samplers.get_sampler(sampler)
 
   @jax.jit
-  def run(params, noise, ids, mask, known, given):
-    """noise/known [B, N, P]; given bool [B, N] tokens held at `known`."""
+  def run(params, noise, ids, mask, known, given, key):
+    """noise/known [B, N, P]; given bool [B, N] tokens held at `known`; key: the stochastic
+    sampler's noise (unused by the ODE samplers)."""
     model = nnx.merge(graphdef, params)
     b = noise.shape[0]
     null_ids, null_mask = null_text(ids, null_tokens)
@@ -256,10 +267,14 @@ def _sampling_fn(graphdef, latent_shape, patch, steps, cfg_scale, sampler, shift
         v = flow.to_velocity(model.dit(x2, positions, t2, text, tmask), x2, t2, prediction)
       return v[:b], v[b:]
 
-    v = samplers.guided(both, cfg_scale)
+    v = samplers.guided(both, cfg_scale, interval)
     x = noise if strength >= 1.0 else flow.interpolate(known, noise, jnp.full((b,), ts[0]))
     x = cond.hold(x, known, given) if conditioned else x
-    tokens = integrate(v, x, ts)
+    if sampler in samplers.STOCHASTIC:  # `both` reads given tokens at `known`; keep them there
+      tokens = integrate(v, x, ts, key, eta)
+      tokens = cond.hold(tokens, known, given) if conditioned else tokens
+    else:
+      tokens = integrate(v, x, ts)
     return P.unpatchify_batch(tokens, latent_shape, patch)
 
   return run

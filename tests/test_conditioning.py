@@ -102,11 +102,12 @@ def test_training_step_skips_given_tokens_in_the_loss(tmp_path):
 # -- the sampler holds given frames ---------------------------------------------------------------
 
 
-def test_given_latent_frames_come_back_unchanged(pipe):
+@pytest.mark.parametrize("sampler", ["heun", "renoise"])
+def test_given_latent_frames_come_back_unchanged(pipe, sampler):
   video = _video(1)[None]
   known = pipe.encode(video)
   given = np.array([[True, False, True]])
-  out = pipe.generate(["red circle"], seed=3, known=known, given=given)
+  out = pipe.generate(["red circle"], seed=3, known=known, given=given, sampler=sampler)
   # The pixel codec is lossless: the given frames (0, and the pair 3-4) are the input's.
   np.testing.assert_array_equal(out[0, [0, 3, 4]], video[0, [0, 3, 4]])
   assert not np.array_equal(out[0, 1:3], video[0, 1:3])

@@ -37,15 +37,50 @@ def test_timesteps_logit_normal_and_shift():
   np.testing.assert_allclose(flow.shift_time(jnp.array([0.0, 1.0]), 5.0), [0.0, 1.0])
 
 
-@pytest.mark.parametrize("name", ["euler", "heun"])
+@pytest.mark.parametrize("name", ["euler", "heun", "renoise"])
 def test_samplers_reach_a_point_mass_exactly(name):
   # For data = a single point x0 the exact velocity is (x - x0) / t and the flow is a straight
   # line, so any sampler lands on x0.
   x0 = jnp.array([[1.5, -2.0, 0.25]])
   v = lambda x, t: (x - x0) / t[:, None]
   x1 = jax.random.normal(jax.random.PRNGKey(0), (1, 3))
-  out = samplers.get_sampler(name)(v, x1, samplers.schedule(7, shift=2.0))
+  ts = samplers.schedule(7, shift=2.0)
+  if name in samplers.STOCHASTIC:
+    out = samplers.get_sampler(name)(v, x1, ts, jax.random.PRNGKey(1), 0.9)
+  else:
+    out = samplers.get_sampler(name)(v, x1, ts)
   np.testing.assert_allclose(out, x0, atol=1e-5)
+
+
+def _gaussian_velocity(m, s):
+  """Data N(m, s^2): the exact velocity (x - E[x0 | x_t]) / t with the Gaussian posterior mean."""
+  def v(x, t):
+    t = t[:, None]
+    var = (1 - t) ** 2 * s ** 2 + t ** 2
+    e_x0 = m + (1 - t) * s ** 2 * (x - (1 - t) * m) / var
+    return (x - e_x0) / t
+  return v
+
+
+def test_renoise_with_eta_zero_is_euler():
+  v = _gaussian_velocity(2.0, 0.5)
+  x1 = jnp.linspace(-2, 2, 9)[:, None]
+  ts = samplers.schedule(6, shift=1.5)
+  np.testing.assert_allclose(samplers.renoise(v, x1, ts, jax.random.PRNGKey(0), 0.0),
+                             samplers.euler(v, x1, ts), rtol=1e-5, atol=1e-6)
+  with pytest.raises(ValueError, match="eta=1.5"):
+    samplers.renoise(v, x1, ts, jax.random.PRNGKey(0), 1.5)
+
+
+def test_renoise_samples_the_data_distribution():
+  # With the exact velocity every eta keeps the marginals: the samples are N(m, s^2).
+  m, s = 2.0, 0.5
+  x1 = jax.random.normal(jax.random.PRNGKey(2), (20000, 1))
+  out = samplers.renoise(_gaussian_velocity(m, s), x1, samplers.schedule(256),
+                         jax.random.PRNGKey(3), 1.0)
+  assert abs(float(out.mean()) - m) < 0.02 and abs(float(out.std()) - s) < 0.03
+  # ... and fresh noise changes the path: not the deterministic map m + s * x1.
+  assert float(jnp.abs(out - (m + s * x1)).mean()) > 0.1
 
 
 def test_heun_beats_euler_on_a_gaussian():
@@ -70,6 +105,12 @@ def test_heun_beats_euler_on_a_gaussian():
 def test_cfg_combines_branches():
   v = samplers.guided(lambda x, t: (x * 0 + 3.0, x * 0 + 1.0), 2.5)
   np.testing.assert_allclose(v(jnp.zeros((1, 2)), jnp.ones(1)), 1.0 + 2.5 * 2.0)
+  # Guidance interval: inside it the guided velocity, outside the plain conditional one.
+  vi = samplers.guided(lambda x, t: (x * 0 + 3.0, x * 0 + 1.0), 2.5, (0.2, 0.7))
+  out = vi(jnp.zeros((3, 2)), jnp.array([0.1, 0.5, 0.9]))
+  np.testing.assert_allclose(out[:, 0], [3.0, 6.0, 3.0])
+  with pytest.raises(ValueError, match="guidance interval"):
+    samplers.guided(lambda x, t: (x, x), 2.0, (0.8, 0.2))
   with pytest.raises(ValueError, match="unknown sampler 'rk9'"):
     samplers.get_sampler("rk9")
   with pytest.raises(ValueError, match="at least 1 step"):

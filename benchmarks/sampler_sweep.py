@@ -1,0 +1,74 @@
+"""Sampling settings swept against the oracle on one trained model (no training): CFG scale,
+sampler steps, the sampler (ODE or the stochastic `renoise`) and the guidance interval, on the
+speedrun's fixed held-out prompts (so rows compare with the speedrun table). One JSON line per
+setting, also appended to --log.
+
+    python benchmarks/sampler_sweep.py [--checkpoint F.safetensors] [--prompts 128] \
+        --grid "heun:24:3" "heun:24:2" "renoise:48:3:eta=0.5" "heun:24:3:lo=0.1,hi=0.8"
+
+A grid item is SAMPLER:STEPS:CFG[:eta=E][,lo=L][,hi=H]. Heun costs two model calls a step, the
+first-order samplers one, so "heun:24" and "euler:48" / "renoise:48" cost the same.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import sys
+import time
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+from speedrun import heldout_prompts  # noqa: E402  (a sibling benchmark, not a package)
+
+from sorax.data import oracle  # noqa: E402
+from sorax.evaluate import json_safe  # noqa: E402
+from sorax.sample import Pipeline  # noqa: E402
+
+
+def parse_item(item: str) -> dict:
+  parts = item.split(":")
+  if len(parts) not in (3, 4):
+    raise SystemExit(f"grid item {item!r}: want SAMPLER:STEPS:CFG[:k=v,...]")
+  out = dict(sampler=parts[0], steps=int(parts[1]), cfg_scale=float(parts[2]), eta=None,
+             lo=0.0, hi=1.0)
+  for kv in (parts[3].split(",") if len(parts) == 4 else []):
+    k, _, v = kv.partition("=")
+    if k not in ("eta", "lo", "hi"):
+      raise SystemExit(f"grid item {item!r}: unknown key {k!r} (eta, lo, hi)")
+    out[k] = float(v)
+  return out
+
+
+def main() -> None:
+  ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+  ap.add_argument("--checkpoint", default=None, help="weights file or workdir (default: shipped)")
+  ap.add_argument("--prompts", type=int, default=128)
+  ap.add_argument("--grid", nargs="+", default=["heun:24:3"])
+  ap.add_argument("--seed", type=int, default=0)
+  ap.add_argument("--log", default="runs/sampler_sweep.jsonl")
+  args = ap.parse_args()
+  items = [parse_item(g) for g in args.grid]  # all errors before any sampling
+  pipe = Pipeline.load(args.checkpoint)
+  pipe.policy = None  # world prompts; the benchmark measures the model, not the guard
+  d = pipe.cfg.data
+  prompts, specs = heldout_prompts(args.prompts, d.height, d.width, d.frames)
+  log = pathlib.Path(args.log)
+  log.parent.mkdir(parents=True, exist_ok=True)
+  for g, it in zip(args.grid, items):
+    t0 = time.perf_counter()
+    videos = pipe.generate(prompts, seed=args.seed, steps=it["steps"], cfg_scale=it["cfg_scale"],
+                           sampler=it["sampler"], eta=it["eta"],
+                           guidance_interval=(it["lo"], it["hi"]), batch_size=32)
+    rates = json_safe(oracle.score_videos(list(videos), specs))
+    line = {"benchmark": "sampler_sweep", "checkpoint": args.checkpoint or "shipped",
+            "setting": g, **it, "prompts": args.prompts, "seed": args.seed,
+            "sample_s": round(time.perf_counter() - t0, 1),
+            **{k: (None if v is None else round(v, 4)) for k, v in rates.items()}}
+    print(json.dumps(line), flush=True)
+    with log.open("a") as f:
+      f.write(json.dumps(line) + "\n")
+
+
+if __name__ == "__main__":
+  main()
