@@ -123,7 +123,7 @@ class Pipeline:
     cfg_scale = c.sample.cfg if cfg_scale is None else cfg_scale
     sampler = sampler or c.sample.sampler
     samplers.get_sampler(sampler)
-    eta = float(c.sample.get("eta", 0.5) if eta is None else eta)
+    eta = float(c.sample.get("eta", samplers.RENOISE_ETA) if eta is None else eta)
     interval = tuple(float(v) for v in (guidance_interval or c.sample.get("guidance_interval",
                                                                            (0.0, 1.0))))
     latent_shape = self.latent_shape(frames, height, width)
@@ -234,7 +234,7 @@ def _encoder(codec):
 
 @functools.lru_cache(maxsize=16)
 def _sampling_fn(graphdef, latent_shape, patch, steps, cfg_scale, sampler, shift, prediction,
-                 conditioned=False, strength=1.0, null_tokens=(2,), eta=0.5,
+                 conditioned=False, strength=1.0, null_tokens=(2,), eta=samplers.RENOISE_ETA,
                  interval=(0.0, 1.0)):
   pos = P.positions(P.grid_shape(latent_shape, patch))
   ts = np.asarray(samplers.schedule(steps, shift))
@@ -270,11 +270,10 @@ def _sampling_fn(graphdef, latent_shape, patch, steps, cfg_scale, sampler, shift
     v = samplers.guided(both, cfg_scale, interval)
     x = noise if strength >= 1.0 else flow.interpolate(known, noise, jnp.full((b,), ts[0]))
     x = cond.hold(x, known, given) if conditioned else x
-    if sampler in samplers.STOCHASTIC:  # `both` reads given tokens at `known`; keep them there
-      tokens = integrate(v, x, ts, key, eta)
-      tokens = cond.hold(tokens, known, given) if conditioned else tokens
-    else:
-      tokens = integrate(v, x, ts)
+    stochastic = sampler in samplers.STOCHASTIC
+    tokens = integrate(v, x, ts, key, eta) if stochastic else integrate(v, x, ts)
+    # Given tokens have zero velocity, but re-noising would still move them: hold them.
+    tokens = cond.hold(tokens, known, given) if conditioned else tokens
     return P.unpatchify_batch(tokens, latent_shape, patch)
 
   return run

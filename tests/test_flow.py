@@ -87,13 +87,7 @@ def test_heun_beats_euler_on_a_gaussian():
   # Data N(m, s^2): the exact velocity is (x - E[x0 | x_t]) / t with the Gaussian posterior
   # mean below, and the ODE maps noise x1 to m + s * x1 exactly.
   m, s = 2.0, 0.5
-
-  def v(x, t):
-    t = t[:, None]
-    var = (1 - t) ** 2 * s ** 2 + t ** 2
-    e_x0 = m + (1 - t) * s ** 2 * (x - (1 - t) * m) / var
-    return (x - e_x0) / t
-
+  v = _gaussian_velocity(m, s)
   x1 = jnp.linspace(-2, 2, 9)[:, None]
   exact = m + s * x1
   ts = samplers.schedule(8)

@@ -50,8 +50,11 @@ def heun(v: VelocityFn, x: jax.Array, ts: jax.Array) -> jax.Array:
   return x
 
 
+RENOISE_ETA = 0.5  # renoise's default share of fresh noise (configs: sample.eta)
+
+
 def renoise(v: VelocityFn, x: jax.Array, ts: jax.Array, key: jax.Array,
-            eta: float = 0.5) -> jax.Array:
+            eta: float = RENOISE_ETA) -> jax.Array:
   """Stochastic first-order sampler: DDIM with eta (Song et al. 2021) in rectified-flow form,
   x_t = (1 - t) x0 + t eps. From the model's velocity at (x, t) read its clean estimate
   x0 = x - t v and noise estimate eps = x + (1 - t) v, then step to
