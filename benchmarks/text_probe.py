@@ -8,7 +8,8 @@ Features of a terse caption: the encoder's output tokens mean-pooled over each o
 the words "and") and over the whole caption for the background and the wall. A ridge regression
 onto one-hot labels (closed form, numpy) is fitted on `--train` random specs and scored on
 `--test` others; chance is 1 / classes. A low probe accuracy means the DiT cannot be told that
-attribute, whatever it learns.
+attribute, whatever it learns. `word_separation` adds the cosine of the outputs for captions
+that differ in one word ("moving left" vs "moving right"): near 1, the words have collapsed.
 """
 
 from __future__ import annotations
@@ -49,13 +50,45 @@ def _object_spans(pipe: Pipeline, caption: str, n_obj: int) -> list[tuple[int, i
   return spans
 
 
-def ridge_accuracy(x_tr, y_tr, x_te, y_te, classes: int, lam: float = 1e-2) -> float:
+def ridge_predict(x_tr, y_tr, x_te, classes: int, lam: float = 1e-2) -> np.ndarray:
+  """Class predictions for x_te of a ridge regression onto one-hot labels (closed form)."""
   mu, sd = x_tr.mean(0), x_tr.std(0) + 1e-6
   a = np.c_[(x_tr - mu) / sd, np.ones(len(x_tr))]
   b = np.c_[(x_te - mu) / sd, np.ones(len(x_te))]
   onehot = np.eye(classes)[y_tr]
   w = np.linalg.solve(a.T @ a + lam * len(a) * np.eye(a.shape[1]), a.T @ onehot)
-  return float(np.mean((b @ w).argmax(1) == y_te))
+  return (b @ w).argmax(1)
+
+
+def ridge_accuracy(x_tr, y_tr, x_te, y_te, classes: int, lam: float = 1e-2) -> float:
+  return float(np.mean(ridge_predict(x_tr, y_tr, x_te, classes, lam) == y_te))
+
+
+# Captions that differ in one word, for `word_separation`: (word a, word b, caption template).
+WORD_PAIRS = (("left", "right", "a small {c} circle moving {w} on a black background"),
+              ("up", "down", "a large {c} square moving {w} on a navy background"),
+              ("circle", "square", "a small {c} {w} falling on a black background"),
+              ("growing", "shrinking", "a large {c} diamond {w} on a forest background"),
+              ("small", "large", "a {w} {c} triangle moving up on a maroon background"),
+              ("red", "blue", "a small {w} circle bouncing on a black background"))
+
+
+def word_separation(pipe: Pipeline) -> dict[str, float]:
+  """Cosine, at the token where they differ most, of the encoder's outputs for two captions
+  that differ in one word (mean over object colours). Near 1: the DiT is told the same thing
+  for both words, so it cannot follow either."""
+  out = {}
+  for a, b, tmpl in WORD_PAIRS:
+    cos = []
+    for c in ("red", "green", "white", "yellow") if "{c}" in tmpl else ("red",):
+      caps = [tmpl.format(c=c, w=a), tmpl.format(c=c, w=b)]
+      _, f = _features(pipe, caps)
+      n = min(int((np.abs(x).sum(-1) > 0).sum()) for x in f)
+      u, v = f[0, :n], f[1, :n]
+      per_pos = (u * v).sum(-1) / (np.linalg.norm(u, axis=-1) * np.linalg.norm(v, axis=-1) + 1e-9)
+      cos.append(float(per_pos.min()))
+    out[f"{a}/{b}"] = round(float(np.mean(cos)), 3)
+  return out
 
 
 def main(argv=None) -> None:
@@ -88,11 +121,23 @@ def main(argv=None) -> None:
     x, y = np.array(obj_x[a][0]), np.array(obj_x[a][1])
     out[a] = round(ridge_accuracy(x[split], y[split], x[~split], y[~split], len(vocab[a])), 4)
     out[a + "_chance"] = round(1 / len(vocab[a]), 3)
+  # Which motions are mistaken for which: a probe that confuses "left" with "right" means the
+  # DiT cannot be told the direction, however well it draws a move.
+  x, y = np.array(obj_x["motion"][0]), np.array(obj_x["motion"][1])
+  pred = ridge_predict(x[split], y[split], x[~split], len(vocab["motion"]))
+  out["motion_per_class"] = {
+      m: round(float(np.mean(pred[y[~split] == k] == k)), 3) if np.any(y[~split] == k) else None
+      for k, m in enumerate(vocab["motion"])}
+  out["motion_confusions"] = {
+      f"{vocab['motion'][k]}->{vocab['motion'][j]}": int(np.sum((y[~split] == k) & (pred == j)))
+      for k in range(len(vocab["motion"])) for j in range(len(vocab["motion"]))
+      if k != j and np.sum((y[~split] == k) & (pred == j)) >= 5}
   tr = np.arange(len(specs)) < args.train
   bg = np.array([list(world.BACKGROUNDS).index(s.background) for s in specs])
   wall = np.array([int(s.wall) for s in specs])
   out["background"] = round(ridge_accuracy(pooled[tr], bg[tr], pooled[~tr], bg[~tr], 4), 4)
   out["wall"] = round(ridge_accuracy(pooled[tr], wall[tr], pooled[~tr], wall[~tr], 2), 4)
+  out["word_separation"] = word_separation(pipe)
   print(json.dumps(out))
 
 

@@ -90,7 +90,10 @@ def get_config(arg: str = "demo") -> ml_collections.ConfigDict:
       object_weight=0.0,
       # Loss weight, minus 1, of pixels that change from a frame to its neighbour (where the
       # motion is drawn; sorax/train/step.py motion_mask). Same needs as object_weight.
-      motion_weight=0.0))
+      motion_weight=0.0,
+      # Weight of the text encoder's auxiliary loss: every output token reads back as its own
+      # input word (sorax/train/step.py text_identity_loss), so no word the DiT needs fades.
+      text_id_weight=0.0))
 
   # Masked conditioning (sorax/diffusion/conditioning.py): the rate at which a training clip
   # draws each mode of given frames (normalized). Only "none": text-to-video alone. The shipped

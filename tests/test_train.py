@@ -113,3 +113,30 @@ def test_object_weight_needs_a_pixel_codec():
   with pytest.raises(ValueError, match="need a pixel-aligned codec"):
     make_train_step(None, None, lambda x: x, dataclasses.replace(cfg, object_weight=0.0,
                                                                  motion_weight=2.0), fold=None)
+
+
+def test_text_identity_loss_reads_words_back():
+  """Low when every output row points at its own word's embedding; log(V) when all outputs are
+  one vector (the collapse it guards against); padding does not count."""
+  from sorax.train.step import text_identity_loss
+  table = 8.0 * np.eye(6, 4, dtype=np.float32)[:, :4]  # 6 words, 4 dims; words 4, 5 are zero
+  ids = np.array([[0, 1, 2, 3, 5]])
+  mask = np.array([[True, True, True, True, False]])
+  own = text_identity_loss(table[ids], table, ids, mask)
+  same = text_identity_loss(np.zeros((1, 5, 4), np.float32), table, ids, mask)
+  assert float(own) < 0.01
+  np.testing.assert_allclose(float(same), np.log(6), rtol=1e-5)
+
+
+def test_text_id_weight_trains_the_encoder_apart(tmp_path):
+  """With diffusion.text_id_weight the step reports the auxiliary loss, which falls on a fixed
+  batch; a frozen pretrained encoder refuses it with a clear error."""
+  tr = Trainer(tiny("--config.diffusion.text_id_weight=1.0", "--config.optim.lr=3e-3"), tmp_path)
+  batch = next(tr.data)
+  aux = [float(tr.train_step(batch)["text_id_loss"]) for _ in range(30)]
+  tr.close()
+  assert aux[-1] < 0.5 * aux[0], aux
+  from sorax.train.trainer import step_config
+  with pytest.raises(ValueError, match="text_id_weight trains the text encoder"):
+    step_config(tiny("--config.diffusion.text_id_weight=1.0",
+                     "--config.model.text_encoder=minilm"))

@@ -65,6 +65,10 @@ def cache_latents(cfg: ml_collections.ConfigDict, out: str | pathlib.Path, num_c
 def step_config(cfg: ml_collections.ConfigDict, null_tokens: tuple[int, ...] = (BOS_ID,)
                 ) -> StepConfig:
   d = cfg.data
+  if cfg.diffusion.get("text_id_weight", 0.0) and cfg.model.get("text_encoder",
+                                                                "sorax") in FROZEN_TEXT:
+    raise ValueError(f"diffusion.text_id_weight trains the text encoder, but "
+                     f"model.text_encoder={cfg.model.text_encoder!r} is frozen; set it to 0")
   shift = flow.resolution_shift(num_tokens(cfg, d.frames, d.height, d.width),
                                 cfg.diffusion.base_tokens, cfg.diffusion.base_shift)
   return StepConfig(patch=tuple(cfg.model.patch), t_mean=cfg.diffusion.t_mean,
@@ -76,6 +80,7 @@ def step_config(cfg: ml_collections.ConfigDict, null_tokens: tuple[int, ...] = (
                     image_weight=d.get("image_weight", 0.5),
                     conditioning=tuple(sorted(cfg.get("conditioning", {}).items())),
                     null_tokens=tuple(null_tokens),
+                    text_id_weight=cfg.diffusion.get("text_id_weight", 0.0),
                     image_shift=flow.resolution_shift(
                         num_tokens(cfg, 1, d.height, d.width), cfg.diffusion.base_tokens,
                         cfg.diffusion.base_shift) if d.get("images_per_clip", 0) else 1.0)
