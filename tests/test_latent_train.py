@@ -18,6 +18,7 @@ TINY = ["--config.codec.name=space_to_depth",  # pixel latents: no trained weigh
         "--config.train.async_checkpoint=False"]
 
 
+@pytest.mark.slow  # minutes on two cores: run by benchmarks/slow_tests.py
 def test_cache_latents_then_train_from_cache(tmp_path, capsys):
   cache = tmp_path / "cache"
   assert cli.main(["cache-latents", "--config", "experiments/world.py:demo", "--out", str(cache),
@@ -59,6 +60,7 @@ def tiny_vae(tmp_path_factory):
   return f
 
 
+@pytest.mark.slow  # minutes on two cores: run by benchmarks/slow_tests.py
 def test_dit_on_vae_latents_stores_stats_and_samples(tiny_vae, tmp_path):
   from sorax.sample import Pipeline
   over = [*TINY, "--config.codec.name=vae", f"--config.codec.checkpoint={tiny_vae}",

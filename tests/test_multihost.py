@@ -36,6 +36,7 @@ def _run(n: int, tmp_path, name: str) -> list[dict]:
   return [json.loads(o.read_text()) for o in outs]
 
 
+@pytest.mark.slow  # minutes on two cores: run by benchmarks/slow_tests.py
 def test_two_processes_match_one_and_checkpoint_round_trips(tmp_path):
   two = _run(2, tmp_path, "two")
   one = _run(1, tmp_path, "one")[0]

@@ -9,6 +9,7 @@ import sys
 import time
 
 import numpy as np
+import pytest
 
 from sorax.train.trainer import Trainer
 from tests.test_config import WORLD
@@ -41,6 +42,7 @@ def _losses(workdir):
   return {r["step"]: r["loss"] for r in rows}
 
 
+@pytest.mark.slow  # minutes on two cores: run by benchmarks/slow_tests.py
 def test_sigterm_saves_and_the_resumed_run_continues_bit_for_bit(tmp_path):
   code, _, err = _train(tmp_path / "straight")
   assert code == 0, err

@@ -6,6 +6,7 @@ import shutil
 
 import jax
 import numpy as np
+import pytest
 
 from sorax.train.trainer import Trainer
 from tests.test_train import tiny
@@ -23,6 +24,7 @@ def _host(tree):
   return [np.asarray(x) for x in jax.tree.leaves(jax.device_get(tree))]
 
 
+@pytest.mark.slow  # minutes on two cores: run by benchmarks/slow_tests.py
 def test_checkpoint_moves_between_meshes_and_the_next_step_matches(tmp_path):
   assert len(jax.devices()) == 8
   src = Trainer(_cfg("fsdp8"), tmp_path / "fsdp8")

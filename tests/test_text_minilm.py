@@ -38,6 +38,7 @@ def test_tokenizer_has_the_sorax_interface():
   assert tok.decode(ids[0]) == "small red circle"  # special tokens dropped, as ours drops BOS
 
 
+@pytest.mark.slow  # minutes on two cores: run by benchmarks/slow_tests.py
 def test_frozen_pretrained_encoder_trains_the_dit_only(tmp_path):
   cfg = tiny("--config.model.text_encoder=minilm", "--config.train.steps=2",
              "--config.train.checkpoint_every=2")

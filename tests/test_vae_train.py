@@ -102,6 +102,7 @@ def test_psnr_and_random_crop():
     random_crop(jax.random.key(0), v, (9, 4))
 
 
+@pytest.mark.slow  # minutes on two cores: run by benchmarks/slow_tests.py
 def test_adversarial_option_trains_and_loads_the_vae_alone(tmp_path):
   wd = tmp_path / "gan"
   assert cli.main(["train", "--config", "experiments/vae_world.py:tiny", "--workdir", str(wd),

@@ -149,6 +149,7 @@ def test_cli_export_then_sample_from_the_file(pipe, tmp_path, capsys):
   assert "not found" in capsys.readouterr().err and not (tmp_path / "o2").exists()
 
 
+@pytest.mark.slow  # minutes on two cores: run by benchmarks/slow_tests.py
 def test_warm_start_adds_an_mlp_head_only_when_allowed(tmp_path):
   """train.init_from into a model with a new output MLP (model.head_hidden): with
   train.init_allow_fresh the shared weights are copied and the head starts at zero, so the model
@@ -170,6 +171,7 @@ def test_warm_start_adds_an_mlp_head_only_when_allowed(tmp_path):
                                 np.asarray(nnx.to_pure_dict(source.params)["dit"]["final_out"]["kernel"]))
 
 
+@pytest.mark.slow  # minutes on two cores: run by benchmarks/slow_tests.py
 def test_warm_start_grows_depth_as_identity_blocks(tmp_path):
   """train.init_grow_depth: a 2-block source fills the first 2 of 3 blocks and the added block
   is the identity (zero gates, zero cross-attention output), so the deeper model samples

@@ -184,6 +184,24 @@ def _watermark_readable(video: np.ndarray, context: Mapping[str, Any]) -> str | 
   return f"the watermark does not read back from the output ({why})"
 
 
+@register_output_check("caption_policy")
+def _caption_policy(video: np.ndarray, context: Mapping[str, Any]) -> str | None:
+  """What an output shows is held to what a prompt may ask: its caption, read from the pixels
+  (sorax.data.describe), goes through the same policy as prompts, lexical and semantic layers
+  (the same sentence embeddings). The captioner reads the world's vocabulary only (palette
+  colours, four shapes, the motions): it cannot see what a camera-like video depicts, so on
+  such content this check passes everything (README: what the policy does not catch)."""
+  policy = context.get("policy")
+  if policy is None:
+    return None
+  from sorax.data.describe import caption_video  # noqa: PLC0415 (numpy only; on first use)
+  text = caption_video(video)
+  d = policy.check_prompt(text)
+  if d.allowed:
+    return None
+  return f"its caption {text!r} falls in category {d.category!r} ({d.layer} layer)"
+
+
 # ------------------------------------------------------------------------------ policy
 
 
@@ -299,6 +317,7 @@ class Policy:
   def check_output(self, video: np.ndarray, context: Mapping[str, Any]) -> None:
     if not self.enabled:
       return
+    context = {**context, "policy": self}
     for name in self.output_checks:
       reason = _OUTPUT_CHECKS[name](video, context)
       if reason:

@@ -15,6 +15,7 @@ policy reports the semantic layer as off (never silently: every generation verb 
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import functools
 import hashlib
@@ -111,6 +112,14 @@ class SemanticLayer:
     y = np.array([index[label] for _, label in exemplars])
     self.w, self.b = fit_softmax(embed(texts), y, len(self.classes))
 
+  def with_threshold(self, threshold: float) -> SemanticLayer:
+    """The same fitted head at another threshold (no re-embedding of the exemplars)."""
+    if not 0.0 < threshold <= 1.0:
+      raise ValueError(f"semantic threshold must be in (0, 1], got {threshold}")
+    other = copy.copy(self)
+    other.threshold = float(threshold)
+    return other
+
   def probabilities(self, prompts: Sequence[str]) -> np.ndarray:
     """-> [N, 1 + categories], rows summing to 1 (column 0: benign)."""
     return softmax(self.embed(list(prompts)) @ self.w + self.b)
@@ -132,9 +141,17 @@ def _encoder(model_path: str | None):
 
 
 @functools.lru_cache(maxsize=8)
+def _fitted_layer(model_path: str | None, categories: tuple[str, ...],
+                  exemplars: tuple[tuple[str, str], ...]) -> SemanticLayer:
+  return SemanticLayer(_encoder(model_path), categories, exemplars)
+
+
 def _cached_layer(model_path: str | None, categories: tuple[str, ...],
                   exemplars: tuple[tuple[str, str], ...], threshold: float) -> SemanticLayer:
-  return SemanticLayer(_encoder(model_path), categories, exemplars, threshold)
+  """The head is fitted once per (encoder, categories, exemplars); thresholds share it."""
+  if not 0.0 < threshold <= 1.0:  # before any loading: a bad setting fails fast
+    raise ValueError(f"semantic threshold must be in (0, 1], got {threshold}")
+  return _fitted_layer(model_path, categories, exemplars).with_threshold(threshold)
 
 
 KEYS = ("enabled", "threshold", "exemplars", "split", "model")

@@ -72,7 +72,8 @@ def get_config(arg: str = "default") -> ml_collections.ConfigDict:
 
   c.policy = ml_collections.ConfigDict(dict(
       enabled=True,
-      output_checks=["finite_frames", "watermark_readable"],
+      # caption_policy: the output's caption, read from its pixels, goes through the prompt policy.
+      output_checks=["finite_frames", "watermark_readable", "caption_policy"],
       categories={k: dict(v, block=True) for k, v in CATEGORIES.items()},
       # The semantic layer (sorax/safety/semantic.py): a classifier over MiniLM sentence
       # embeddings fitted on labelled exemplars ("" = the training split of the package's
