@@ -148,3 +148,26 @@ def test_abs_pos_starts_as_the_model_without_it_and_then_breaks_translation():
                              atol=1e-4)
   posed.pos_embed.kernel.value = 0.3 * jax.random.normal(jax.random.PRNGKey(2), (48, 32))
   assert not np.allclose(posed(x, shifted, t, txt, mask), posed(x, pos, t, txt, mask), atol=1e-3)
+
+
+def test_pooled_text_starts_as_the_model_without_it_and_then_reaches_every_token():
+  """Zero-initialised, so a trained model keeps its function when it is added; once trained the
+  text changes the output through it; padded text tokens do not count."""
+  base = dict(token_dim=8, width=32, depth=1, heads=2, text_width=16)
+  plain = _perturbed(DiTConfig(**base))
+  pooled = DiT(DiTConfig(**base, pooled_text=True), rngs=nnx.Rngs(1))
+  state = nnx.state(pooled)
+  for k, v in nnx.state(plain).items():
+    state[k] = v  # text_pool keeps its zero init
+  nnx.update(pooled, state)
+  x, pos, t, txt, mask = _inputs()
+  np.testing.assert_array_equal(pooled(x, pos, t, txt, mask), plain(x, pos, t, txt, mask))
+  pooled.text_pool.kernel.value = 0.3 * jax.random.normal(jax.random.PRNGKey(2), (16, 32))
+  other = txt + 1.0
+  assert not np.allclose(pooled(x, pos, t, other, mask), pooled(x, pos, t, txt, mask), atol=1e-3)
+  # Padding: changing the text where the mask is False changes nothing (pool and attention).
+  short = mask.at[:, -2:].set(False)
+  padded = jnp.where(short[..., None], txt, 5.0)
+  np.testing.assert_allclose(pooled(x, pos, t, padded, short), pooled(x, pos, t, txt, short),
+                             atol=1e-5)
+  assert not np.allclose(pooled(x, pos, t, txt, short), pooled(x, pos, t, txt, mask), atol=1e-3)

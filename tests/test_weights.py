@@ -201,3 +201,24 @@ def test_warm_start_grows_depth_as_identity_blocks(tmp_path):
   mod = nnx.to_pure_dict(jax.device_get(tr.state.params))["dit"]["blocks"]["modulation"]
   tr.close()
   assert np.any(mod["kernel"][2])
+
+
+def test_set_sample_defaults_rewrites_only_the_sampling_settings(tmp_path):
+  import shutil
+
+  from safetensors.numpy import load_file
+  f = tmp_path / "w.safetensors"
+  shutil.copy(weights.SHIPPED, f)
+  before = weights.read_metadata(f)
+  weights.set_sample_defaults(f, cfg=1.75)
+  after = weights.read_metadata(f)
+  cfg_b, cfg_a = json.loads(before["config"]), json.loads(after["config"])
+  assert cfg_a["sample"]["cfg"] == 1.75
+  cfg_a["sample"]["cfg"] = cfg_b["sample"]["cfg"]
+  assert cfg_a == cfg_b and {k: v for k, v in after.items() if k != "config"} == {
+      k: v for k, v in before.items() if k != "config"}
+  old, new = load_file(str(weights.SHIPPED)), load_file(str(f))
+  assert old.keys() == new.keys() and all(np.array_equal(old[k], new[k]) for k in old)
+  with pytest.raises(weights.WeightsError, match="unknown sample settings \\['guidance'\\]"):
+    weights.set_sample_defaults(f, guidance=2.0)
+  assert weights.read_metadata(f) == after  # nothing half written

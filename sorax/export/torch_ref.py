@@ -234,7 +234,7 @@ class DiT(nn.Module):
 
   def __init__(self, token_dim: int, width: int, depth: int, heads: int, mlp_ratio: float,
                text_width: int, qk_norm: bool = True, head_hidden: int = 0,
-               rope_theta: float = 10000.0, abs_pos: bool = False):
+               rope_theta: float = 10000.0, abs_pos: bool = False, pooled_text: bool = False):
     super().__init__()
     self.heads, self.rope_theta = heads, rope_theta
     d = width
@@ -242,6 +242,7 @@ class DiT(nn.Module):
     self.time_in, self.time_out = Dense(256, d), Dense(d, d)
     self.pos_embed = Dense(6 * POS_FREQS, d) if abs_pos else None
     self.text_in, self.text_out = Dense(text_width, d), Dense(d, d)
+    self.text_pool = Dense(text_width, d) if pooled_text else None
     self.blocks = nn.ModuleList([DiTBlock(d, heads, mlp_ratio, qk_norm) for _ in range(depth)])
     self.final_norm = LayerNorm(d, affine=False)
     self.final_mod = Dense(d, 2 * d)
@@ -257,6 +258,9 @@ class DiT(nn.Module):
       x = x + self.pos_embed(position_features(positions, token_mask))
     t = t[:, None] if t.ndim == 1 else t
     c = self.time_out(F.silu(self.time_in(timestep_embedding(t, 256))))
+    if self.text_pool is not None:
+      m = text_mask[..., None].to(text.dtype)
+      c = c + self.text_pool((text * m).sum(1) / m.sum(1).clamp(min=1.0))[:, None, :]
     txt = self.text_out(gelu(self.text_in(text)))
     rope = rope_angles(positions, x.shape[-1] // self.heads, self.rope_theta)
     for block in self.blocks:
@@ -462,7 +466,8 @@ def load_generator(path: str | os.PathLike, dtype=torch.float32) -> TorchGenerat
                        m["text_depth"], m["text_heads"])
     dit = DiT(tensors["dit.patch_embed.kernel"].shape[0], m["width"], m["depth"], m["heads"],
               m["mlp_ratio"], m["text_width"], m["qk_norm"], m.get("head_hidden", 0),
-              abs_pos=bool(m.get("abs_pos", False)))
+              abs_pos=bool(m.get("abs_pos", False)),
+              pooled_text=bool(m.get("pooled_text", False)))
   except (KeyError, ValueError) as e:
     raise ExportError(f"{path} has bad metadata or is missing a tensor: {e}") from e
   gen = _load_into(TorchGenerator(text, dit), tensors, path, dtype)

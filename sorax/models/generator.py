@@ -82,7 +82,8 @@ def generator_config(cfg, vocab_size: int) -> GeneratorConfig:
       token_dim=pt * ph * pw * codec.channels, width=m.width, depth=m.depth, heads=m.heads,
       mlp_ratio=m.mlp_ratio, text_width=text_width, qk_norm=m.qk_norm, dtype=m.dtype,
       param_dtype=m.param_dtype, attention=attention, scan_layers=m.scan_layers, remat=m.remat,
-      head_hidden=m.get("head_hidden", 0), abs_pos=bool(m.get("abs_pos", False)), mlp_dim=m.get("mlp_dim", 0),
+      head_hidden=m.get("head_hidden", 0), abs_pos=bool(m.get("abs_pos", False)),
+      pooled_text=bool(m.get("pooled_text", False)), mlp_dim=m.get("mlp_dim", 0),
       attn_bias=m.get("attn_bias", False), qk_norm_over=m.get("qk_norm_over", "head"),
       head_modulation=m.get("head_modulation", "adaln"))
   return GeneratorConfig(dit=dit, vocab_size=vocab_size, text_depth=m.text_depth,

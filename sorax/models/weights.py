@@ -141,6 +141,33 @@ def _save_orbax(out: pathlib.Path, tmp: pathlib.Path, tensors, meta) -> pathlib.
   return out
 
 
+def set_sample_defaults(path: str | os.PathLike, **sample) -> pathlib.Path:
+  """Rewrites the sampling defaults (`sample.cfg`, `sample.steps`, ...) stored in a safetensors
+  generator file's config, in place and atomically; the tensors are copied bit for bit. For a
+  setting measured better after the file was written (BUILD_NOTES: CFG 2 for the shipped v7)."""
+  from safetensors.numpy import load_file, save_file  # noqa: PLC0415
+  p = pathlib.Path(path)
+  meta = read_metadata(p)
+  if p.is_dir():
+    raise WeightsError(f"{p}: sampling defaults can be rewritten in a safetensors file only")
+  cfg = json.loads(meta["config"])
+  unknown = sorted(set(sample) - set(cfg.get("sample", {})))
+  if unknown:
+    raise WeightsError(f"{p}: unknown sample settings {unknown}; the file has "
+                       f"{sorted(cfg.get('sample', {}))}")
+  cfg["sample"].update(sample)
+  meta = dict(meta, config=json.dumps(cfg))
+  tensors = load_file(str(p))
+  tmp = p.with_name(f".{p.name}.tmp-{os.getpid()}")
+  try:
+    save_file(tensors, str(tmp), metadata=meta)
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, p)
+  finally:
+    tmp.unlink(missing_ok=True)
+  return p
+
+
 def read_metadata(path: str | os.PathLike) -> dict[str, str]:
   p = pathlib.Path(path)
   if p.is_dir():
