@@ -38,8 +38,9 @@ def _torch_forward(gen, d):
 
 @pytest.mark.parametrize("extra", [(), ("--config.model.scan_layers=False",
                                         "--config.model.head_hidden=16",
-                                        "--config.model.qk_norm=False")],
-                         ids=["scanned", "loop-mlp-head-no-qknorm"])
+                                        "--config.model.qk_norm=False",
+                                        "--config.model.pooled_text=True")],
+                         ids=["scanned", "loop-mlp-head-no-qknorm-pooled-text"])
 def test_random_tiny_generator_matches_jax(extra, tmp_path):
   pipe = random_pipeline(*extra, seed=len(extra))
   f = pipe.save_weights(tmp_path / "g.safetensors", dtype="float32", layout="per_layer")
