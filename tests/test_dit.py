@@ -130,14 +130,21 @@ def test_position_features_read_canvas_fractions_and_the_frame_index():
   np.testing.assert_allclose(layers.position_features(longer)[:, :24], f, atol=1e-6)
 
 
+def _with_option(base: dict, **option):
+  """(a trained-looking DiT, the same DiT with `option` added): the added layer keeps its zero
+  init, every other parameter is copied."""
+  plain = _perturbed(DiTConfig(**base))
+  grown = DiT(DiTConfig(**base, **option), rngs=nnx.Rngs(1))
+  state = nnx.state(grown)
+  for k, v in nnx.state(plain).items():
+    state[k] = v
+  nnx.update(grown, state)
+  return plain, grown
+
+
 def test_abs_pos_starts_as_the_model_without_it_and_then_breaks_translation():
   base = dict(token_dim=8, width=32, depth=1, heads=2, text_width=16)
-  plain = _perturbed(DiTConfig(**base))
-  posed = DiT(DiTConfig(**base, abs_pos=True), rngs=nnx.Rngs(1))
-  state = nnx.state(posed)
-  for k, v in nnx.state(plain).items():
-    state[k] = v  # pos_embed keeps its zero init
-  nnx.update(posed, state)
+  plain, posed = _with_option(base, abs_pos=True)
   x, pos, t, txt, mask = _inputs()
   np.testing.assert_array_equal(posed(x, pos, t, txt, mask), plain(x, pos, t, txt, mask))
   # Without abs_pos, equal tokens at different places differ only through RoPE; a shift of
@@ -154,12 +161,7 @@ def test_pooled_text_starts_as_the_model_without_it_and_then_reaches_every_token
   """Zero-initialised, so a trained model keeps its function when it is added; once trained the
   text changes the output through it; padded text tokens do not count."""
   base = dict(token_dim=8, width=32, depth=1, heads=2, text_width=16)
-  plain = _perturbed(DiTConfig(**base))
-  pooled = DiT(DiTConfig(**base, pooled_text=True), rngs=nnx.Rngs(1))
-  state = nnx.state(pooled)
-  for k, v in nnx.state(plain).items():
-    state[k] = v  # text_pool keeps its zero init
-  nnx.update(pooled, state)
+  plain, pooled = _with_option(base, pooled_text=True)
   x, pos, t, txt, mask = _inputs()
   np.testing.assert_array_equal(pooled(x, pos, t, txt, mask), plain(x, pos, t, txt, mask))
   pooled.text_pool.kernel.value = 0.3 * jax.random.normal(jax.random.PRNGKey(2), (16, 32))

@@ -85,9 +85,9 @@ def _seen_colors(video: np.ndarray) -> list[tuple[str, int, int, tuple[float, fl
     n = int(b.present.sum())
     if n >= need:
       k = int(np.argmax(b.present))
-      seen.append((name, k, -int(b.area[k]), (float(b.cx[k] / W), float(b.cy[k] / H))))
-  seen.sort(key=lambda s: (s[1], s[2]))
-  return [(c, k, n, start) for c, k, n, start in seen]
+      seen.append((k, -int(b.area[k]), name, n, (float(b.cx[k] / W), float(b.cy[k] / H))))
+  seen.sort(key=lambda s: s[:2])  # first appearance, then larger first
+  return [(c, k, n, start) for k, _, c, n, start in seen]
 
 
 def _guess(r: dict[str, Any], old: tuple[str, str, str]) -> tuple[str, str, str]:

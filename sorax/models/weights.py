@@ -109,16 +109,21 @@ def save_generator(path: str | os.PathLike, params, *, config: ml_collections.Co
   tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
   if format == "orbax":
     return _save_orbax(out, tmp, tensors, meta)
-  from safetensors.numpy import save_file  # noqa: PLC0415 (optional until a file is written)
   if out.is_dir():
     raise WeightsError(f"{out} is a directory; a safetensors export is one file")
+  _write_safetensors(out, tmp, tensors, meta)
+  return out
+
+
+def _write_safetensors(out: pathlib.Path, tmp: pathlib.Path, tensors, meta) -> None:
+  """Writes to `tmp`, then renames onto `out`: a reader never sees half a file."""
+  from safetensors.numpy import save_file  # noqa: PLC0415 (optional until a file is written)
   try:
     save_file(tensors, str(tmp), metadata=meta)
     os.chmod(tmp, 0o644)  # a model file to share, not a secret
     os.replace(tmp, out)
   finally:
     tmp.unlink(missing_ok=True)
-  return out
 
 
 def _save_orbax(out: pathlib.Path, tmp: pathlib.Path, tensors, meta) -> pathlib.Path:
@@ -145,7 +150,7 @@ def set_sample_defaults(path: str | os.PathLike, **sample) -> pathlib.Path:
   """Rewrites the sampling defaults (`sample.cfg`, `sample.steps`, ...) stored in a safetensors
   generator file's config, in place and atomically; the tensors are copied bit for bit. For a
   setting measured better after the file was written (BUILD_NOTES: CFG 2 for the shipped v7)."""
-  from safetensors.numpy import load_file, save_file  # noqa: PLC0415
+  from safetensors.numpy import load_file  # noqa: PLC0415
   p = pathlib.Path(path)
   meta = read_metadata(p)
   if p.is_dir():
@@ -157,14 +162,7 @@ def set_sample_defaults(path: str | os.PathLike, **sample) -> pathlib.Path:
                        f"{sorted(cfg.get('sample', {}))}")
   cfg["sample"].update(sample)
   meta = dict(meta, config=json.dumps(cfg))
-  tensors = load_file(str(p))
-  tmp = p.with_name(f".{p.name}.tmp-{os.getpid()}")
-  try:
-    save_file(tensors, str(tmp), metadata=meta)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, p)
-  finally:
-    tmp.unlink(missing_ok=True)
+  _write_safetensors(p, p.with_name(f".{p.name}.tmp-{os.getpid()}"), load_file(str(p)), meta)
   return p
 
 

@@ -94,13 +94,17 @@ class Verdict:
   top: str              # the category with that probability
 
 
+def _check_threshold(threshold: float) -> None:
+  if not 0.0 < threshold <= 1.0:
+    raise ValueError(f"semantic threshold must be in (0, 1], got {threshold}")
+
+
 class SemanticLayer:
   """embed(texts) -> [N, D] unit vectors; a fitted softmax head over (benign, *categories)."""
 
   def __init__(self, embed, categories: Sequence[str], exemplars: Sequence[tuple[str, str]],
                threshold: float = 0.5):
-    if not 0.0 < threshold <= 1.0:
-      raise ValueError(f"semantic threshold must be in (0, 1], got {threshold}")
+    _check_threshold(threshold)
     self.embed, self.threshold = embed, float(threshold)
     self.classes = (BENIGN, *categories)
     index = {c: i for i, c in enumerate(self.classes)}
@@ -114,8 +118,7 @@ class SemanticLayer:
 
   def with_threshold(self, threshold: float) -> SemanticLayer:
     """The same fitted head at another threshold (no re-embedding of the exemplars)."""
-    if not 0.0 < threshold <= 1.0:
-      raise ValueError(f"semantic threshold must be in (0, 1], got {threshold}")
+    _check_threshold(threshold)
     other = copy.copy(self)
     other.threshold = float(threshold)
     return other
@@ -149,8 +152,7 @@ def _fitted_layer(model_path: str | None, categories: tuple[str, ...],
 def _cached_layer(model_path: str | None, categories: tuple[str, ...],
                   exemplars: tuple[tuple[str, str], ...], threshold: float) -> SemanticLayer:
   """The head is fitted once per (encoder, categories, exemplars); thresholds share it."""
-  if not 0.0 < threshold <= 1.0:  # before any loading: a bad setting fails fast
-    raise ValueError(f"semantic threshold must be in (0, 1], got {threshold}")
+  _check_threshold(threshold)  # before any loading: a bad setting fails fast
   return _fitted_layer(model_path, categories, exemplars).with_threshold(threshold)
 
 
