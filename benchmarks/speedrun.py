@@ -32,6 +32,7 @@ from sorax.evaluate import heldout_specs, json_safe
 from sorax.sample import Pipeline
 from sorax.train import state as state_lib
 from sorax.train.trainer import Trainer
+from sorax.train.validate import val_losses
 
 
 def heldout_prompts(n: int, height: int, width: int, frames: int):
@@ -49,6 +50,12 @@ def evaluate(pipe: Pipeline, n: int, *, steps=None, cfg_scale=None, batch_size: 
   return json_safe(oracle.score_videos(list(videos), specs)), results, prompts, specs, videos
 
 
+def one_object_rate(results, specs) -> float | None:
+  """all-right over the one-object prompts alone (the first rate to leave zero)."""
+  one = [r["all_right"] for r, s in zip(results, specs) if len(s.objects) == 1]
+  return round(float(np.mean(one)), 4) if one else None
+
+
 def pipeline_of(trainer: Trainer, step: int) -> Pipeline:
   cfg = trainer.cfg.copy_and_resolve_references()
   return Pipeline(cfg=cfg, graphdef=trainer.graphdef, params=trainer.state.ema,
@@ -56,12 +63,28 @@ def pipeline_of(trainer: Trainer, step: int) -> Pipeline:
                   policy=None)
 
 
-def train_for(cfg, workdir: str, minutes: float, *, calib_steps: int = 10):
+def train_for(cfg, workdir: str, minutes: float, *, calib_steps: int = 10,
+              steps: int | None = None):
+  """Trains for `minutes` of wall time, or exactly `steps` steps when given (then the lr
+  schedule is the config's over those steps: recipes of different step costs compare at equal
+  steps, their times reported beside)."""
   t0 = time.perf_counter()
   budget = 60.0 * minutes
+  if steps:
+    with cfg.unlocked():
+      cfg.train.steps = steps
   trainer = Trainer(cfg, workdir)
   step = trainer.step
   t_cal = None
+  while steps:
+    metrics = trainer.train_step(next(trainer.data))
+    step += 1
+    if step % 250 == 0:
+      print(f"step {step}/{steps} {time.perf_counter() - t0:.0f}s "
+            f"loss {float(metrics['loss']):.4f}", file=sys.stderr, flush=True)
+    if step >= steps:
+      jax.block_until_ready(trainer.state.step)
+      return trainer, step, time.perf_counter() - t0
   while True:
     trainer.train_step(next(trainer.data))
     step += 1
@@ -104,6 +127,7 @@ def main(argv=None) -> None:
   ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
   ap.add_argument("--config", default="experiments/world.py:world32")
   ap.add_argument("--minutes", type=float, default=10.0)
+  ap.add_argument("--steps", type=int, default=0, help="train exactly this many steps instead")
   ap.add_argument("--prompts", type=int, default=128)
   ap.add_argument("--name", default="", help="recipe name for the table")
   ap.add_argument("--keep", default="", help="keep the run (and a final checkpoint) here")
@@ -123,7 +147,8 @@ def main(argv=None) -> None:
   if not workdir:
     tmp = tempfile.TemporaryDirectory()
     workdir = tmp.name
-  trainer, steps, train_s = train_for(cfg, workdir, args.minutes)
+  trainer, steps, train_s = train_for(cfg, workdir, args.minutes, steps=args.steps)
+  val = val_losses(trainer.graphdef, trainer.state.ema, trainer.codec, trainer.tokenizer, cfg)
   if args.keep:
     trainer.save()
     trainer.ckpt.wait()
@@ -131,12 +156,15 @@ def main(argv=None) -> None:
   scales = args.cfg or [cfg.sample.cfg]
   for scale in scales:
     t1 = time.perf_counter()
-    rates, *_ = evaluate(pipe, args.prompts, steps=args.sample_steps, cfg_scale=scale)
+    rates, results, _, specs, _ = evaluate(pipe, args.prompts, steps=args.sample_steps,
+                                           cfg_scale=scale)
     line = {"benchmark": "speedrun", "name": args.name, "config": args.config,
-            "overrides": overrides, "minutes": args.minutes, "steps": steps,
+            "overrides": overrides, "steps": steps,
+            "minutes": round(train_s / 60, 1) if args.steps else args.minutes,
             "clips_seen": steps * cfg.data.batch_size, "train_s": round(train_s, 1),
             "eval_s": round(time.perf_counter() - t1, 1), "cfg": scale,
             "sample_steps": args.sample_steps or cfg.sample.steps, "prompts": args.prompts,
+            **val, "one_object_all_right": one_object_rate(results, specs),
             **{k: (None if v is None else round(v, 4)) for k, v in rates.items()}}
     print(json.dumps(line), flush=True)
     if args.log:

@@ -16,6 +16,12 @@ Run:
 
 import ml_collections
 
+from sorax.data.captions import SLOT_GROUPS
+from sorax.data.spec import BACKGROUNDS, OBJECT_COLORS, WALL_COLOR
+
+# Every colour a world pixel can have: the objects', the backgrounds' and the wall's.
+WORLD_PALETTE = (*OBJECT_COLORS.values(), *BACKGROUNDS.values(), WALL_COLOR)
+
 VARIANTS = ("demo", "small", "base", "world32")
 
 # Logical axis -> mesh axis. Parameters are FSDP-sharded over `embed` and tensor-parallel over
@@ -79,7 +85,16 @@ def get_config(arg: str = "demo") -> ml_collections.ConfigDict:
       pooled_text=False,
       # "sorax": our small text encoder, trained with the DiT; "minilm": the pretrained
       # all-MiniLM-L6-v2 with its own tokenizer, frozen (text_width becomes its 384).
-      text_encoder="sorax"))
+      text_encoder="sorax",
+      # > 0: attribute slots (models/dit.py SlotReader): learned queries read the caption, one
+      # per object it may name and one for the scene; they join the text keys and drive the
+      # adaLN. slot_classes: the attribute heads' sizes (sorax.data.captions.SLOT_GROUPS), read
+      # by the slot loss (diffusion.slot_weight).
+      slots=0, slot_depth=2, slot_classes=[n for _, n in SLOT_GROUPS],
+      # True: the palette head (models/dit.py): every pixel's colour as a distribution over
+      # `palette` (the world's 13 colours, WORLD.md), its expectation the x0-prediction; with
+      # diffusion.palette_weight the true colour's cross-entropy joins the loss. Pixel codec only.
+      palette_head=False, palette=[list(c) for c in WORLD_PALETTE]))
   c.tokenizer = ""  # empty: the shipped sorax/assets/world_sp.model
 
   c.diffusion = ml_collections.ConfigDict(dict(
@@ -96,7 +111,12 @@ def get_config(arg: str = "demo") -> ml_collections.ConfigDict:
       motion_weight=0.0,
       # Weight of the text encoder's auxiliary loss: every output token reads back as its own
       # input word (sorax/train/step.py text_identity_loss), so no word the DiT needs fades.
-      text_id_weight=0.0))
+      text_id_weight=0.0,
+      # Weight of the slot loss: each attribute slot must name what the caption states of its
+      # object (colour, shape, size, motion) or of the scene (sorax/train/step.py slot_loss).
+      slot_weight=0.0,
+      # Weight of the palette head's per-pixel cross-entropy (model.palette_head).
+      palette_weight=0.0))
 
   # Masked conditioning (sorax/diffusion/conditioning.py): the rate at which a training clip
   # draws each mode of given frames (normalized). Only "none": text-to-video alone. The shipped
@@ -107,7 +127,9 @@ def get_config(arg: str = "demo") -> ml_collections.ConfigDict:
 
   c.optim = ml_collections.ConfigDict(dict(
       lr=1e-3, warmup_steps=100, end_lr_frac=0.05, weight_decay=0.01, b1=0.9, b2=0.99,
-      grad_clip=1.0, ema_decay=0.995))
+      grad_clip=1.0, ema_decay=0.995,
+      # "adamw", or "muon" (hidden matrices orthogonalized, the rest AdamW at adam_lr_ratio x lr).
+      name="adamw", adam_lr_ratio=1.0))
 
   c.train = ml_collections.ConfigDict(dict(
       steps=1500, log_every=25, checkpoint_every=500, keep=2, async_checkpoint=True,

@@ -173,3 +173,24 @@ def test_pooled_text_starts_as_the_model_without_it_and_then_reaches_every_token
   np.testing.assert_allclose(pooled(x, pos, t, padded, short), pooled(x, pos, t, txt, short),
                              atol=1e-5)
   assert not np.allclose(pooled(x, pos, t, txt, short), pooled(x, pos, t, txt, mask), atol=1e-3)
+
+
+def test_slots_read_the_text_and_start_as_extra_keys():
+  """model.slots: the slots join the text as keys and feed the adaLN (zero-initialised), the
+  attribute heads read them, and padded text tokens change nothing."""
+  cfg = DiTConfig(token_dim=8, width=32, depth=1, heads=2, text_width=16, slots=4,
+                  slot_classes=(3, 2))
+  m = _perturbed(cfg)
+  x, pos, t, txt, mask = _inputs()
+  logits = m.slot_logits(txt, mask)
+  assert logits.shape == (2, 4, 5)
+  # The slots follow the text (and so does the velocity).
+  assert not np.allclose(m.slot_logits(txt + 1.0, mask), logits, atol=1e-3)
+  assert not np.allclose(m(x, pos, t, txt + 1.0, mask), m(x, pos, t, txt, mask), atol=1e-3)
+  short = mask.at[:, -2:].set(False)
+  padded = jnp.where(short[..., None], txt, 5.0)
+  np.testing.assert_allclose(m(x, pos, t, padded, short), m(x, pos, t, txt, short), atol=1e-5)
+  np.testing.assert_allclose(m.slot_logits(padded, short), m.slot_logits(txt, short), atol=1e-5)
+  plain = DiT(DiTConfig(token_dim=8, width=32, depth=1, heads=2, text_width=16), rngs=nnx.Rngs(0))
+  with pytest.raises(ValueError, match="slot_logits needs"):
+    plain.slot_logits(txt, mask)

@@ -138,3 +138,113 @@ def test_text_id_weight_trains_the_encoder_apart(tmp_path):
   with pytest.raises(ValueError, match="text_id_weight trains the text encoder"):
     step_config(tiny("--config.diffusion.text_id_weight=1.0",
                      "--config.model.text_encoder=minilm"))
+
+
+def test_slot_loss_counts_only_stated_attributes():
+  """Cross-entropy per group, -1 labels skipped; near 0 for confident right logits, log(n) per
+  group for uniform ones."""
+  from sorax.train.step import slot_loss
+  classes = (3, 2)
+  labels = np.array([[[0, 1], [2, -1]]])  # [B=1, K=2, G=2]
+  right = np.full((1, 2, 5), -20.0, np.float32)
+  right[0, 0, 0] = right[0, 0, 3 + 1] = right[0, 1, 2] = 20.0
+  assert float(slot_loss(right, labels, classes)) < 1e-3
+  uniform = np.zeros((1, 2, 5), np.float32)
+  want = (2 * np.log(3) + np.log(2)) / 3 * 2  # mean over the 3 labelled, times 2 groups
+  np.testing.assert_allclose(float(slot_loss(uniform, labels, classes)), want, rtol=1e-5)
+  # A wrong logit on an unlabelled group changes nothing.
+  wrong = right.copy()
+  wrong[0, 1, 3] = 50.0
+  np.testing.assert_allclose(float(slot_loss(wrong, labels, classes)),
+                             float(slot_loss(right, labels, classes)), atol=1e-6)
+
+
+def test_slot_weight_trains_the_slots_to_name_the_objects(tmp_path):
+  """With model.slots and diffusion.slot_weight the step reports the slot loss, which falls on
+  a fixed batch; a latent cache (no labels) is refused."""
+  tr = Trainer(tiny("--config.model.slots=4", "--config.diffusion.slot_weight=1.0",
+                    "--config.optim.lr=3e-3"), tmp_path)
+  batch = next(tr.data)
+  assert batch["labels"].shape == (2, 4, 6)
+  aux = [float(tr.train_step(batch)["slot_loss"]) for _ in range(30)]
+  tr.close()
+  assert aux[-1] < 0.3 * aux[0], aux
+
+
+def test_muon_updates_hidden_matrices_and_adam_the_rest(tmp_path):
+  """optim.name=muon: scanned block matrices get Muon (their layer axis is a batch axis),
+  embeddings/heads/vectors AdamW; training runs and lowers the loss."""
+  from sorax.train.state import muon_dims
+  tr = Trainer(tiny("--config.optim.name=muon", "--config.optim.lr=3e-3"), tmp_path)
+  dims = muon_dims(tr.state.params)
+  flat = {jax.tree_util.keystr(p): d for p, d in jax.tree_util.tree_leaves_with_path(
+      dims, is_leaf=lambda x: x is None or type(x).__name__ == "MuonDimensionNumbers")}
+  wq = next(d for k, d in flat.items() if "['dit']['blocks']['attn']['wq']" in k)
+  assert wq.reduction_axis == 1 and wq.output_axis == (2, 3)
+  assert next(d for k, d in flat.items() if "patch_embed" in k and "kernel" in k) is None
+  assert next(d for k, d in flat.items() if "['text']['embed']" in k) is None
+  batch = next(tr.data)
+  losses = [float(tr.train_step(batch)["loss"]) for _ in range(25)]
+  tr.close()
+  assert losses[-1] < losses[0], losses
+  with pytest.raises(ValueError, match="unknown optim.name"):
+    from sorax.train.state import make_optimizer
+    make_optimizer(tiny("--config.optim.name=sgd"))
+
+
+def test_val_losses_are_deterministic_and_fall_with_training(tmp_path):
+  """The held-out denoising loss: the same numbers twice; lower after training."""
+  from sorax.train.validate import val_losses
+  tr = Trainer(tiny("--config.optim.lr=3e-3"), tmp_path)
+  args = (tr.graphdef, tr.codec, tr.tokenizer, tr.cfg)
+  before = val_losses(tr.graphdef, tr.state.params, *args[1:], n=4, batch=2)
+  assert before == val_losses(tr.graphdef, tr.state.params, *args[1:], n=4, batch=2)
+  assert set(before) >= {"x0_mse", "x0_mse_object", "x0_mse_motion", "x0_mse_t0.5"}
+  for _ in range(40):
+    tr.train_step(next(tr.data))
+  after = val_losses(tr.graphdef, tr.state.params, *args[1:], n=4, batch=2)
+  tr.close()
+  assert after["x0_mse"] < before["x0_mse"], (before, after)
+
+
+def test_palette_labels_fold_onto_the_tokens_they_colour():
+  """The palette head's labels sit where the pixels they name sit in the latent tokens: the
+  palette colours of the labels are the x0 tokens themselves (pixel codec, world clip)."""
+  import jax.numpy as jnp
+  from sorax import patchify as P
+  from sorax.data import world
+  from sorax.models.codec import from_pixels
+  from sorax.models.generator import palette_latent
+  from sorax.train.state import make_codec_from
+  from sorax.train.step import palette_index
+  cfg = config_lib.load_config(f"{WORLD}:world32", ["--config.model.palette_head=True"])
+  codec = make_codec_from(cfg)
+  spec = world.random_spec(np.random.default_rng(3), 32, 32, 17)
+  video = jnp.asarray(world.render(spec, 32, 32, 17))[None]
+  pal_rgb = tuple(tuple(c) for c in cfg.model.palette)
+  idx = palette_index(video, pal_rgb)
+  assert int(idx.min()) >= 0  # every world pixel is a palette colour
+  folded, _ = P.patchify_batch(codec.fold(jnp.repeat(idx[..., None].astype(jnp.float32), 3, -1)),
+                               (1, 2, 2))
+  labels = jnp.round(folded.reshape(1, folded.shape[1], -1, 3)[..., 0]).astype(jnp.int32)
+  x0, _ = P.patchify_batch(codec.encode(from_pixels(video)), (1, 2, 2))
+  pal = jnp.asarray(palette_latent(cfg))
+  np.testing.assert_allclose(pal[labels].reshape(x0.shape), x0, atol=1e-5)
+  assert int(palette_index(jnp.full((2, 3), 7, jnp.uint8)[None], pal_rgb)[0, 0]) == -1
+
+
+def test_palette_head_outputs_the_expected_colour_and_trains(tmp_path):
+  """model.palette_head: the DiT's x0 is the softmax-weighted palette colour of each pixel; the
+  cross-entropy loss trains; a learned codec or velocity prediction is refused."""
+  tr = Trainer(tiny("--config.model.palette_head=True", "--config.diffusion.palette_weight=1.0",
+                    "--config.diffusion.prediction=x0", "--config.optim.lr=3e-3"), tmp_path)
+  batch = next(tr.data)
+  losses = [float(tr.train_step(batch)["loss"]) for _ in range(30)]
+  tr.close()
+  assert losses[-1] < 0.7 * losses[0], losses
+  from sorax.models.generator import palette_latent
+  with pytest.raises(ValueError, match="needs the pixel codec"):
+    palette_latent(tiny("--config.model.palette_head=True", "--config.codec.name=vae"))
+  with pytest.raises(ValueError, match="predicts x0"):
+    palette_latent(tiny("--config.model.palette_head=True",
+                        "--config.diffusion.prediction=velocity"))

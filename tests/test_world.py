@@ -450,3 +450,22 @@ def test_alt_captions_name_colours_and_shapes():
   assert len(texts) > 150
   with pytest.raises(ValueError, match="caption level"):
     W.caption(spec, "poem", rng)
+
+
+def test_attribute_labels_state_what_each_caption_level_says():
+  world = W
+  from sorax.data.captions import NUM_SLOTS, SLOT_GROUPS, attribute_labels
+  spec = world.SceneSpec("navy", True, (world.ObjectSpec("red", "circle", "large", "right"),
+                                         world.ObjectSpec("blue", "square", "small", "static")))
+  terse = attribute_labels(spec, "terse")
+  assert terse.shape == (NUM_SLOTS, len(SLOT_GROUPS))
+  colors = list(world.OBJECT_COLORS)
+  assert list(terse[0, :4]) == [colors.index("red"), 0, 1, world.MOTIONS.index("right")]
+  assert list(terse[1, :4]) == [colors.index("blue"), 1, 0, 0]
+  assert terse[2, 0] == len(colors) and (terse[2, 1:] == -1).all()  # no third object
+  assert list(terse[3, 4:]) == [list(world.BACKGROUNDS).index("navy"), 1]
+  alt = attribute_labels(spec, "alt")  # colour and shape only
+  assert (alt[:2, :2] == terse[:2, :2]).all() and (alt[:2, 2:] == -1).all()
+  assert (alt[3] == -1).all()
+  with pytest.raises(ValueError, match="unknown caption level"):
+    attribute_labels(spec, "poem")

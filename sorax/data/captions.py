@@ -12,7 +12,8 @@ import re
 
 import numpy as np
 
-from sorax.data.spec import CAPTION_LEVELS, ObjectSpec, SceneSpec
+from sorax.data.spec import (BACKGROUNDS, CAPTION_LEVELS, MAX_OBJECTS, MOTIONS, OBJECT_COLORS,
+                             SHAPES, SIZES, ObjectSpec, SceneSpec)
 
 MOTION_WORDS = {"static": "", "left": "moving left", "right": "moving right", "up": "moving up",
                 "down": "moving down", "bouncing": "bouncing", "falling": "falling",
@@ -140,6 +141,37 @@ def caption(spec: SceneSpec, level: str, rng: np.random.Generator) -> str:
   if level == "descriptive":
     return _descriptive(spec, rng)
   raise ValueError(f"unknown caption level {level!r}; choose from {CAPTION_LEVELS}")
+
+
+# Attribute labels of a caption (attribute_labels): one slot per object in the order the caption
+# names them, then one slot for the scene; each slot has one label per group, -1 where the slot
+# has no such attribute or the caption does not state it. An object slot past the last object
+# names the colour "none" (the extra class), so a reader learns how many objects there are.
+SLOT_GROUPS = (("color", len(OBJECT_COLORS) + 1), ("shape", len(SHAPES)), ("size", len(SIZES)),
+               ("motion", len(MOTIONS)), ("background", len(BACKGROUNDS)), ("wall", 2))
+NUM_SLOTS = MAX_OBJECTS + 1
+
+
+def attribute_labels(spec: SceneSpec, level: str) -> np.ndarray:
+  """int32 [NUM_SLOTS, len(SLOT_GROUPS)]: what a `level` caption of `spec` states, per slot.
+
+  terse and descriptive captions state every attribute; alt states colours and shapes only for
+  sure (its size, motion, background and wall words are dropped at random), so those are -1."""
+  if level not in CAPTION_LEVELS:
+    raise ValueError(f"unknown caption level {level!r}; choose from {CAPTION_LEVELS}")
+  full = level != "alt"
+  out = np.full((NUM_SLOTS, len(SLOT_GROUPS)), -1, np.int32)
+  colors = list(OBJECT_COLORS)
+  for k in range(MAX_OBJECTS):
+    if k >= len(spec.objects):
+      out[k, 0] = len(colors)  # "none": no k-th object
+      continue
+    o = spec.objects[k]
+    out[k, :4] = (colors.index(o.color), SHAPES.index(o.shape),
+                  SIZES.index(o.size) if full else -1, MOTIONS.index(o.motion) if full else -1)
+  if full:
+    out[MAX_OBJECTS, 4:] = (list(BACKGROUNDS).index(spec.background), int(spec.wall))
+  return out
 
 
 _TERSE_RE = re.compile(

@@ -13,6 +13,7 @@ from absl import flags
 import numpy as np
 
 from sorax.data import world
+from sorax.data.captions import attribute_labels
 from sorax.models.text import Tokenizer
 
 
@@ -63,7 +64,8 @@ class Tokenize(grain.transforms.Map):
 
   def map(self, ex: dict[str, Any]) -> dict[str, Any]:
     ids, mask = self.tokenizer.encode([ex["caption"]], self.max_len)
-    return {"video": ex["video"], "ids": ids[0], "mask": mask[0]}
+    return {"video": ex["video"], "ids": ids[0], "mask": mask[0],
+            "labels": attribute_labels(ex["spec"], ex["level"])}
 
 
 def _video_only(ex: dict[str, Any]) -> dict[str, Any]:
@@ -72,7 +74,8 @@ def _video_only(ex: dict[str, Any]) -> dict[str, Any]:
 
 def world_dataset(data_cfg, tokenizer: Tokenizer | None, *, shard_index: int = 0,
                   shard_count: int = 1) -> grain.IterDataset:
-  """Batches {video uint8 [B, T, H, W, 3], ids int32 [B, L], mask bool [B, L]}, forever.
+  """Batches {video uint8 [B, T, H, W, 3], ids int32 [B, L], mask bool [B, L], labels int32
+  [B, slots, groups] (what each caption states: captions.attribute_labels)}, forever.
 
   With no tokenizer (VAE training), batches hold the video only.
 

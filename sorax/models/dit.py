@@ -57,6 +57,25 @@ class DiTConfig:
   # same way (displacement correlation 0.99): the DiT takes the direction from the noise, not
   # the word (BUILD_NOTES, issue 8). Zero at init: a trained model keeps its function.
   pooled_text: bool = False
+  # Attribute slots (0: off): this many learned queries read the text (SlotReader, a small
+  # Perceiver), the slots join the text tokens as extra cross-attention keys, and their
+  # concatenation (ordered: slot k is the k-th object named, the last the scene) drives every
+  # block's adaLN through a zero-initialised projection. Why: a caption names up to three
+  # objects, and which words belong to which object had to be learned by the DiT from the
+  # diffusion loss alone; two- and three-object prompts failed far more than one-object ones
+  # (BUILD_NOTES, issue 8). `slot_classes` sizes the attribute heads that the training loss can
+  # read each slot back through (sorax/train/step.py slot_loss); the heads are not used to sample.
+  slots: int = 0
+  slot_depth: int = 2
+  slot_classes: tuple[int, ...] = ()
+  # Palette head (empty: off): for data whose every pixel is one of K known colours (the
+  # world), each pixel of a token gets K logits and the output is the expected colour,
+  # sum_k softmax_k * palette[k], i.e. x0-prediction through a categorical posterior
+  # (Dieleman et al. 2022, CDCD's score interpolation). The training loss can then add the
+  # cross-entropy of each pixel's true colour (sorax/train/step.py), which is well scaled for
+  # rare object pixels where the squared error is not. palette: K colours in latent units, each
+  # of the codec's per-pixel channels (token_dim must be a multiple of that).
+  palette: tuple[tuple[float, ...], ...] = ()
   # Options that a DiT imported from Wan2.1 (sorax/export/wan.py) needs; the defaults are
   # sorax's own. mlp_dim: the MLP's hidden width (0: width * mlp_ratio). attn_bias: biases on
   # the attention projections. qk_norm_over: "head" or "width" (RMS over all heads at once).
@@ -75,6 +94,16 @@ class DiTConfig:
       raise ValueError(f"unknown remat policy {self.remat!r}; choose from {list(REMAT_POLICIES)}")
     if self.width % self.heads:
       raise ValueError(f"DiT width {self.width} is not divisible by heads {self.heads}")
+    if self.palette and (self.token_dim % len(self.palette[0]) or self.head_hidden):
+      raise ValueError(f"palette head: token_dim {self.token_dim} must be a multiple of the "
+                       f"palette's {len(self.palette[0])} channels, and head_hidden must be 0")
+
+  @property
+  def out_dim(self) -> int:
+    """Features the output head makes per token: token_dim, or K logits per pixel."""
+    if not self.palette:
+      return self.token_dim
+    return self.token_dim // len(self.palette[0]) * len(self.palette)
 
 
 class DiTBlock(nnx.Module):
@@ -105,6 +134,39 @@ class DiTBlock(nnx.Module):
     return constrain(x, ("act_batch", "act_length", "act_embed"))
 
 
+class SlotBlock(nnx.Module):
+  def __init__(self, d: int, heads: int, *, rngs: nnx.Rngs, **kw):
+    self.norm1 = layers.layer_norm(d, rngs=rngs, **kw)
+    self.attn = layers.Attention(d, heads, rngs=rngs, **kw)
+    self.norm2 = layers.layer_norm(d, rngs=rngs, **kw)
+    self.cross = layers.Attention(d, heads, rngs=rngs, **kw)
+    self.norm3 = layers.layer_norm(d, rngs=rngs, **kw)
+    self.mlp = layers.MLP(d, 4 * d, rngs=rngs, **kw)
+
+  def __call__(self, s, text, text_mask):
+    s = s + self.attn(self.norm1(s))
+    s = s + self.cross(self.norm2(s), context=text, mask=text_mask)
+    return s + self.mlp(self.norm3(s))
+
+
+class SlotReader(nnx.Module):
+  """K learned queries read the text: slots [B, K, D] from text [B, L, D] (mask bool [B, L]).
+  Self-attention among the slots lets each claim a different object."""
+
+  def __init__(self, num_slots: int, d: int, heads: int, depth: int, *, rngs: nnx.Rngs, **kw):
+    init = layers.partitioned(nnx.initializers.normal(0.02), (None, "embed"))
+    self.queries = nnx.Param(init(rngs.params(), (num_slots, d), kw["param_dtype"]))
+    self.blocks = nnx.List([SlotBlock(d, heads, rngs=rngs, **kw) for _ in range(depth)])
+    self.norm = layers.layer_norm(d, rngs=rngs, **kw)
+
+  def __call__(self, text: jax.Array, text_mask: jax.Array) -> jax.Array:
+    s = jnp.broadcast_to(self.queries[...].astype(text.dtype)[None],
+                         (text.shape[0],) + self.queries.shape)
+    for block in self.blocks:
+      s = block(s, text, text_mask)
+    return self.norm(s)
+
+
 class DiT(nnx.Module):
   """Velocity model v(x_t, t, text) on patch tokens."""
 
@@ -123,6 +185,13 @@ class DiT(nnx.Module):
     if cfg.pooled_text:
       self.text_pool = layers.dense(cfg.text_width, d, ("text_embed", "embed"), zero_init=True,
                                     rngs=rngs, **kw)
+    if cfg.slots:
+      self.slot_reader = SlotReader(cfg.slots, d, cfg.heads, cfg.slot_depth, rngs=rngs, **kw)
+      self.slot_pool = layers.dense(cfg.slots * d, d, ("mlp", "embed"), zero_init=True,
+                                    rngs=rngs, **kw)
+      if cfg.slot_classes:
+        self.slot_head = layers.dense(d, sum(cfg.slot_classes), ("embed", None), rngs=rngs,
+                                      **kw)
 
     if cfg.scan_layers:
       @nnx.split_rngs(splits=cfg.depth)
@@ -139,19 +208,32 @@ class DiT(nnx.Module):
     else:  # Wan2.1's Head: shift, scale = c + table
       self.head_mod = nnx.Param(layers.partitioned(nnx.initializers.zeros_init(), (
           None, "embed"))(rngs.params(), (2, d), pdt))
-    self.final_out = layers.dense(d, cfg.token_dim, ("embed", "patch"), zero_init=True, rngs=rngs,
+    self.final_out = layers.dense(d, cfg.out_dim, ("embed", "patch"), zero_init=True, rngs=rngs,
                                   **kw)
     if cfg.head_hidden:
       self.head_in = layers.dense(d, cfg.head_hidden, ("embed", "mlp"), rngs=rngs, **kw)
       self.head_out = layers.dense(cfg.head_hidden, cfg.token_dim, ("mlp", "patch"),
                                    zero_init=True, rngs=rngs, **kw)
 
+  def _text(self, text: jax.Array) -> jax.Array:
+    """Text encoder features [B, L, text_width] -> the DiT's text tokens [B, L, D]."""
+    return self.text_out(jax.nn.gelu(self.text_in(text), approximate=True))
+
+  def slot_logits(self, text: jax.Array, text_mask: jax.Array) -> jax.Array:
+    """The attribute heads on the slots: [B, L, text_width] text -> [B, K, sum(slot_classes)]
+    logits (training's slot loss; sampling never needs them)."""
+    if not (self.cfg.slots and self.cfg.slot_classes):
+      raise ValueError("slot_logits needs model.slots > 0 and slot_classes")
+    return self.slot_head(self.slot_reader(self._text(text), text_mask)).astype(jnp.float32)
+
   def __call__(self, x: jax.Array, positions: jax.Array, t: jax.Array, text: jax.Array,
-               text_mask: jax.Array, token_mask: jax.Array | None = None) -> jax.Array:
+               text_mask: jax.Array, token_mask: jax.Array | None = None, *,
+               return_logits: bool = False):
     """x [B, N, P] noisy tokens; positions int [B, N, 3]; t [B] in [0, 1], or [B, N] per token
     (masked conditioning: given tokens have t = 0, sorax/diffusion/conditioning.py);
     text [B, L, text_width] with text_mask bool [B, L]; token_mask bool [B, N] marks real
-    (non-padding) tokens. -> velocity [B, N, P] (float32)."""
+    (non-padding) tokens. -> velocity (or x0) [B, N, P] float32; with return_logits, also the
+    palette head's logits [B, N, P / C, K] (None without a palette)."""
     cfg = self.cfg
     x = self.patch_embed(x)
     if cfg.abs_pos:
@@ -163,7 +245,12 @@ class DiT(nnx.Module):
       m = text_mask[..., None].astype(jnp.float32)
       pooled = (text.astype(jnp.float32) * m).sum(1) / jnp.maximum(m.sum(1), 1.0)
       c = c + self.text_pool(pooled.astype(x.dtype))[:, None, :]
-    txt = self.text_out(jax.nn.gelu(self.text_in(text), approximate=True))
+    txt = self._text(text)
+    if cfg.slots:  # slots: extra keys first, and the scene vector into the adaLN
+      slots = self.slot_reader(txt, text_mask)
+      c = c + self.slot_pool(slots.reshape(slots.shape[0], -1))[:, None, :]
+      txt = jnp.concatenate([slots, txt], axis=1)
+      text_mask = jnp.concatenate([jnp.ones(slots.shape[:2], bool), text_mask], axis=1)
     rope = layers.rope_angles(positions, cfg.width // cfg.heads, cfg.rope_theta)
 
     policy = REMAT_POLICIES[cfg.remat]
@@ -191,4 +278,11 @@ class DiT(nnx.Module):
     out = self.final_out(x)
     if cfg.head_hidden:
       out = out + self.head_out(jax.nn.gelu(self.head_in(x), approximate=True))
-    return out.astype(jnp.float32)
+    out = out.astype(jnp.float32)
+    if not cfg.palette:
+      return (out, None) if return_logits else out
+    # [B, N, pixels * K] logits -> the expected palette colour of every pixel, [B, N, P].
+    pal = jnp.asarray(cfg.palette, jnp.float32)  # [K, C]
+    logits = out.reshape(*out.shape[:-1], -1, pal.shape[0])
+    x0 = (jax.nn.softmax(logits, axis=-1) @ pal).reshape(*out.shape[:-1], cfg.token_dim)
+    return (x0, logits) if return_logits else x0

@@ -50,9 +50,33 @@ class Generator(nnx.Module):
     return jax.lax.stop_gradient(h) if self.cfg.text_encoder in FROZEN_TEXT else h
 
   def __call__(self, x: jax.Array, positions: jax.Array, t: jax.Array, ids: jax.Array,
-               mask: jax.Array, token_mask: jax.Array | None = None) -> jax.Array:
-    """x [B, N, P], positions [B, N, 3], t [B], ids/mask [B, L] -> velocity [B, N, P]."""
-    return self.dit(x, positions, t, self.encode_text(ids, mask), mask, token_mask)
+               mask: jax.Array, token_mask: jax.Array | None = None, *,
+               return_logits: bool = False):
+    """x [B, N, P], positions [B, N, 3], t [B], ids/mask [B, L] -> the DiT's output [B, N, P]
+    (and its palette logits with return_logits: DiT.__call__)."""
+    return self.dit(x, positions, t, self.encode_text(ids, mask), mask, token_mask,
+                    return_logits=return_logits)
+
+
+def palette_latent(cfg) -> tuple[tuple[float, ...], ...]:
+  """model.palette (RGB uint8 colours) in the codec's latent units, for the palette head; empty
+  when off. Only a pixel codec (space_to_depth) keeps a pixel's colour as its latent."""
+  if not cfg.model.get("palette_head", False):
+    return ()
+  colours = [tuple(c) for c in cfg.model.get("palette", ())]
+  if not colours:
+    raise ValueError("model.palette_head needs model.palette (RGB colours)")
+  if cfg.codec.name != "space_to_depth":
+    raise ValueError(f"model.palette needs the pixel codec (space_to_depth), not "
+                     f"{cfg.codec.name!r}: a learned latent does not hold a pixel's colour")
+  if cfg.diffusion.prediction != "x0":
+    raise ValueError("model.palette predicts x0 (the expected colour); set "
+                     "diffusion.prediction='x0'")
+  for c in colours:
+    if len(c) != 3 or not all(0 <= v <= 255 for v in c):
+      raise ValueError(f"model.palette colour {c} is not an RGB triple in [0, 255]")
+  scale = float(cfg.codec.scale)
+  return tuple(tuple(round((v / 127.5 - 1.0) * scale, 6) for v in c) for c in colours)
 
 
 def make_codec_from(cfg, latent_stats: dict | None = None):
@@ -85,7 +109,9 @@ def generator_config(cfg, vocab_size: int) -> GeneratorConfig:
       head_hidden=m.get("head_hidden", 0), abs_pos=bool(m.get("abs_pos", False)),
       pooled_text=bool(m.get("pooled_text", False)), mlp_dim=m.get("mlp_dim", 0),
       attn_bias=m.get("attn_bias", False), qk_norm_over=m.get("qk_norm_over", "head"),
-      head_modulation=m.get("head_modulation", "adaln"))
+      head_modulation=m.get("head_modulation", "adaln"), slots=m.get("slots", 0),
+      slot_depth=m.get("slot_depth", 2), slot_classes=tuple(m.get("slot_classes", ())) if m.get("slots", 0) else (),
+      palette=palette_latent(cfg))
   return GeneratorConfig(dit=dit, vocab_size=vocab_size, text_depth=m.text_depth,
                          text_heads=m.text_heads, text_encoder=text_encoder)
 

@@ -55,10 +55,53 @@ def make_optimizer(cfg: ml_collections.ConfigDict) -> optax.GradientTransformati
       first = getattr(path[0], "key", getattr(path[0], "name", None))
       return x.ndim >= 2 and not (frozen and first == "text")
     return jax.tree_util.tree_map_with_path(decay, params)
+  if o.get("name", "adamw") == "muon":
+    return optax.chain(
+        optax.clip_by_global_norm(o.grad_clip),
+        optax.contrib.muon(lr_schedule(cfg), weight_decay=o.weight_decay,
+                           weight_decay_mask=decay_mask, adam_b1=o.b1, adam_b2=o.b2,
+                           adam_weight_decay=o.weight_decay,
+                           adam_learning_rate=_scaled(lr_schedule(cfg), o.get("adam_lr_ratio", 1.0)),
+                           muon_weight_dimension_numbers=muon_dims, consistent_rms=0.2))
+  if o.get("name", "adamw") != "adamw":
+    raise ValueError(f"unknown optim.name {o.name!r}; choose from ['adamw', 'muon']")
   return optax.chain(
       optax.clip_by_global_norm(o.grad_clip),
       optax.adamw(lr_schedule(cfg), b1=o.b1, b2=o.b2, weight_decay=o.weight_decay,
                   mask=decay_mask))
+
+
+def _scaled(schedule: optax.Schedule, ratio: float) -> optax.Schedule:
+  return lambda step: ratio * schedule(step)
+
+
+# Muon orthogonalizes the updates of hidden matrices only; embeddings, the patch embedding, the
+# output head and everything not a matrix go through AdamW (Jordan et al. 2024).
+_MUON_SKIP = ("embed", "patch_embed", "final_out", "head_out", "time_in", "text_in", "pos_embed",
+              "slot_head", "queries")
+
+
+def muon_dims(params):
+  """Per parameter: MuonDimensionNumbers (which axes are the matrix's input and output; the
+  rest, e.g. the scanned `layers` axis, are batch) or None (AdamW)."""
+  from optax.contrib import MuonDimensionNumbers as Dims  # noqa: PLC0415
+
+  def dims(path, x):
+    names = [str(getattr(k, "key", getattr(k, "name", k))) for k in path]
+    if x.ndim < 2 or any(n in _MUON_SKIP for n in names):
+      return None
+    stacked = "blocks" in names and names[names.index("blocks") + 1:][:1] != [] and \
+        not names[names.index("blocks") + 1].isdigit()
+    lead = 1 if stacked else 0
+    leaf = names[-2] if names[-1] in ("value", "raw_value") else names[-1]
+    if leaf in ("wq", "wk", "wv"):  # [.., D, H, K]
+      return Dims(reduction_axis=lead, output_axis=(lead + 1, lead + 2))
+    if leaf == "wo":  # [.., H, K, D]
+      return Dims(reduction_axis=(lead, lead + 1), output_axis=lead + 2)
+    if x.ndim - lead == 2:  # a Linear kernel [.., in, out]
+      return Dims(reduction_axis=lead, output_axis=lead + 1)
+    return None
+  return jax.tree_util.tree_map_with_path(dims, params)
 
 
 def abstract_model(cfg: ml_collections.ConfigDict, vocab_size: int):

@@ -49,6 +49,14 @@ class StepConfig:
   # Weight of an auxiliary loss on the jointly trained text encoder: each output token must
   # name its own input token through the (tied) embedding table (`text_identity_loss`). 0: off.
   text_id_weight: float = 0.0
+  # Weight of the slot loss: the DiT's attribute slots (model.slots) must read back what the
+  # caption states of each object and of the scene (batch["labels"], `slot_loss`). 0: off.
+  slot_weight: float = 0.0
+  # The palette head (model.palette): the colours (RGB uint8) its classes stand for, and the
+  # weight of the per-pixel cross-entropy of the true colour (palette_loss). 0: squared error
+  # alone.
+  palette: tuple[tuple[int, int, int], ...] = ()
+  palette_weight: float = 0.0
 
 
 # Colours that are not objects in the world (WORLD.md): the four backgrounds and the wall.
@@ -89,6 +97,42 @@ def text_identity_loss(features: jax.Array, table: jax.Array, ids: jax.Array,
   return jnp.sum(ce * m) / jnp.maximum(jnp.sum(m), 1.0)
 
 
+def slot_loss(logits: jax.Array, labels: jax.Array, classes: tuple[int, ...]) -> jax.Array:
+  """Cross-entropy of each slot's attribute groups, summed over groups, averaged over the
+  labelled ones. logits [B, K, sum(classes)], labels int [B, K, G] (-1: not stated) -> scalar."""
+  total, count = 0.0, 0.0
+  start = 0
+  for g, n in enumerate(classes):
+    lab = labels[..., g]
+    ce = optax.softmax_cross_entropy_with_integer_labels(logits[..., start:start + n],
+                                                         jnp.maximum(lab, 0))
+    valid = (lab >= 0).astype(jnp.float32)
+    total += jnp.sum(ce * valid)
+    count += jnp.sum(valid)
+    start += n
+  return total / jnp.maximum(count, 1.0) * len(classes)
+
+
+def palette_index(video: jax.Array, palette: tuple[tuple[int, int, int], ...]) -> jax.Array:
+  """uint8 video [..., 3] -> int32 [...]: each pixel's index in `palette`, -1 if none."""
+  pal = jnp.asarray(palette, jnp.int32)  # [K, 3]
+  hit = jnp.all(video.astype(jnp.int32)[..., None, :] == pal, axis=-1)  # [..., K]
+  return jnp.where(hit.any(-1), jnp.argmax(hit, axis=-1), -1).astype(jnp.int32)
+
+
+def palette_loss(logits: jax.Array, labels: jax.Array, weight: jax.Array | None = None,
+                 keep: jax.Array | None = None) -> jax.Array:
+  """Weighted mean cross-entropy of each pixel's colour. logits [B, N, M, K]; labels int
+  [B, N, M] (-1: not a palette colour, skipped); weight [B, N, M]; keep bool [B, N] tokens."""
+  ce = optax.softmax_cross_entropy_with_integer_labels(logits, jnp.maximum(labels, 0))
+  w = (labels >= 0).astype(jnp.float32)
+  if weight is not None:
+    w = w * weight
+  if keep is not None:
+    w = w * keep[..., None].astype(jnp.float32)
+  return jnp.sum(ce * w) / jnp.maximum(jnp.sum(w), 1.0)
+
+
 def drop_text(rng: jax.Array, ids: jax.Array, mask: jax.Array, p: float,
               null: tuple[int, ...] = (BOS_ID,)):
   """Replaces each example's prompt by the null prompt (`null` tokens) with probability p."""
@@ -108,8 +152,9 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
   latent cache (raw codec output, mapped by `normalize`). `fold` maps a per-pixel map
   [B, T, H, W, 3] onto the latent's layout (the object-weighted loss needs it).
   """
-  if (cfg.object_weight or cfg.motion_weight) and fold is None:
+  if (cfg.object_weight or cfg.motion_weight or cfg.palette_weight) and fold is None:
     raise ValueError("diffusion.object_weight/motion_weight need a pixel-aligned codec "
+                     "(so does palette_weight) "
                      "(space_to_depth), "
                      "whose fold puts pixel weights on the latent")
   if cfg.images_per_clip and cfg.patch[0] != 1:
@@ -127,7 +172,8 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
     grid = P.grid_shape(latent_shape[1:], cfg.patch)
     return cond.token_mask(rows, grid, cfg.patch)
 
-  def denoise_loss(model, x0, positions, ids, mask, rng, weight, shift, given=None):
+  def denoise_loss(model, x0, positions, ids, mask, rng, weight, shift, given=None,
+                   labels=None):
     r_t, r_noise, r_drop = jax.random.split(rng, 3)
     t = flow.sample_timesteps(r_t, x0.shape[0], mean=cfg.t_mean, std=cfg.t_std, shift=shift)
     noise = jax.random.normal(r_noise, x0.shape, x0.dtype)
@@ -138,14 +184,28 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
       x_t = cond.hold(x_t, x0, given)
       t = cond.per_token_time(t, given)
       keep = ~given
-    pred = flow.to_velocity(model(x_t, positions, t, ids, mask), x_t, t, cfg.prediction)
-    return flow.flow_loss(pred, x0, noise, mask=keep, weight=weight)
+    out, logits = model(x_t, positions, t, ids, mask, return_logits=True)
+    pred = flow.to_velocity(out, x_t, t, cfg.prediction)
+    loss = flow.flow_loss(pred, x0, noise, mask=keep, weight=weight)
+    if cfg.palette_weight and labels is not None:
+      m = logits.shape[2]  # pixels per token; weights are per channel, the same on each
+      w = None if weight is None else weight.reshape(*weight.shape[:2], m, -1)[..., 0]
+      loss = loss + cfg.palette_weight * palette_loss(logits, labels, w, keep)
+    return loss
 
   def prepare(video, latent):
-    """-> (x0 tokens, positions, loss weights or None) of a video batch (or cached latents)."""
+    """-> (x0 tokens, positions, loss weights or None, palette labels or None) of a video batch
+    (or cached latents)."""
     if latent is None:
       latent = encode(from_pixels(video))
     x0, positions = P.patchify_batch(latent, cfg.patch)
+    labels = None
+    if cfg.palette_weight:
+      if video is None:
+        raise ValueError("diffusion.palette_weight needs rendered video, not a latent cache")
+      idx = palette_index(video, cfg.palette).astype(jnp.float32)
+      folded, _ = P.patchify_batch(fold(jnp.repeat(idx[..., None], 3, axis=-1)), cfg.patch)
+      labels = jnp.round(folded.reshape(*folded.shape[:2], -1, 3)[..., 0]).astype(jnp.int32)
     weight = None
     if cfg.object_weight or cfg.motion_weight:
       if video is None:
@@ -153,7 +213,7 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
                          "latent cache")
       w = 1.0 + cfg.object_weight * object_mask(video) + cfg.motion_weight * motion_mask(video)
       weight, _ = P.patchify_batch(fold(jnp.repeat(w[..., None], 3, axis=-1)), cfg.patch)
-    return x0, positions, weight
+    return x0, positions, weight, labels
 
   def train_step(state: TrainState, batch: dict[str, Any]):
     rng = jax.random.fold_in(state.rng, state.step)
@@ -180,10 +240,10 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
     def loss_fn(params):
       model = nnx.merge(graphdef, params)
       loss = denoise_loss(model, *clips[:2], batch["ids"], batch["mask"], r_clip, clips[2],
-                          cfg.shift, given)
+                          cfg.shift, given, clips[3])
       if images is not None:
         loss_img = denoise_loss(model, *images[:2], img_ids, img_mask, r_img, images[2],
-                                cfg.image_shift)
+                                cfg.image_shift, labels=images[3])
         loss = (loss + cfg.image_weight * loss_img) / (1.0 + cfg.image_weight)
       aux = {}
       if cfg.text_id_weight:
@@ -191,6 +251,11 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
             model.encode_text(batch["ids"], batch["mask"]), model.text.embed.embedding[...],
             batch["ids"], batch["mask"])
         loss = loss + cfg.text_id_weight * aux["text_id_loss"]
+      if cfg.slot_weight:
+        logits = model.dit.slot_logits(model.encode_text(batch["ids"], batch["mask"]),
+                                       batch["mask"])
+        aux["slot_loss"] = slot_loss(logits, batch["labels"], model.dit.cfg.slot_classes)
+        loss = loss + cfg.slot_weight * aux["slot_loss"]
       return loss, aux
 
     (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)

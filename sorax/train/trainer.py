@@ -65,6 +65,9 @@ def cache_latents(cfg: ml_collections.ConfigDict, out: str | pathlib.Path, num_c
 def step_config(cfg: ml_collections.ConfigDict, null_tokens: tuple[int, ...] = (BOS_ID,)
                 ) -> StepConfig:
   d = cfg.data
+  if cfg.diffusion.get("palette_weight", 0.0) and not cfg.model.get("palette_head", False):
+    raise ValueError("diffusion.palette_weight is the palette head's loss; set "
+                     "model.palette_head=True")
   if cfg.diffusion.get("text_id_weight", 0.0) and cfg.model.get("text_encoder",
                                                                 "sorax") in FROZEN_TEXT:
     raise ValueError(f"diffusion.text_id_weight trains the text encoder, but "
@@ -81,6 +84,10 @@ def step_config(cfg: ml_collections.ConfigDict, null_tokens: tuple[int, ...] = (
                     conditioning=tuple(sorted(cfg.get("conditioning", {}).items())),
                     null_tokens=tuple(null_tokens),
                     text_id_weight=cfg.diffusion.get("text_id_weight", 0.0),
+                    slot_weight=cfg.diffusion.get("slot_weight", 0.0),
+                    palette=tuple(tuple(int(v) for v in c) for c in cfg.model.get("palette", ()))
+                    if cfg.model.get("palette_head", False) else (),
+                    palette_weight=cfg.diffusion.get("palette_weight", 0.0),
                     image_shift=flow.resolution_shift(
                         num_tokens(cfg, 1, d.height, d.width), cfg.diffusion.base_tokens,
                         cfg.diffusion.base_shift) if d.get("images_per_clip", 0) else 1.0)
@@ -381,7 +388,13 @@ class Trainer(BaseTrainer):
 
   def batch_ndims(self) -> dict[str, int]:
     media = "latent" if self.cache_manifest is not None else "video"
-    return {media: 5, "ids": 2, "mask": 2}
+    dims = {media: 5, "ids": 2, "mask": 2}
+    if self.cfg.diffusion.get("slot_weight", 0.0):
+      if self.cache_manifest is not None:
+        raise ValueError("diffusion.slot_weight needs the captions' attribute labels, which a "
+                         "latent cache does not keep; train on rendered world clips")
+      dims["labels"] = 3
+    return dims
 
   def meta(self) -> dict[str, Any]:
     meta = {**super().meta(), "vocab_size": self.tokenizer.vocab_size}
