@@ -129,7 +129,9 @@ def get_config(arg: str = "demo") -> ml_collections.ConfigDict:
       lr=1e-3, warmup_steps=100, end_lr_frac=0.05, weight_decay=0.01, b1=0.9, b2=0.99,
       grad_clip=1.0, ema_decay=0.995,
       # "adamw", or "muon" (hidden matrices orthogonalized, the rest AdamW at adam_lr_ratio x lr).
-      name="adamw", adam_lr_ratio=1.0))
+      name="adamw", adam_lr_ratio=1.0,
+      # "cosine" (to end_lr_frac at train.steps) or "constant" after the warmup.
+      schedule="cosine"))
 
   c.train = ml_collections.ConfigDict(dict(
       steps=1500, log_every=25, checkpoint_every=500, keep=2, async_checkpoint=True,

@@ -37,8 +37,15 @@ def ema_update(ema: Any, params: Any, decay: float, step: jax.Array) -> Any:
 
 
 def lr_schedule(cfg: ml_collections.ConfigDict) -> optax.Schedule:
-  """Linear warmup, then cosine decay to lr * end_lr_frac at cfg.train.steps."""
+  """Linear warmup, then cosine decay to lr * end_lr_frac at cfg.train.steps ("cosine"), or
+  constant after the warmup ("constant": a run of unknown length that may stop at any step;
+  its EMA weights are what ships)."""
   o = cfg.optim
+  kind = o.get("schedule", "cosine")
+  if kind == "constant":
+    return optax.linear_schedule(0.0, o.lr, max(int(o.warmup_steps), 1))
+  if kind != "cosine":
+    raise ValueError(f"unknown optim.schedule {kind!r}; choose from ['cosine', 'constant']")
   steps = max(int(cfg.train.steps), o.warmup_steps + 1)
   return optax.warmup_cosine_decay_schedule(
       0.0, o.lr, warmup_steps=o.warmup_steps, decay_steps=steps, end_value=o.lr * o.end_lr_frac)
@@ -157,8 +164,11 @@ def _sharded_init(make_model, seed, mesh, rules, tx):
   p_sh = mesh_lib.state_shardings(abstract, mesh, rules)
   rep = mesh_lib.replicated(mesh)
   # Optimizer moments are shaped like the params and sharded like them; counters replicate.
-  opt_sh = optax.tree_map_params(tx, lambda _, s: s, jax.eval_shape(tx.init, abstract), p_sh,
-                                 transform_non_params=lambda _: rep)
+  # Masked branches (Muon's AdamW part, say) hold MaskedNode where a param is not theirs.
+  masked = lambda x: isinstance(x, optax.MaskedNode)
+  opt_sh = optax.tree_map_params(tx, lambda v, s: v if masked(v) else s,
+                                 jax.eval_shape(tx.init, abstract), p_sh,
+                                 transform_non_params=lambda _: rep, is_leaf=masked)
   shardings = TrainState(step=rep, params=p_sh, opt_state=opt_sh, ema=p_sh, rng=rep)
 
   @functools.partial(jax.jit, out_shardings=shardings)

@@ -39,8 +39,9 @@ def val_losses(graphdef: nnx.GraphDef, params, codec, tokenizer, cfg, *, n: int 
                batch: int = 16, t_grid=T_GRID) -> dict[str, float]:
   """Mean squared error of x0_hat (pixels in [-1, 1]) on `n` fixed clips at each t of t_grid.
 
-  -> {"x0_mse", "x0_mse_object", "x0_mse_motion", "x0_mse_t0.1", ...}: means over the grid,
-  and per noise level over all pixels."""
+  -> {"x0_mse", "x0_mse_object", "x0_mse_motion", "x0_mse_t0.1", ..., "text_gain"}: means
+  over the grid, per noise level over all pixels, and what the right caption is worth at the
+  noisiest level (the loss with other clips' captions minus the loss with their own)."""
   d = cfg.data
   videos, captions = val_clips(n, d.height, d.width, d.frames)
   ids, mask = tokenizer.encode(captions, d.text_len)
@@ -77,4 +78,14 @@ def val_losses(graphdef: nnx.GraphDef, params, codec, tokenizer, cfg, *, n: int 
   out["x0_mse"] = tot[0] / (len(t_grid) * n * pixels)
   out["x0_mse_object"] = tot[1] / max(tot[2], 1.0)
   out["x0_mse_motion"] = tot[3] / max(tot[4], 1.0)
+  # How much the caption helps where the layout is decided: at the noisiest level, the loss
+  # with every clip given another clip's caption, minus the loss with its own (0: text unused).
+  t_hi = max(t_grid)
+  wrong = 0.0
+  for i in range(0, n, batch):
+    key = jax.random.fold_in(jax.random.key(VAL_SEED), i)
+    other = (np.arange(i, min(i + batch, n)) + n // 2) % n
+    parts = one(params, videos[i:i + batch], ids[other], mask[other], jnp.float32(t_hi), key)
+    wrong += float(np.sum(parts[0]))
+  out["text_gain"] = wrong / (n * pixels) - out[f"x0_mse_t{t_hi:g}"]
   return {k: round(float(v), 5) for k, v in out.items()}
