@@ -39,8 +39,11 @@ def _torch_forward(gen, d):
 @pytest.mark.parametrize("extra", [(), ("--config.model.scan_layers=False",
                                         "--config.model.head_hidden=16",
                                         "--config.model.qk_norm=False",
-                                        "--config.model.pooled_text=True")],
-                         ids=["scanned", "loop-mlp-head-no-qknorm-pooled-text"])
+                                        "--config.model.pooled_text=True"),
+                                   ("--config.model.slots=4", "--config.model.palette_head=True",
+                                    "--config.model.abs_pos=True")],
+                         ids=["scanned", "loop-mlp-head-no-qknorm-pooled-text",
+                              "slots-palette-abs-pos"])
 def test_random_tiny_generator_matches_jax(extra, tmp_path):
   pipe = random_pipeline(*extra, seed=len(extra))
   f = pipe.save_weights(tmp_path / "g.safetensors", dtype="float32", layout="per_layer")

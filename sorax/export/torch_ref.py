@@ -228,25 +228,65 @@ class DiTBlock(nn.Module):
     return x + gate2 * self.mlp(self.norm2(x) * (1 + scale2) + shift2)
 
 
+class SlotBlock(nn.Module):
+  def __init__(self, d: int, heads: int):
+    super().__init__()
+    self.norm1, self.attn = LayerNorm(d), Attention(d, heads)
+    self.norm2, self.cross = LayerNorm(d), Attention(d, heads)
+    self.norm3, self.mlp = LayerNorm(d), MLP(d, 4 * d)
+
+  def forward(self, s, text, text_mask):
+    s = s + self.attn(self.norm1(s))
+    s = s + self.cross(self.norm2(s), context=text, mask=text_mask)
+    return s + self.mlp(self.norm3(s))
+
+
+class SlotReader(nn.Module):
+  """sorax.models.dit.SlotReader: K learned queries read the text -> slots [B, K, D]."""
+
+  def __init__(self, num_slots: int, d: int, heads: int, depth: int):
+    super().__init__()
+    self.queries = nn.Parameter(torch.zeros(num_slots, d))
+    self.blocks = nn.ModuleList([SlotBlock(d, heads) for _ in range(depth)])
+    self.norm = LayerNorm(d)
+
+  def forward(self, text, text_mask):
+    s = self.queries[None].expand(text.shape[0], *self.queries.shape)
+    for block in self.blocks:
+      s = block(s, text, text_mask)
+    return self.norm(s)
+
+
 class DiT(nn.Module):
   """sorax.models.dit.DiT: x [B, N, P], positions int [B, N, 3], t [B] or [B, N], text
   [B, L, text_width], text_mask bool [B, L], token_mask bool [B, N] -> [B, N, P]."""
 
   def __init__(self, token_dim: int, width: int, depth: int, heads: int, mlp_ratio: float,
                text_width: int, qk_norm: bool = True, head_hidden: int = 0,
-               rope_theta: float = 10000.0, abs_pos: bool = False, pooled_text: bool = False):
+               rope_theta: float = 10000.0, abs_pos: bool = False, pooled_text: bool = False,
+               slots: int = 0, slot_depth: int = 2, slot_classes: int = 0, palette=()):
     super().__init__()
     self.heads, self.rope_theta = heads, rope_theta
+    self.token_dim = token_dim
+    self.register_buffer("palette", torch.tensor(palette, dtype=torch.float32).reshape(
+        len(palette), len(palette[0]) if palette else 0), persistent=False)
     d = width
     self.patch_embed = Dense(token_dim, d)
     self.time_in, self.time_out = Dense(256, d), Dense(d, d)
     self.pos_embed = Dense(6 * POS_FREQS, d) if abs_pos else None
     self.text_in, self.text_out = Dense(text_width, d), Dense(d, d)
     self.text_pool = Dense(text_width, d) if pooled_text else None
+    if slots:
+      self.slot_reader = SlotReader(slots, d, heads, slot_depth)
+      self.slot_pool = Dense(slots * d, d)
+      self.slot_head = Dense(d, slot_classes) if slot_classes else None
+    else:
+      self.slot_reader = self.slot_pool = self.slot_head = None
     self.blocks = nn.ModuleList([DiTBlock(d, heads, mlp_ratio, qk_norm) for _ in range(depth)])
     self.final_norm = LayerNorm(d, affine=False)
     self.final_mod = Dense(d, 2 * d)
-    self.final_out = Dense(d, token_dim)
+    out_dim = token_dim // len(palette[0]) * len(palette) if palette else token_dim
+    self.final_out = Dense(d, out_dim)
     if head_hidden:
       self.head_in, self.head_out = Dense(d, head_hidden), Dense(head_hidden, token_dim)
     else:
@@ -262,6 +302,11 @@ class DiT(nn.Module):
       m = text_mask[..., None].to(text.dtype)
       c = c + self.text_pool((text * m).sum(1) / m.sum(1).clamp(min=1.0))[:, None, :]
     txt = self.text_out(gelu(self.text_in(text)))
+    if self.slot_reader is not None:
+      slots = self.slot_reader(txt, text_mask)
+      c = c + self.slot_pool(slots.reshape(slots.shape[0], -1))[:, None, :]
+      txt = torch.cat([slots, txt], 1)
+      text_mask = torch.cat([torch.ones(slots.shape[:2], dtype=torch.bool), text_mask], 1)
     rope = rope_angles(positions, x.shape[-1] // self.heads, self.rope_theta)
     for block in self.blocks:
       x = block(x, c, rope, txt, text_mask, token_mask)
@@ -270,6 +315,9 @@ class DiT(nn.Module):
     out = self.final_out(x)
     if self.head_in is not None:
       out = out + self.head_out(gelu(self.head_in(x)))
+    if len(self.palette):  # the palette head: each pixel's expected palette colour
+      logits = out.reshape(*out.shape[:-1], -1, self.palette.shape[0])
+      out = (logits.softmax(-1) @ self.palette).reshape(*out.shape[:-1], self.token_dim)
     return out
 
 
@@ -445,6 +493,15 @@ def _load_into(module: nn.Module, tensors: dict[str, torch.Tensor], p, dtype) ->
   return module.to(dtype).eval()
 
 
+def _palette(cfg: dict) -> tuple[tuple[float, ...], ...]:
+  """sorax.models.generator.palette_latent: the palette head's colours in latent units."""
+  if not cfg["model"].get("palette_head", False):
+    return ()
+  scale = float(cfg["codec"]["scale"])
+  return tuple(tuple(round((v / 127.5 - 1.0) * scale, 6) for v in c)
+               for c in cfg["model"]["palette"])
+
+
 def load_generator(path: str | os.PathLike, dtype=torch.float32) -> TorchGenerator:
   """A generator weights file (per-layer export or the stacked shipped layout) -> TorchGenerator
   in eval mode. Its run config comes from the metadata; `gen.config` keeps it."""
@@ -467,7 +524,10 @@ def load_generator(path: str | os.PathLike, dtype=torch.float32) -> TorchGenerat
     dit = DiT(tensors["dit.patch_embed.kernel"].shape[0], m["width"], m["depth"], m["heads"],
               m["mlp_ratio"], m["text_width"], m["qk_norm"], m.get("head_hidden", 0),
               abs_pos=bool(m.get("abs_pos", False)),
-              pooled_text=bool(m.get("pooled_text", False)))
+              pooled_text=bool(m.get("pooled_text", False)), slots=m.get("slots", 0),
+              slot_depth=m.get("slot_depth", 2),
+              slot_classes=sum(m.get("slot_classes", ())) if m.get("slots", 0) else 0,
+              palette=_palette(cfg))
   except (KeyError, ValueError) as e:
     raise ExportError(f"{path} has bad metadata or is missing a tensor: {e}") from e
   gen = _load_into(TorchGenerator(text, dit), tensors, path, dtype)
