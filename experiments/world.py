@@ -94,7 +94,10 @@ def get_config(arg: str = "demo") -> ml_collections.ConfigDict:
       # True: the palette head (models/dit.py): every pixel's colour as a distribution over
       # `palette` (the world's 13 colours, WORLD.md), its expectation the x0-prediction; with
       # diffusion.palette_weight the true colour's cross-entropy joins the loss. Pixel codec only.
-      palette_head=False, palette=[list(c) for c in WORLD_PALETTE]))
+      palette_head=False, palette=[list(c) for c in WORLD_PALETTE],
+      # True: self-conditioning (models/dit.py): the DiT also reads its previous clean estimate
+      # (diffusion.self_cond_rate of training steps feed one; samplers pass the last step's).
+      self_cond=False))
   c.tokenizer = ""  # empty: the shipped sorax/assets/world_sp.model
 
   c.diffusion = ml_collections.ConfigDict(dict(
@@ -116,7 +119,9 @@ def get_config(arg: str = "demo") -> ml_collections.ConfigDict:
       # object (colour, shape, size, motion) or of the scene (sorax/train/step.py slot_loss).
       slot_weight=0.0,
       # Weight of the palette head's per-pixel cross-entropy (model.palette_head).
-      palette_weight=0.0))
+      palette_weight=0.0,
+      # Share of training steps that feed the model its own clean estimate (model.self_cond).
+      self_cond_rate=0.5))
 
   # Masked conditioning (sorax/diffusion/conditioning.py): the rate at which a training clip
   # draws each mode of given frames (normalized). Only "none": text-to-video alone. The shipped

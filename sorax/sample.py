@@ -255,23 +255,31 @@ def _sampling_fn(graphdef, latent_shape, patch, steps, cfg_scale, sampler, shift
     positions = jnp.broadcast_to(pos, (2 * b,) + pos.shape)
     given2 = jnp.concatenate([given, given])
 
-    def both(x, t):  # one batched call for the conditional and the null prompt
+    self_cond = model.dit.cfg.self_cond
+
+    def both(x, t, prev=None):  # one batched call for the conditional and the null prompt
       x2, t2 = jnp.concatenate([x, x]), jnp.concatenate([t, t])
+      prev2 = None if prev is None else jnp.concatenate([prev, prev])
       if conditioned:  # given tokens: their known values, t = 0, and no velocity
         known2 = jnp.concatenate([known, known])
         x2 = cond.hold(x2, known2, given2)
         t_tok = cond.per_token_time(t2, given2)
-        v = flow.to_velocity(model.dit(x2, positions, t_tok, text, tmask), x2, t_tok, prediction)
+        out = model.dit(x2, positions, t_tok, text, tmask, x0_prev=prev2)
+        v = flow.to_velocity(out, x2, t_tok, prediction)
         v = jnp.where(given2[..., None], 0.0, v)
       else:
-        v = flow.to_velocity(model.dit(x2, positions, t2, text, tmask), x2, t2, prediction)
+        out = model.dit(x2, positions, t2, text, tmask, x0_prev=prev2)
+        v = flow.to_velocity(out, x2, t2, prediction)
       return v[:b], v[b:]
 
-    v = samplers.guided(both, cfg_scale, interval)
+    # Self-conditioning: each call sees the last call's guided clean estimate (zeros at first).
+    v = samplers.guided(both, cfg_scale, interval, stateful=self_cond)
+    state = jnp.zeros_like(noise) if self_cond else None
     x = noise if strength >= 1.0 else flow.interpolate(known, noise, jnp.full((b,), ts[0]))
     x = cond.hold(x, known, given) if conditioned else x
     stochastic = sampler in samplers.STOCHASTIC
-    tokens = integrate(v, x, ts, key, eta) if stochastic else integrate(v, x, ts)
+    tokens = (integrate(v, x, ts, key, eta, state=state) if stochastic
+              else integrate(v, x, ts, state=state))
     # Given tokens have zero velocity, but re-noising would still move them: hold them.
     tokens = cond.hold(tokens, known, given) if conditioned else tokens
     return P.unpatchify_batch(tokens, latent_shape, patch)

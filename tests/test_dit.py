@@ -194,3 +194,19 @@ def test_slots_read_the_text_and_start_as_extra_keys():
   plain = DiT(DiTConfig(token_dim=8, width=32, depth=1, heads=2, text_width=16), rngs=nnx.Rngs(0))
   with pytest.raises(ValueError, match="slot_logits needs"):
     plain.slot_logits(txt, mask)
+
+
+def test_self_conditioning_starts_at_zero_and_none_means_zeros():
+  """model.self_cond: the x0_prev projection is zero-initialised and bias-free, so at init the
+  estimate changes nothing, and None is exactly zeros; once trained, the estimate is read."""
+  cfg = DiTConfig(token_dim=8, width=32, depth=1, heads=2, text_width=16, self_cond=True)
+  x, pos, t, txt, mask = _inputs()
+  fresh = DiT(cfg, rngs=nnx.Rngs(0))
+  prev = jax.random.normal(jax.random.PRNGKey(5), x.shape)
+  np.testing.assert_array_equal(fresh(x, pos, t, txt, mask, x0_prev=prev),
+                                fresh(x, pos, t, txt, mask))
+  m = _perturbed(cfg)
+  np.testing.assert_array_equal(m(x, pos, t, txt, mask, x0_prev=jnp.zeros_like(x)),
+                                m(x, pos, t, txt, mask))
+  assert not np.allclose(m(x, pos, t, txt, mask, x0_prev=prev), m(x, pos, t, txt, mask),
+                         atol=1e-3)

@@ -41,9 +41,10 @@ def _torch_forward(gen, d):
                                         "--config.model.qk_norm=False",
                                         "--config.model.pooled_text=True"),
                                    ("--config.model.slots=4", "--config.model.palette_head=True",
-                                    "--config.model.abs_pos=True")],
+                                    "--config.model.abs_pos=True",
+                                    "--config.model.self_cond=True")],
                          ids=["scanned", "loop-mlp-head-no-qknorm-pooled-text",
-                              "slots-palette-abs-pos"])
+                              "slots-palette-abs-pos-self-cond"])
 def test_random_tiny_generator_matches_jax(extra, tmp_path):
   pipe = random_pipeline(*extra, seed=len(extra))
   f = pipe.save_weights(tmp_path / "g.safetensors", dtype="float32", layout="per_layer")
@@ -56,6 +57,15 @@ def test_random_tiny_generator_matches_jax(extra, tmp_path):
   tt, tv, tg = _torch_forward(gen, d)
   assert rel_err(tt, jt) < TOL and rel_err(tv, jv) < TOL and rel_err(tg, jv) < TOL
   assert np.abs(jv).max() > 0.1  # a real signal, not zeros compared with zeros
+  if pipe.cfg.model.self_cond:  # the self-conditioning input too
+    from flax import nnx
+    prev = np.random.default_rng(2).standard_normal(d["x"].shape).astype(np.float32)
+    model = nnx.merge(pipe.graphdef, pipe.params)
+    jp = np.asarray(model.dit(d["x"], d["positions"], d["t"], jt, d["mask"], x0_prev=prev))
+    x, pos, t, _, mask = _t(d)
+    with torch.no_grad():
+      tp = gen.dit(x, pos, t, torch.from_numpy(tt), mask, x0_prev=torch.from_numpy(prev)).numpy()
+    assert rel_err(tp, jp) < TOL and rel_err(jp, jv) > 1e-3
 
 
 def test_per_token_times_and_token_mask_match_jax(tmp_path):

@@ -122,3 +122,41 @@ def test_x0_prediction_gives_the_true_velocity_from_the_true_x0():
   assert jnp.isfinite(flow.to_velocity(x0, x_t, jnp.zeros(3), "x0")).all()
   with pytest.raises(ValueError, match="unknown prediction 'eps'"):
     flow.to_velocity(x0, x_t, t, "eps")
+
+
+@pytest.mark.parametrize("name", ["euler", "heun", "renoise"])
+def test_samplers_thread_a_state_from_call_to_call(name):
+  """A stateful velocity sees the state its previous call returned; one that ignores its state
+  samples exactly what the stateless form does."""
+  import jax
+  from sorax.diffusion import samplers
+  integrate = samplers.get_sampler(name)
+  ts = samplers.schedule(6)
+  x = jnp.ones((2, 3))
+  extra = (jax.random.PRNGKey(0), 0.5) if name == "renoise" else ()
+  v = lambda x, t: -x * t[:, None]
+  plain = integrate(v, x, ts, *extra)
+  same = integrate(lambda x, t, s: (v(x, t), s), x, ts, *extra, state=jnp.zeros(()))
+  np.testing.assert_allclose(same, plain, rtol=1e-6)
+  counted = integrate(lambda x, t, s: (v(x, t) + 0 * s, s + 1), x, ts, *extra,
+                      state=jnp.zeros(()))
+  np.testing.assert_allclose(counted, plain, rtol=1e-6)
+  # The state reaches the velocity: a velocity that reads the call count moves x differently.
+  reads = integrate(lambda x, t, s: (v(x, t) + 0.01 * s, s + 1), x, ts, *extra,
+                    state=jnp.zeros(()))
+  assert not np.allclose(reads, plain)
+
+
+def test_guided_stateful_passes_the_guided_estimate():
+  """guided(stateful=True): both branches get the previous estimate; the new state is
+  x - t * (guided velocity)."""
+  from sorax.diffusion import samplers
+  seen = []
+  def both(x, t, prev):
+    seen.append(prev)
+    return x + prev, x
+  v = samplers.guided(both, 2.0, stateful=True)
+  x, t = jnp.ones((2, 3)), jnp.full((2,), 0.5)
+  vel, est = v(x, t, 3.0 * jnp.ones((2, 3)))
+  np.testing.assert_allclose(vel, x + 2.0 * 3.0)  # vu + 2 (vc - vu) = x + 2 * prev
+  np.testing.assert_allclose(est, x - 0.5 * vel)

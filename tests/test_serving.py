@@ -130,3 +130,19 @@ def test_cli_stablehlo_export_float16_and_errors(tmp_path, capsys):
                "cpu,gpu", "--out", str(tmp_path / "bad.zip")]) == 2
   assert "--platforms cpu,gpu: choose from cpu,cuda,tpu" in capsys.readouterr().err
   assert not (tmp_path / "bad.zip").exists() and not list(tmp_path.glob(".*"))
+
+
+def test_self_conditioned_denoise_takes_the_last_estimate(tmp_path):
+  """model.self_cond: the exported denoise has a sixth input, x0_prev, and matches the live DiT
+  with it."""
+  pipe = random_pipeline("--config.model.self_cond=True", seed=4)
+  m = serving.load_serving(serving.export_pipeline(pipe, tmp_path / "s.zip", platforms=("cpu",)))
+  assert len(m.manifest["functions"]["denoise"]["in"]) == 6
+  d = inputs(pipe, batch=2)
+  prev = np.random.default_rng(1).standard_normal(d["x"].shape).astype(np.float32)
+  model = nnx.merge(pipe.graphdef, pipe.params)
+  text = model.encode_text(d["ids"], d["mask"])
+  want = np.asarray(model.dit(d["x"], d["positions"], d["t"], text, d["mask"], x0_prev=prev))
+  got = m.call("denoise", d["x"], d["positions"], d["t"], np.asarray(text), d["mask"], prev)
+  assert rel_err(got, want) < 1e-5
+  assert rel_err(np.asarray(model.dit(d["x"], d["positions"], d["t"], text, d["mask"])), want) > 1e-3

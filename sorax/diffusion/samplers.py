@@ -2,6 +2,10 @@
 
 A velocity function is `v(x, t) -> dx/dt` with x [B, ...] and t [B]. Samplers integrate from
 t = 1 (noise) to t = 0 (data) over a decreasing schedule.
+
+Stateful velocity functions (self-conditioning: the model sees its own previous clean estimate)
+are `v(x, t, state) -> (dx/dt, new state)`; pass the first state as `state=` and every sampler
+threads it from each model call to the next.
 """
 
 from __future__ import annotations
@@ -27,26 +31,42 @@ def _t(x: jax.Array, t: jax.Array) -> jax.Array:
   return jnp.full((x.shape[0],), t, jnp.float32)
 
 
-def euler(v: VelocityFn, x: jax.Array, ts: jax.Array) -> jax.Array:
+def _stateful(v, state):
+  """(v(x, t, s) -> (dx/dt, s'), first state): a stateless v gets a dummy state."""
+  if state is None:
+    return (lambda x, t, s: (v(x, t), s)), jnp.zeros(())
+  return v, state
+
+
+def euler(v: VelocityFn, x: jax.Array, ts: jax.Array, *, state=None) -> jax.Array:
   """First order: x <- x + (t_next - t) v(x, t)."""
-  def step(x, pair):
+  vs, s0 = _stateful(v, state)
+
+  def step(carry, pair):
+    x, s = carry
     t, t_next = pair
-    return x + (t_next - t) * v(x, _t(x, t)), None
-  x, _ = jax.lax.scan(step, x, (ts[:-1], ts[1:]))
+    d, s = vs(x, _t(x, t), s)
+    return (x + (t_next - t) * d, s), None
+  (x, _), _ = jax.lax.scan(step, (x, s0), (ts[:-1], ts[1:]))
   return x
 
 
-def heun(v: VelocityFn, x: jax.Array, ts: jax.Array) -> jax.Array:
+def heun(v: VelocityFn, x: jax.Array, ts: jax.Array, *, state=None) -> jax.Array:
   """Second order (trapezoid) predictor-corrector; the last step to t = 0 is plain Euler,
   as in EDM, because the corrector would evaluate the model at exactly t = 0."""
-  def step(x, pair):
+  vs, s0 = _stateful(v, state)
+
+  def step(carry, pair):
+    x, s = carry
     t, t_next = pair
-    d = v(x, _t(x, t))
+    d, s1 = vs(x, _t(x, t), s)
     x_euler = x + (t_next - t) * d
-    d_next = v(x_euler, _t(x, t_next))
+    d_next, s2 = vs(x_euler, _t(x, t_next), s1)
     x_heun = x + (t_next - t) * 0.5 * (d + d_next)
-    return jnp.where(t_next > 0, x_heun, x_euler), None
-  x, _ = jax.lax.scan(step, x, (ts[:-1], ts[1:]))
+    last = t_next <= 0  # no corrector: keep the predictor's state too
+    s_out = jax.tree.map(lambda a, b: jnp.where(last, a, b), s1, s2)
+    return (jnp.where(last, x_euler, x_heun), s_out), None
+  (x, _), _ = jax.lax.scan(step, (x, s0), (ts[:-1], ts[1:]))
   return x
 
 
@@ -54,7 +74,7 @@ RENOISE_ETA = 0.5  # renoise's default share of fresh noise (configs: sample.eta
 
 
 def renoise(v: VelocityFn, x: jax.Array, ts: jax.Array, key: jax.Array,
-            eta: float = RENOISE_ETA) -> jax.Array:
+            eta: float = RENOISE_ETA, *, state=None) -> jax.Array:
   """Stochastic first-order sampler: DDIM with eta (Song et al. 2021) in rectified-flow form,
   x_t = (1 - t) x0 + t eps. From the model's velocity at (x, t) read its clean estimate
   x0 = x - t v and noise estimate eps = x + (1 - t) v, then step to
@@ -66,18 +86,21 @@ def renoise(v: VelocityFn, x: jax.Array, ts: jax.Array, key: jax.Array,
   if not 0.0 <= eta <= 1.0:
     raise ValueError(f"eta={eta} must be in [0, 1]")
 
-  def step(x, inp):
+  vs, s0 = _stateful(v, state)
+
+  def step(carry, inp):
+    x, s = carry
     t, t_next, k = inp
-    d = v(x, _t(x, t))
+    d, s = vs(x, _t(x, t), s)
     x0, eps = x - t * d, x + (1.0 - t) * d
     r = (1.0 - t) * t_next / jnp.maximum((1.0 - t_next) * t, 1e-12)
     c = eta * t_next * jnp.sqrt(jnp.clip(1.0 - r ** 2, 0.0, 1.0))
     z = jax.random.normal(k, x.shape, x.dtype)
     x_next = (1.0 - t_next) * x0 + jnp.sqrt(jnp.maximum(t_next ** 2 - c ** 2, 0.0)) * eps + c * z
-    return jnp.where(t_next > 0, x_next, x0), None
+    return (jnp.where(t_next > 0, x_next, x0), s), None
 
   keys = jax.random.split(key, ts.shape[0] - 1)
-  x, _ = jax.lax.scan(step, x, (ts[:-1], ts[1:], keys))
+  (x, _), _ = jax.lax.scan(step, (x, s0), (ts[:-1], ts[1:], keys))
   return x
 
 
@@ -91,20 +114,31 @@ def get_sampler(name: str):
   return SAMPLERS[name]
 
 
-def guided(v_cond_uncond: Callable[[jax.Array, jax.Array], tuple[jax.Array, jax.Array]],
-           scale: float, interval: tuple[float, float] = (0.0, 1.0)) -> VelocityFn:
+def guided(v_cond_uncond: Callable[..., tuple[jax.Array, jax.Array]],
+           scale: float, interval: tuple[float, float] = (0.0, 1.0), *,
+           stateful: bool = False) -> VelocityFn:
   """Classifier-free guidance: v = v_u + scale (v_c - v_u). `v_cond_uncond` returns both
   velocities from one batched call (conditional and null prompts concatenated).
 
   `interval` (lo, hi): guidance only where lo <= t <= hi, the plain conditional velocity
   elsewhere (Kynkaanniemi et al. 2024: guidance at the highest noise levels pulls every sample
-  to one mode and at the lowest it only sharpens; in between is where it helps)."""
+  to one mode and at the lowest it only sharpens; in between is where it helps).
+
+  `stateful`: `v_cond_uncond(x, t, x0_prev)` takes the previous clean estimate, and the guided
+  function is `v(x, t, x0_prev) -> (velocity, x - t * velocity)`: self-conditioning on the
+  guided estimate (both branches see the same one)."""
   lo, hi = interval
   if not 0.0 <= lo <= hi <= 1.0:
     raise ValueError(f"guidance interval {interval} must satisfy 0 <= lo <= hi <= 1")
 
-  def v(x, t):
-    vc, vu = v_cond_uncond(x, t)
+  def mix(x, t, vc, vu):
     on = ((t >= lo) & (t <= hi)).reshape((-1,) + (1,) * (x.ndim - 1))
     return jnp.where(on, vu + scale * (vc - vu), vc)
+
+  if not stateful:
+    return lambda x, t: mix(x, t, *v_cond_uncond(x, t))
+
+  def v(x, t, prev):
+    out = mix(x, t, *v_cond_uncond(x, t, prev))
+    return out, x - t.reshape((-1,) + (1,) * (x.ndim - 1)) * out
   return v

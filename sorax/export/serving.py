@@ -9,7 +9,9 @@ The file is a zip (written to a temp path, then renamed):
   denoise.jaxexport        (x float32 [b, N, P], positions int32 [b, N, 3], t float32 [b],
                             text float32 [b, L, Tw], text_mask bool [b, L]) -> out float32
                            [b, N, P] (what the DiT predicts: x0 or velocity, manifest
-                           "prediction")
+                           "prediction"); a self-conditioned model (model.self_cond) takes a
+                           sixth input, x0_prev float32 [b, N, P], the last clean estimate
+                           (zeros at the first step)
   decode.jaxexport         (latent float32 [b, t, h, w, c]) -> video float32 [b, T', H, W, 3] in
                            [-1, 1] (the codec's decoder: the VAE decoder with the latent
                            statistics undone, or depth-to-space; T' >= frames, crop to frames)
@@ -88,16 +90,21 @@ def export_functions(graphdef, params, codec, *, latent_shape, patch, text_len: 
   def encode_text(ids, mask):
     return nnx.merge(graphdef, live()).encode_text(ids, mask)
 
-  def denoise(x, positions, t, text, text_mask):
-    return nnx.merge(graphdef, live()).dit(x, positions, t, text, text_mask)
+  self_cond = nnx.merge(graphdef, params).dit.cfg.self_cond
+
+  def denoise(x, positions, t, text, text_mask, x0_prev=None):
+    """A self-conditioned model (model.self_cond) also takes the last clean estimate."""
+    return nnx.merge(graphdef, live()).dit(x, positions, t, text, text_mask, x0_prev=x0_prev)
 
   L, Tw = text_len, text_width
+  denoise_args = [(("b", n, p), "float32"), (("b", n, 3), "int32"), (("b",), "float32"),
+                  (("b", L, Tw), "float32"), (("b", L), "bool")]
+  if self_cond:
+    denoise_args.append((("b", n, p), "float32"))
   return {
       "encode_text": _export(encode_text, [(("b", L), "int32"), (("b", L), "bool")], scope,
                              platforms),
-      "denoise": _export(denoise, [(("b", n, p), "float32"), (("b", n, 3), "int32"),
-                                   (("b",), "float32"), (("b", L, Tw), "float32"),
-                                   (("b", L), "bool")], scope, platforms),
+      "denoise": _export(denoise, denoise_args, scope, platforms),
       "decode": export_decoder(codec, latent_shape, scope, platforms),
   }
 

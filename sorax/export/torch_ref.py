@@ -264,7 +264,8 @@ class DiT(nn.Module):
   def __init__(self, token_dim: int, width: int, depth: int, heads: int, mlp_ratio: float,
                text_width: int, qk_norm: bool = True, head_hidden: int = 0,
                rope_theta: float = 10000.0, abs_pos: bool = False, pooled_text: bool = False,
-               slots: int = 0, slot_depth: int = 2, slot_classes: int = 0, palette=()):
+               slots: int = 0, slot_depth: int = 2, slot_classes: int = 0, palette=(),
+               self_cond: bool = False):
     super().__init__()
     self.heads, self.rope_theta = heads, rope_theta
     self.token_dim = token_dim
@@ -274,6 +275,7 @@ class DiT(nn.Module):
     self.patch_embed = Dense(token_dim, d)
     self.time_in, self.time_out = Dense(256, d), Dense(d, d)
     self.pos_embed = Dense(6 * POS_FREQS, d) if abs_pos else None
+    self.self_embed = Dense(token_dim, d, bias=False) if self_cond else None
     self.text_in, self.text_out = Dense(text_width, d), Dense(d, d)
     self.text_pool = Dense(text_width, d) if pooled_text else None
     if slots:
@@ -292,8 +294,11 @@ class DiT(nn.Module):
     else:
       self.head_in = self.head_out = None
 
-  def forward(self, x, positions, t, text, text_mask, token_mask=None):
-    x = self.patch_embed(x)
+  def forward(self, x, positions, t, text, text_mask, token_mask=None, x0_prev=None):
+    h = self.patch_embed(x)
+    if self.self_embed is not None and x0_prev is not None:
+      h = h + self.self_embed(x0_prev)
+    x = h
     if self.pos_embed is not None:
       x = x + self.pos_embed(position_features(positions, token_mask))
     t = t[:, None] if t.ndim == 1 else t
@@ -527,7 +532,7 @@ def load_generator(path: str | os.PathLike, dtype=torch.float32) -> TorchGenerat
               pooled_text=bool(m.get("pooled_text", False)), slots=m.get("slots", 0),
               slot_depth=m.get("slot_depth", 2),
               slot_classes=sum(m.get("slot_classes", ())) if m.get("slots", 0) else 0,
-              palette=_palette(cfg))
+              palette=_palette(cfg), self_cond=bool(m.get("self_cond", False)))
   except (KeyError, ValueError) as e:
     raise ExportError(f"{path} has bad metadata or is missing a tensor: {e}") from e
   gen = _load_into(TorchGenerator(text, dit), tensors, path, dtype)

@@ -76,6 +76,11 @@ class DiTConfig:
   # rare object pixels where the squared error is not. palette: K colours in latent units, each
   # of the codec's per-pixel channels (token_dim must be a multiple of that).
   palette: tuple[tuple[float, ...], ...] = ()
+  # Self-conditioning (Chen et al. 2022, "Analog Bits"; used by RIN and CDCD): the DiT also
+  # reads a previous clean estimate x0_prev [B, N, P] (zeros when there is none) through a
+  # zero-initialised, bias-free projection added to the patch embedding. Training feeds the
+  # model's own estimate (no gradient) on a share of steps; samplers pass the last step's.
+  self_cond: bool = False
   # Options that a DiT imported from Wan2.1 (sorax/export/wan.py) needs; the defaults are
   # sorax's own. mlp_dim: the MLP's hidden width (0: width * mlp_ratio). attn_bias: biases on
   # the attention projections. qk_norm_over: "head" or "width" (RMS over all heads at once).
@@ -210,6 +215,9 @@ class DiT(nnx.Module):
           None, "embed"))(rngs.params(), (2, d), pdt))
     self.final_out = layers.dense(d, cfg.out_dim, ("embed", "patch"), zero_init=True, rngs=rngs,
                                   **kw)
+    if cfg.self_cond:
+      self.self_embed = layers.dense(cfg.token_dim, d, ("patch", "embed"), zero_init=True,
+                                     use_bias=False, rngs=rngs, **kw)
     if cfg.head_hidden:
       self.head_in = layers.dense(d, cfg.head_hidden, ("embed", "mlp"), rngs=rngs, **kw)
       self.head_out = layers.dense(cfg.head_hidden, cfg.token_dim, ("mlp", "patch"),
@@ -228,14 +236,18 @@ class DiT(nnx.Module):
 
   def __call__(self, x: jax.Array, positions: jax.Array, t: jax.Array, text: jax.Array,
                text_mask: jax.Array, token_mask: jax.Array | None = None, *,
-               return_logits: bool = False):
+               return_logits: bool = False, x0_prev: jax.Array | None = None):
     """x [B, N, P] noisy tokens; positions int [B, N, 3]; t [B] in [0, 1], or [B, N] per token
     (masked conditioning: given tokens have t = 0, sorax/diffusion/conditioning.py);
     text [B, L, text_width] with text_mask bool [B, L]; token_mask bool [B, N] marks real
     (non-padding) tokens. -> velocity (or x0) [B, N, P] float32; with return_logits, also the
-    palette head's logits [B, N, P / C, K] (None without a palette)."""
+    palette head's logits [B, N, P / C, K] (None without a palette). x0_prev [B, N, P]: the
+    self-conditioning input (model.self_cond; None = zeros)."""
     cfg = self.cfg
-    x = self.patch_embed(x)
+    h = self.patch_embed(x)
+    if cfg.self_cond and x0_prev is not None:
+      h = h + self.self_embed(x0_prev.astype(h.dtype))
+    x = h
     if cfg.abs_pos:
       x = x + self.pos_embed(layers.position_features(positions, token_mask).astype(x.dtype))
     x = constrain(x, ("act_batch", "act_length", "act_embed"))

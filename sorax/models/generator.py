@@ -51,11 +51,11 @@ class Generator(nnx.Module):
 
   def __call__(self, x: jax.Array, positions: jax.Array, t: jax.Array, ids: jax.Array,
                mask: jax.Array, token_mask: jax.Array | None = None, *,
-               return_logits: bool = False):
+               return_logits: bool = False, x0_prev: jax.Array | None = None):
     """x [B, N, P], positions [B, N, 3], t [B], ids/mask [B, L] -> the DiT's output [B, N, P]
     (and its palette logits with return_logits: DiT.__call__)."""
     return self.dit(x, positions, t, self.encode_text(ids, mask), mask, token_mask,
-                    return_logits=return_logits)
+                    return_logits=return_logits, x0_prev=x0_prev)
 
 
 def palette_latent(cfg) -> tuple[tuple[float, ...], ...]:
@@ -111,7 +111,7 @@ def generator_config(cfg, vocab_size: int) -> GeneratorConfig:
       attn_bias=m.get("attn_bias", False), qk_norm_over=m.get("qk_norm_over", "head"),
       head_modulation=m.get("head_modulation", "adaln"), slots=m.get("slots", 0),
       slot_depth=m.get("slot_depth", 2), slot_classes=tuple(m.get("slot_classes", ())) if m.get("slots", 0) else (),
-      palette=palette_latent(cfg))
+      palette=palette_latent(cfg), self_cond=bool(m.get("self_cond", False)))
   return GeneratorConfig(dit=dit, vocab_size=vocab_size, text_depth=m.text_depth,
                          text_heads=m.text_heads, text_encoder=text_encoder)
 

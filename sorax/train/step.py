@@ -57,6 +57,9 @@ class StepConfig:
   # alone.
   palette: tuple[tuple[int, int, int], ...] = ()
   palette_weight: float = 0.0
+  # Self-conditioning (model.self_cond): the share of steps on which the model first makes a
+  # clean estimate (no gradient) and then denoises again given it; the rest get zeros.
+  self_cond_rate: float = 0.0
 
 
 # Colours that are not objects in the world (WORLD.md): the four backgrounds and the wall.
@@ -174,7 +177,7 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
 
   def denoise_loss(model, x0, positions, ids, mask, rng, weight, shift, given=None,
                    labels=None):
-    r_t, r_noise, r_drop = jax.random.split(rng, 3)
+    r_t, r_noise, r_drop, r_sc = jax.random.split(rng, 4)
     t = flow.sample_timesteps(r_t, x0.shape[0], mean=cfg.t_mean, std=cfg.t_std, shift=shift)
     noise = jax.random.normal(r_noise, x0.shape, x0.dtype)
     ids, mask = drop_text(r_drop, ids, mask, cfg.text_dropout, cfg.null_tokens)
@@ -184,7 +187,14 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
       x_t = cond.hold(x_t, x0, given)
       t = cond.per_token_time(t, given)
       keep = ~given
-    out, logits = model(x_t, positions, t, ids, mask, return_logits=True)
+    x0_prev = None
+    if cfg.self_cond_rate:
+      def estimate(_):  # the model's own clean estimate, as a sampler would pass it
+        v0 = flow.to_velocity(model(x_t, positions, t, ids, mask), x_t, t, cfg.prediction)
+        return jax.lax.stop_gradient(x_t - flow._bcast(t, x_t) * v0)
+      use = jax.random.bernoulli(r_sc, cfg.self_cond_rate)
+      x0_prev = jax.lax.cond(use, estimate, lambda _: jnp.zeros_like(x_t), None)
+    out, logits = model(x_t, positions, t, ids, mask, return_logits=True, x0_prev=x0_prev)
     pred = flow.to_velocity(out, x_t, t, cfg.prediction)
     loss = flow.flow_loss(pred, x0, noise, mask=keep, weight=weight)
     if cfg.palette_weight and labels is not None:

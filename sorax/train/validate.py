@@ -56,7 +56,12 @@ def val_losses(graphdef: nnx.GraphDef, params, codec, tokenizer, cfg, *, n: int 
     noise = jax.random.normal(key, x0.shape, x0.dtype)
     tb = jnp.full((x0.shape[0],), t)
     x_t = flow.interpolate(x0, noise, tb)
-    v = flow.to_velocity(model(x_t, positions, tb, ids, mask), x_t, tb, prediction)
+    x0_prev = None
+    if model.dit.cfg.self_cond:  # as a sampler would: the model's own first estimate
+      v = flow.to_velocity(model(x_t, positions, tb, ids, mask), x_t, tb, prediction)
+      x0_prev = x_t - t * v
+    v = flow.to_velocity(model(x_t, positions, tb, ids, mask, x0_prev=x0_prev), x_t, tb,
+                         prediction)
     x0_hat = x_t - t * v
     pix = codec.decode(P.unpatchify_batch(x0_hat, latent.shape[1:], patch))[:, :video.shape[1]]
     err = jnp.mean(jnp.square(pix - from_pixels(video)), axis=-1)  # [B, T, H, W]
