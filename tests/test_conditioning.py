@@ -90,11 +90,11 @@ def test_training_step_skips_given_tokens_in_the_loss(tmp_path):
              "--config.conditioning.prefix=0.0", "--config.conditioning.first=1.0",
              "--config.data.frames=1")
   tr = Trainer(cfg, tmp_path / "all_given")
-  _, metrics = tr.step_fn(tr.state, next(tr.data))
+  metrics = tr.train_step(next(tr.data))
   assert float(metrics["loss"]) == 0.0 and float(metrics["grad_norm"]) == 0.0
   tr.close()
   tr = Trainer(tiny("--config.train.steps=1", *CAUSAL, *MIX), tmp_path / "mix")
-  _, metrics = tr.step_fn(tr.state, next(tr.data))
+  metrics = tr.train_step(next(tr.data))
   assert np.isfinite(float(metrics["loss"])) and float(metrics["loss"]) > 0
   tr.close()
 

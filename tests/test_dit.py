@@ -210,3 +210,24 @@ def test_self_conditioning_starts_at_zero_and_none_means_zeros():
                                 m(x, pos, t, txt, mask))
   assert not np.allclose(m(x, pos, t, txt, mask, x0_prev=prev), m(x, pos, t, txt, mask),
                          atol=1e-3)
+
+
+def test_palette_head_from_linear_snaps_the_linear_prediction_to_the_nearest_colour():
+  """The derived palette head's logits rank the colours by distance to the linear head's
+  prediction, so its expectation tends to the nearest colour as tau -> 0."""
+  from sorax.models.generator import palette_head_from_linear
+  rng = np.random.default_rng(0)
+  d, pixels, c = 8, 4, 3
+  palette = tuple(tuple(float(v) for v in row) for row in rng.uniform(-1.5, 1.5, (5, c)))
+  kernel, bias = rng.normal(size=(d, pixels * c)), rng.normal(size=(pixels * c,)) * 0.1
+  f = rng.normal(size=(16, d))
+  x = (f @ kernel + bias).reshape(16, pixels, c)
+  pal = np.asarray(palette)
+  nearest = ((x[..., None, :] - pal) ** 2).sum(-1).argmin(-1)           # [16, pixels]
+  w, b = palette_head_from_linear(kernel, bias, palette, tau=1e-3)
+  assert w.shape == (d, pixels * 5) and b.shape == (pixels * 5,)
+  logits = (f @ w + b).reshape(16, pixels, 5)
+  np.testing.assert_array_equal(logits.argmax(-1), nearest)
+  probs = np.exp(logits - logits.max(-1, keepdims=True))
+  expected = (probs / probs.sum(-1, keepdims=True)) @ pal
+  np.testing.assert_allclose(expected, pal[nearest], atol=1e-3)

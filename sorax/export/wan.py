@@ -228,4 +228,10 @@ def read_dit(path: str | os.PathLike):
     if meta.get("format") != "sorax.dit/1":
       raise WanImportError(f"{p} is not an imported DiT file (format {meta.get('format')!r})")
     tensors = {k: f.get_tensor(k) for k in f.keys()}
-  return DiTConfig(**json.loads(meta["dit_config"])), tuple(json.loads(meta["patch"])), tensors
+  # JSON keeps tuples as lists; DiTConfig's tuple fields (palette, slot_classes) want tuples back.
+  fields = {k: _tuples(v) for k, v in json.loads(meta["dit_config"]).items()}
+  return DiTConfig(**fields), tuple(json.loads(meta["patch"])), tensors
+
+
+def _tuples(v):
+  return tuple(_tuples(x) for x in v) if isinstance(v, list) else v

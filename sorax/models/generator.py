@@ -6,6 +6,7 @@ import dataclasses
 import pathlib
 
 import jax
+import numpy as np
 from flax import nnx
 
 from sorax.models.codec import CODEC_KEYS, make_codec
@@ -126,3 +127,24 @@ def text_tokenizer(cfg, workdir=None):
   local = pathlib.Path(workdir) / "tokenizer.model" if workdir is not None else None
   return Tokenizer(local if local is not None and local.exists() else
                    (cfg.tokenizer or DEFAULT_TOKENIZER))
+
+
+def palette_head_from_linear(kernel: np.ndarray, bias: np.ndarray,
+                             palette: tuple[tuple[float, ...], ...], tau: float
+                             ) -> tuple[np.ndarray, np.ndarray]:
+  """A palette head that starts as a trained linear x0 head snapped to the palette.
+
+  The linear head predicts each pixel's colour x_p = W_p^T f + b_p (kernel [D, pixels * C],
+  bias [pixels * C], C fastest). Since -|x - c_k|^2 = 2 x.c_k - |c_k|^2 - |x|^2 and softmax
+  ignores the last term, logits_pk = (2 x_p.c_k - |c_k|^2) / tau are linear in f: the palette
+  head with this kernel [D, pixels * K] and bias [pixels * K] gives the softmax over the colours
+  nearest to the old prediction, at temperature tau (tau -> 0: the nearest colour).
+  """
+  pal = np.asarray(palette, np.float64)                      # [K, C]
+  k_n, c_n = pal.shape
+  d = kernel.shape[0]
+  w = np.asarray(kernel, np.float64).reshape(d, -1, c_n)     # [D, pixels, C]
+  b = np.asarray(bias, np.float64).reshape(-1, c_n)          # [pixels, C]
+  new_w = 2.0 * np.einsum("dpc,kc->dpk", w, pal) / tau       # [D, pixels, K]
+  new_b = (2.0 * b @ pal.T - (pal ** 2).sum(-1)) / tau       # [pixels, K]
+  return (new_w.reshape(d, -1).astype(np.float32), new_b.reshape(-1).astype(np.float32))
