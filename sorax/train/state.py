@@ -204,8 +204,7 @@ def warm_start(state: TrainState, source: Any, *,
                grow_depth: bool = False) -> tuple[TrainState, list[str], list[str], list[str]]:
   """Copies the weights of `source` (an nnx.State or pure dict of another run's params) into
   `state`'s params and EMA wherever a path exists in both with the same shape; the rest keep
-  their fresh init (e.g. a head the other run did not have, or one whose shape changed: such a
-  path counts as fresh, not unused). The optimizer state stays fresh.
+  their fresh init (e.g. a head the other run did not have). The optimizer state stays fresh.
   `grow_depth`: a source DiT with fewer blocks fills the first ones; the added blocks start as
   the identity (`_grown`), so the deeper model begins where the shallower one ended.
 
@@ -232,6 +231,6 @@ def warm_start(state: TrainState, source: Any, *,
   params = jax.tree.map(lambda x: x, state.params)
   nnx.replace_by_pure_dict(params, traverse_util.unflatten_dict(merged))
   ema = jax.tree.map(jnp.copy, params)
-  done = set(copied) | set(fresh)  # a reshaped path is this model's fresh weight, not unused
+  done = set(copied)
   unused = [p for p in ("/".join(map(str, k)) for k in src) if p not in done]
   return state.replace(params=params, ema=ema), copied, fresh, unused
