@@ -18,6 +18,8 @@ import pathlib
 import sys
 import time
 
+import numpy as np
+
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 from speedrun import heldout_prompts  # noqa: E402  (a sibling benchmark, not a package)
 
@@ -47,6 +49,8 @@ def main() -> None:
   ap.add_argument("--grid", nargs="+", default=["heun:24:3"])
   ap.add_argument("--seed", type=int, default=0)
   ap.add_argument("--log", default="runs/sampler_sweep.jsonl")
+  ap.add_argument("--breakdown", action="store_true",
+                  help="also all-right (and motion) by objects, wall and moving/static")
   args = ap.parse_args()
   items = [parse_item(g) for g in args.grid]  # all errors before any sampling
   pipe = Pipeline.load(args.checkpoint)
@@ -65,9 +69,27 @@ def main() -> None:
             "setting": g, **it, "prompts": args.prompts, "seed": args.seed,
             "sample_s": round(time.perf_counter() - t0, 1),
             **{k: (None if v is None else round(v, 4)) for k, v in rates.items()}}
+    if args.breakdown:
+      line["breakdown"] = breakdown(videos, specs)
     print(json.dumps(line), flush=True)
     with log.open("a") as f:
       f.write(json.dumps(line) + "\n")
+
+
+def breakdown(videos, specs) -> dict[str, dict]:
+  """all_right / motion rates per kind of prompt: how many objects, a wall or not, and whether
+  every object is static, so a failing check can be traced to the prompts it fails on."""
+  rows = [(oracle.score_video(v, s), s) for v, s in zip(videos, specs)]
+  groups = {}
+  for r, s in rows:
+    keys = (f"objects={len(s.objects)}", f"wall={bool(s.wall)}",
+            "motion=" + ("static" if all(o.motion == "static" for o in s.objects) else "moving"))
+    for k in keys:
+      groups.setdefault(k, []).append(r)
+  return {k: {"n": len(rs), "all_right": round(float(np.mean([r["all_right"] for r in rs])), 4),
+              "motion": round(float(np.mean([r["motion"] for r in rs])), 4),
+              "shape": round(float(np.mean([r["shape"] for r in rs])), 4)}
+          for k, rs in sorted(groups.items())}
 
 
 if __name__ == "__main__":
