@@ -20,7 +20,7 @@ def main() -> None:
   import torch
   from flax import nnx
 
-  from sorax.export import serving, torch_ref
+  from sorax.export import serving, torch_ref, torch_vae
   from sorax.models import vae as vae_lib
   from sorax.models.vae_codec import VAECodec, load_vae, save_vae
   from sorax.sample import Pipeline
@@ -50,7 +50,7 @@ def main() -> None:
 
   def vae_parity(name, codec, latent):
     save_vae(tmp / f"{name}.safetensors", codec.cfg, codec.params)
-    dec = torch_ref.load_vae_decoder(tmp / f"{name}.safetensors")
+    dec = torch_vae.load_vae_decoder(tmp / f"{name}.safetensors")
     want = np.asarray(codec.decode(latent))
     with torch.no_grad():
       out[f"torch/{name}/decoder"] = rel_err(dec(torch.from_numpy(latent)).numpy(), want)

@@ -6,7 +6,6 @@ palette-head run from the previous shipped model (BUILD_NOTES, issue 8).
 usage: python scripts/palette_warm_start.py SRC.safetensors OUT.safetensors [--tau 0.05]
 """
 import argparse
-import json
 
 import ml_collections
 from flax import nnx, traverse_util
@@ -26,7 +25,7 @@ def main():
   src = weights.load_generator(a.src)
   if src.cfg.model.get("palette_head", False):
     raise SystemExit(f"{a.src} already has a palette head")
-  cfg = ml_collections.ConfigDict(json.loads(json.dumps(src.cfg.to_dict())))
+  cfg = ml_collections.ConfigDict(src.cfg.to_dict())  # an unlocked copy
   cfg.model.palette_head = True
   cfg.model.palette = [list(c) for c in WORLD_PALETTE]
   flat = traverse_util.flatten_dict(nnx.to_pure_dict(src.params))

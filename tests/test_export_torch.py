@@ -13,7 +13,7 @@ from safetensors.numpy import load_file
 
 torch = pytest.importorskip("torch")
 
-from sorax.export import torch_ref  # noqa: E402
+from sorax.export import torch_ref, torch_vae  # noqa: E402
 from sorax.models import vae as vae_lib  # noqa: E402
 from sorax.models import weights  # noqa: E402
 from sorax.models.vae_codec import DEFAULT_VAE, VAECodec, load_vae, save_vae  # noqa: E402
@@ -107,7 +107,7 @@ def _tiny_vae(seed=0):
 
 def _vae_parity(codec, path, latent, stats=None):
   save_vae(path, codec.cfg, codec.params)
-  dec = torch_ref.load_vae_decoder(path)
+  dec = torch_vae.load_vae_decoder(path)
   if stats is not None:
     codec = codec.with_stats(stats["mean"], stats["std"])
   want = np.asarray(codec.decode(latent))
@@ -151,7 +151,7 @@ def test_bad_files_get_one_clear_error(tmp_path):
   pipe = random_pipeline()
   g = pipe.save_weights(tmp_path / "g.safetensors", layout="per_layer")
   with pytest.raises(torch_ref.ExportError, match="not a sorax VAE file"):
-    torch_ref.load_vae_decoder(g)
+    torch_vae.load_vae_decoder(g)
   from safetensors.numpy import save_file
   meta = weights.read_metadata(g)
   cfg = json.loads(meta["config"])

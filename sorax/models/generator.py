@@ -141,7 +141,7 @@ def palette_head_from_linear(kernel: np.ndarray, bias: np.ndarray,
   nearest to the old prediction, at temperature tau (tau -> 0: the nearest colour).
   """
   pal = np.asarray(palette, np.float64)                      # [K, C]
-  k_n, c_n = pal.shape
+  c_n = pal.shape[1]
   d = kernel.shape[0]
   w = np.asarray(kernel, np.float64).reshape(d, -1, c_n)     # [D, pixels, C]
   b = np.asarray(bias, np.float64).reshape(-1, c_n)          # [pixels, C]
