@@ -24,7 +24,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 from speedrun import heldout_prompts  # noqa: E402  (a sibling benchmark, not a package)
 
 from sorax.data import oracle  # noqa: E402
-from sorax.evaluate import json_safe  # noqa: E402
+from sorax.evaluate import json_safe, motion_confusion  # noqa: E402
 from sorax.sample import Pipeline  # noqa: E402
 
 
@@ -50,7 +50,8 @@ def main() -> None:
   ap.add_argument("--seed", type=int, default=0)
   ap.add_argument("--log", default="runs/sampler_sweep.jsonl")
   ap.add_argument("--breakdown", action="store_true",
-                  help="also all-right (and motion) by objects, wall and moving/static")
+                  help="also all-right (and motion) by objects, wall and moving/static, and per "
+                       "asked motion what the oracle reads (sorax.evaluate.motion_confusion)")
   args = ap.parse_args()
   items = [parse_item(g) for g in args.grid]  # all errors before any sampling
   pipe = Pipeline.load(args.checkpoint)
@@ -71,6 +72,7 @@ def main() -> None:
             **{k: (None if v is None else round(v, 4)) for k, v in rates.items()}}
     if args.breakdown:
       line["breakdown"] = breakdown(videos, specs)
+      line["motion_confusion"] = motion_confusion(list(videos), specs)
     print(json.dumps(line), flush=True)
     with log.open("a") as f:
       f.write(json.dumps(line) + "\n")

@@ -70,6 +70,33 @@ def json_safe(rates: dict) -> dict:
   return {k: (None if isinstance(v, float) and v != v else v) for k, v in rates.items()}
 
 
+def motion_confusion(videos: Sequence[np.ndarray], specs: Sequence) -> dict[str, dict]:
+  """Per motion a prompt asks for: how often each object's motion reads right, and what the
+  oracle reads instead ("unreadable": no trajectory fits any motion, e.g. a jump or a drift;
+  "missing": the object's colour is not there).
+
+  -> {asked: {"n": objects, "rate": right share, "read": {read motion: count}}}."""
+  if len(videos) != len(specs):
+    raise ValueError(f"{len(videos)} videos but {len(specs)} specs")
+  out: dict[str, dict] = {}
+  for video, spec in zip(videos, specs):
+    if isinstance(spec, str):
+      spec = world.parse_terse(spec)
+    elif isinstance(spec, dict):
+      spec = world.SceneSpec.from_json(spec)
+    for o, r in zip(spec.objects, oracle.explain_video(np.asarray(video), spec)["objects"]):
+      read = r["motion"] if r["color"] else "missing"
+      row = out.setdefault(o.motion, {"n": 0, "rate": 0.0, "read": {}})
+      row["n"] += 1
+      row["rate"] += float(r["motion_ok"])
+      key = "unreadable" if read is None else read
+      row["read"][key] = row["read"].get(key, 0) + 1
+  for row in out.values():
+    row["rate"] = round(row["rate"] / row["n"], 4)
+    row["read"] = dict(sorted(row["read"].items(), key=lambda kv: -kv[1]))
+  return dict(sorted(out.items()))
+
+
 def evaluate_checkpoint(checkpoint: str | pathlib.Path | None, out: str | pathlib.Path, *,
                         num_prompts: int = 8, seed: int | None = None, steps: int | None = None,
                         cfg_scale: float | None = None, gif: bool = True, safety=None,

@@ -283,3 +283,29 @@ def test_classify_motion_on_ideal_tracks():
     inside = (cx - s / 2 > 0) & (cx + s / 2 < w) & (cy - s / 2 > 0) & (cy + s / 2 < h)
     k = np.flatnonzero(inside)
     assert O.classify_motion(k / W.FPS, cx[k], cy[k], s[k], t, h, w) == motion
+
+
+# ----------------------------------------------------------------------------------------------
+# sorax.evaluate.motion_confusion: what the oracle reads, per asked motion
+# ----------------------------------------------------------------------------------------------
+
+
+def test_motion_confusion_diagonal_on_ground_truth_and_reads_a_frozen_clip():
+  from sorax.evaluate import motion_confusion
+  clips = [W.make_clip(3, i, 32, 32, 17, max_objects=1) for i in range(24)]
+  conf = motion_confusion([c.video for c in clips], [c.spec for c in clips])
+  asked = [c.spec.objects[0].motion for c in clips]
+  assert sum(row["n"] for row in conf.values()) == len(clips)
+  for motion, row in conf.items():
+    assert row["n"] == asked.count(motion)
+    assert row["rate"] == 1.0 and row["read"] == {motion: row["n"]}, (motion, row)
+  # Every frame replaced by the first: a mover reads static, not its motion; terse captions and
+  # spec JSON are accepted like SceneSpecs.
+  movers = [c for c in clips if c.spec.objects[0].motion in ("left", "right", "up", "down")]
+  frozen = [np.repeat(c.video[:1], len(c.video), 0) for c in movers]
+  conf = motion_confusion(frozen, [c.captions["terse"] for c in movers[:1]]
+                          + [c.spec.to_json() for c in movers[1:]])
+  for row in conf.values():
+    assert row["rate"] == 0.0 and set(row["read"]) == {"static"}, row
+  with pytest.raises(ValueError, match="2 videos but 1 specs"):
+    motion_confusion(frozen[:2], [movers[0].spec])
