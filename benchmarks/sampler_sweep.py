@@ -6,7 +6,7 @@ setting, also appended to --log.
     python benchmarks/sampler_sweep.py [--checkpoint F.safetensors] [--prompts 128] \
         --grid "heun:24:3" "heun:24:2" "renoise:48:3:eta=0.5" "heun:24:3:lo=0.1,hi=0.8"
 
-A grid item is SAMPLER:STEPS:CFG[:eta=E][,lo=L][,hi=H]. Heun costs two model calls a step, the
+A grid item is SAMPLER:STEPS:CFG[:eta=E][,lo=L][,hi=H][,guide=logits]. Heun costs two model calls a step, the
 first-order samplers one, so "heun:24" and "euler:48" / "renoise:48" cost the same.
 """
 
@@ -33,12 +33,12 @@ def parse_item(item: str) -> dict:
   if len(parts) not in (3, 4):
     raise SystemExit(f"grid item {item!r}: want SAMPLER:STEPS:CFG[:k=v,...]")
   out = dict(sampler=parts[0], steps=int(parts[1]), cfg_scale=float(parts[2]), eta=None,
-             lo=0.0, hi=1.0)
+             lo=0.0, hi=1.0, guide=None)
   for kv in (parts[3].split(",") if len(parts) == 4 else []):
     k, _, v = kv.partition("=")
-    if k not in ("eta", "lo", "hi"):
-      raise SystemExit(f"grid item {item!r}: unknown key {k!r} (eta, lo, hi)")
-    out[k] = float(v)
+    if k not in ("eta", "lo", "hi", "guide"):
+      raise SystemExit(f"grid item {item!r}: unknown key {k!r} (eta, lo, hi, guide)")
+    out[k] = v if k == "guide" else float(v)
   return out
 
 
@@ -64,7 +64,8 @@ def main() -> None:
     t0 = time.perf_counter()
     videos = pipe.generate(prompts, seed=args.seed, steps=it["steps"], cfg_scale=it["cfg_scale"],
                            sampler=it["sampler"], eta=it["eta"],
-                           guidance_interval=(it["lo"], it["hi"]), batch_size=32)
+                           guidance_interval=(it["lo"], it["hi"]), guide=it["guide"],
+                           batch_size=32)
     rates = json_safe(oracle.score_videos(list(videos), specs))
     line = {"benchmark": "sampler_sweep", "checkpoint": args.checkpoint or "shipped",
             "setting": g, **it, "prompts": args.prompts, "seed": args.seed,

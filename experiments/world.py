@@ -157,7 +157,10 @@ def get_config(arg: str = "demo") -> ml_collections.ConfigDict:
       rules=DIT_RULES))
 
   # CFG 2: best of 1.5 / 2 / 3 on 512 held-out prompts (BUILD_NOTES, "CFG 2 confirmed").
-  c.sample = ml_collections.ConfigDict(dict(steps=24, sampler="heun", cfg=2.0, seed=0))
+  # guide: "velocity" (CFG on the velocities) or "logits" (on the palette head's per-pixel
+  # logits; sorax/sample.py GUIDES).
+  c.sample = ml_collections.ConfigDict(dict(steps=24, sampler="heun", cfg=2.0, seed=0,
+                                            guide="velocity"))
 
   if variant == "demo":
     # Minutes on 2 CPU cores: 1x2x2 patches of the 5x8x8x16 VAE latent (80 tokens a clip),

@@ -21,9 +21,13 @@ from sorax import patchify as P
 from sorax.diffusion import conditioning as cond
 from sorax.diffusion import flow, samplers
 from sorax.models.codec import from_pixels, to_pixels
+from sorax.models.dit import palette_x0
 from sorax.models.text import Tokenizer, null_text
 from sorax.models.generator import Generator, generator_config, make_codec_from, text_tokenizer
 from sorax.models import weights as weights_lib
+
+# How classifier-free guidance mixes the conditional and null predictions (Pipeline.generate).
+GUIDES = ("velocity", "logits")
 
 
 @dataclasses.dataclass
@@ -101,7 +105,8 @@ class Pipeline:
                batch_size: int = 8, known: np.ndarray | None = None,
                given: np.ndarray | None = None, strength: float = 1.0,
                eta: float | None = None,
-               guidance_interval: tuple[float, float] | None = None) -> np.ndarray:
+               guidance_interval: tuple[float, float] | None = None,
+               guide: str | None = None) -> np.ndarray:
     """-> uint8 [len(prompts), T, H, W, 3]. Sizes default to the training clip size.
     Raises PolicyViolation (naming the category) before generating anything when a prompt is
     refused by `self.policy`.
@@ -114,6 +119,9 @@ class Pipeline:
 
     `eta` is the fresh-noise share of the stochastic `renoise` sampler and `guidance_interval`
     the (lo, hi) range of t where CFG applies (both default to the config's `sample` block).
+    `guide` (default `sample.guide`): "velocity" mixes the conditional and null velocities;
+    "logits" mixes the palette head's per-pixel logits instead (model.palette_head only), so
+    the guided clean estimate stays a blend of palette colours (GUIDES in this module).
     """
     if self.policy is not None:
       self.policy.enforce_prompts(prompts)
@@ -126,6 +134,12 @@ class Pipeline:
     eta = float(c.sample.get("eta", samplers.RENOISE_ETA) if eta is None else eta)
     interval = tuple(float(v) for v in (guidance_interval or c.sample.get("guidance_interval",
                                                                            (0.0, 1.0))))
+    guide = guide or c.sample.get("guide", "velocity")
+    if guide not in GUIDES:
+      raise ValueError(f"unknown guide {guide!r}; choose from {GUIDES}")
+    if guide == "logits" and not c.model.get("palette_head", False):
+      raise ValueError("guide='logits' needs a palette head (model.palette_head); this model "
+                       "predicts colours directly: use guide='velocity'")
     latent_shape = self.latent_shape(frames, height, width)
     patch = tuple(c.model.patch)
     if not 0.0 <= strength <= 1.0:
@@ -148,7 +162,7 @@ class Pipeline:
     conditioned = given is not None and bool(given.any())
     fn = _sampling_fn(self.graphdef, latent_shape, patch, steps, float(cfg_scale), sampler,
                       shift, c.diffusion.prediction, conditioned, float(strength),
-                      tuple(self.tokenizer.null_tokens), eta, interval)
+                      tuple(self.tokenizer.null_tokens), eta, interval, guide)
     out = []
     key = jax.random.PRNGKey(seed)
     tok_dim = P.token_dim(latent_shape[-1], patch)
@@ -235,7 +249,7 @@ def _encoder(codec):
 @functools.lru_cache(maxsize=16)
 def _sampling_fn(graphdef, latent_shape, patch, steps, cfg_scale, sampler, shift, prediction,
                  conditioned=False, strength=1.0, null_tokens=(2,), eta=samplers.RENOISE_ETA,
-                 interval=(0.0, 1.0)):
+                 interval=(0.0, 1.0), guide="velocity"):
   pos = P.positions(P.grid_shape(latent_shape, patch))
   ts = np.asarray(samplers.schedule(steps, shift))
   if strength < 1.0:  # SDEdit: the part of the schedule below `strength`
@@ -260,16 +274,22 @@ def _sampling_fn(graphdef, latent_shape, patch, steps, cfg_scale, sampler, shift
     def both(x, t, prev=None):  # one batched call for the conditional and the null prompt
       x2, t2 = jnp.concatenate([x, x]), jnp.concatenate([t, t])
       prev2 = None if prev is None else jnp.concatenate([prev, prev])
+      t_tok = t2
       if conditioned:  # given tokens: their known values, t = 0, and no velocity
-        known2 = jnp.concatenate([known, known])
-        x2 = cond.hold(x2, known2, given2)
+        x2 = cond.hold(x2, jnp.concatenate([known, known]), given2)
         t_tok = cond.per_token_time(t2, given2)
-        out = model.dit(x2, positions, t_tok, text, tmask, x0_prev=prev2)
-        v = flow.to_velocity(out, x2, t_tok, prediction)
+      out, logits = model.dit(x2, positions, t_tok, text, tmask, x0_prev=prev2,
+                              return_logits=True)
+      if guide == "logits":
+        # Guide each pixel's colour distribution (l_u + s (l_c - l_u)) and return the guided
+        # estimate for both halves, so `samplers.guided`'s mix leaves it as it is.
+        on = ((t >= interval[0]) & (t <= interval[1]))[:, None, None, None]
+        lc, lu = logits[:b], logits[b:]
+        x0 = palette_x0(lu + jnp.where(on, cfg_scale, 1.0) * (lc - lu), model.dit.cfg.palette)
+        out = jnp.concatenate([x0, x0])
+      v = flow.to_velocity(out, x2, t_tok, prediction)
+      if conditioned:
         v = jnp.where(given2[..., None], 0.0, v)
-      else:
-        out = model.dit(x2, positions, t2, text, tmask, x0_prev=prev2)
-        v = flow.to_velocity(out, x2, t2, prediction)
       return v[:b], v[b:]
 
     # Self-conditioning: each call sees the last call's guided clean estimate (zeros at first).

@@ -231,3 +231,14 @@ def test_palette_head_from_linear_snaps_the_linear_prediction_to_the_nearest_col
   probs = np.exp(logits - logits.max(-1, keepdims=True))
   expected = (probs / probs.sum(-1, keepdims=True)) @ pal
   np.testing.assert_allclose(expected, pal[nearest], atol=1e-3)
+
+
+def test_palette_x0_is_the_expected_palette_colour():
+  from sorax.models.dit import palette_x0
+  pal = np.array([[1.0, 0.0, -1.0], [0.0, 1.0, 0.5]], np.float32)  # K = 2 colours, C = 3
+  logits = np.zeros((1, 2, 4, 2), np.float32)  # [B, N, pixels, K]
+  logits[0, 1, :, 1] = 50.0  # token 1: certainly colour 1
+  x0 = np.asarray(palette_x0(jnp.asarray(logits), pal))
+  assert x0.shape == (1, 2, 12)
+  np.testing.assert_allclose(x0[0, 0].reshape(4, 3), np.tile(pal.mean(0), (4, 1)), atol=1e-6)
+  np.testing.assert_allclose(x0[0, 1].reshape(4, 3), np.tile(pal[1], (4, 1)), atol=1e-6)

@@ -240,8 +240,19 @@ def test_palette_head_outputs_the_expected_colour_and_trains(tmp_path):
                     "--config.diffusion.prediction=x0", "--config.optim.lr=3e-3"), tmp_path)
   batch = next(tr.data)
   losses = [float(tr.train_step(batch)["loss"]) for _ in range(30)]
+  tr.save()
+  tr.ckpt.wait()
   tr.close()
   assert losses[-1] < 0.7 * losses[0], losses
+  # Guidance on the palette logits: at scale 1 it is the conditional prediction, as velocity
+  # guidance is (equal up to float rounding); any scale samples.
+  pipe = Pipeline.load(tmp_path)
+  prompt = ["small red circle moving right on a navy background"]
+  a, b = (pipe.generate(prompt, steps=3, cfg_scale=1.0, guide=g) for g in ("velocity", "logits"))
+  assert np.abs(a.astype(int) - b.astype(int)).max() <= 1
+  assert pipe.generate(prompt, steps=3, cfg_scale=4.0, guide="logits").shape == a.shape
+  with pytest.raises(ValueError, match="unknown guide 'pixels'"):
+    pipe.generate(prompt, steps=2, guide="pixels")
   from sorax.models.generator import palette_latent
   with pytest.raises(ValueError, match="needs the pixel codec"):
     palette_latent(tiny("--config.model.palette_head=True", "--config.codec.name=vae"))
@@ -261,6 +272,8 @@ def test_self_conditioning_trains_and_samples(tmp_path):
   tr.ckpt.wait()
   tr.close()
   assert losses[-1] < 0.7 * losses[0], losses
-  video = Pipeline.load(tmp_path).generate(["small red circle moving right on a navy background"],
-                                           seed=0, steps=2)
+  pipe = Pipeline.load(tmp_path)
+  video = pipe.generate(["small red circle moving right on a navy background"], seed=0, steps=2)
   assert video.shape[0] == 1 and video.dtype == np.uint8
+  with pytest.raises(ValueError, match="needs a palette head"):  # this model has none
+    pipe.generate(["small red circle"], steps=2, guide="logits")

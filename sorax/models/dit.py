@@ -24,6 +24,14 @@ REMAT_POLICIES = {
 }
 
 
+def palette_x0(logits: jax.Array, palette) -> jax.Array:
+  """The palette head's clean estimate: logits [B, N, pixels, K] over the K palette colours
+  ([K, C]) -> every pixel's expected colour, flattened per token to [B, N, pixels * C]."""
+  pal = jnp.asarray(palette, jnp.float32)
+  x0 = jax.nn.softmax(logits.astype(jnp.float32), axis=-1) @ pal
+  return x0.reshape(*logits.shape[:-2], -1)
+
+
 @dataclasses.dataclass(frozen=True)
 class DiTConfig:
   token_dim: int               # pt * ph * pw * latent channels
@@ -294,7 +302,6 @@ class DiT(nnx.Module):
     if not cfg.palette:
       return (out, None) if return_logits else out
     # [B, N, pixels * K] logits -> the expected palette colour of every pixel, [B, N, P].
-    pal = jnp.asarray(cfg.palette, jnp.float32)  # [K, C]
-    logits = out.reshape(*out.shape[:-1], -1, pal.shape[0])
-    x0 = (jax.nn.softmax(logits, axis=-1) @ pal).reshape(*out.shape[:-1], cfg.token_dim)
+    logits = out.reshape(*out.shape[:-1], -1, len(cfg.palette))
+    x0 = palette_x0(logits, cfg.palette)
     return (x0, logits) if return_logits else x0

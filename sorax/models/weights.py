@@ -146,6 +146,11 @@ def _save_orbax(out: pathlib.Path, tmp: pathlib.Path, tensors, meta) -> pathlib.
   return out
 
 
+# Sampling settings a file's `sample` block may gain after it was written (the config's
+# `sample` block; older files lack the later ones).
+SAMPLE_SETTINGS = ("steps", "sampler", "cfg", "seed", "eta", "guidance_interval", "guide")
+
+
 def set_sample_defaults(path: str | os.PathLike, **sample) -> pathlib.Path:
   """Rewrites the sampling defaults (`sample.cfg`, `sample.steps`, ...) stored in a safetensors
   generator file's config, in place and atomically; the tensors are copied bit for bit. For a
@@ -156,7 +161,7 @@ def set_sample_defaults(path: str | os.PathLike, **sample) -> pathlib.Path:
   if p.is_dir():
     raise WeightsError(f"{p}: sampling defaults can be rewritten in a safetensors file only")
   cfg = json.loads(meta["config"])
-  unknown = sorted(set(sample) - set(cfg.get("sample", {})))
+  unknown = sorted(set(sample) - set(cfg.get("sample", {})) - set(SAMPLE_SETTINGS))
   if unknown:
     raise WeightsError(f"{p}: unknown sample settings {unknown}; the file has "
                        f"{sorted(cfg.get('sample', {}))}")
