@@ -6,8 +6,9 @@ setting, also appended to --log.
     python benchmarks/sampler_sweep.py [--checkpoint F.safetensors] [--prompts 128] \
         --grid "heun:24:3" "heun:24:2" "renoise:48:3:eta=0.5" "heun:24:3:lo=0.1,hi=0.8"
 
-A grid item is SAMPLER:STEPS:CFG[:eta=E][,lo=L][,hi=H][,guide=logits]. Heun costs two model calls a step, the
-first-order samplers one, so "heun:24" and "euler:48" / "renoise:48" cost the same.
+A grid item is SAMPLER:STEPS:CFG[:eta=E][,lo=L][,hi=H][,guide=logits]. Heun costs two model
+calls a step, the first-order samplers one, so "heun:24" and "euler:48" / "renoise:48" cost the
+same.
 """
 
 from __future__ import annotations

@@ -80,10 +80,7 @@ def motion_confusion(videos: Sequence[np.ndarray], specs: Sequence) -> dict[str,
     raise ValueError(f"{len(videos)} videos but {len(specs)} specs")
   out: dict[str, dict] = {}
   for video, spec in zip(videos, specs):
-    if isinstance(spec, str):
-      spec = world.parse_terse(spec)
-    elif isinstance(spec, dict):
-      spec = world.SceneSpec.from_json(spec)
+    spec = oracle.as_spec(spec)
     for o, r in zip(spec.objects, oracle.explain_video(np.asarray(video), spec)["objects"]):
       read = r["motion"] if r["color"] else "missing"
       row = out.setdefault(o.motion, {"n": 0, "rate": 0.0, "read": {}})

@@ -149,14 +149,19 @@ def _check_inputs(video: Any, spec: Any) -> tuple[np.ndarray, world.SceneSpec]:
     raise ValueError(f"video must have dtype uint8, got {video.dtype}")
   if video.ndim != 4 or video.shape[-1] != 3 or min(video.shape[:3]) < 1:
     raise ValueError(f"video must have shape [T, H, W, 3] with T, H, W >= 1, got {video.shape}")
+  return video, as_spec(spec)
+
+
+def as_spec(spec: Any) -> world.SceneSpec:
+  """A SceneSpec, its JSON dict or a terse caption -> the SceneSpec."""
   if isinstance(spec, str):
-    spec = world.parse_terse(spec)
-  elif isinstance(spec, dict):
-    spec = world.SceneSpec.from_json(spec)
-  elif not isinstance(spec, world.SceneSpec):
+    return world.parse_terse(spec)
+  if isinstance(spec, dict):
+    return world.SceneSpec.from_json(spec)
+  if not isinstance(spec, world.SceneSpec):
     raise ValueError(f"spec must be a SceneSpec, a spec JSON dict or a terse caption, "
                      f"got {type(spec).__name__}")
-  return video, spec
+  return spec
 
 
 def explain_video(video: np.ndarray, spec: world.SceneSpec | dict | str) -> dict[str, Any]:
