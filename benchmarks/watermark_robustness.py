@@ -1,7 +1,7 @@
 """Watermark robustness: bit accuracy and detection rate per attack, false positives, PSNR.
 
     python benchmarks/watermark_robustness.py [--sizes 64x64x16 128x128x16] [--clips 24]
-        [--negatives 3000] [--seed 0]
+        [--negatives 3000] [--seed 0] [--follow-motion]
 
 Marked videos are world clips (what sorax generates) and textured clips (moving smooth noise, closer to camera
 footage than flat colours), each with a random 48-bit payload. Negatives are unmarked clips
@@ -50,13 +50,18 @@ def main() -> None:
   p.add_argument("--median", type=int, help="override the detector's median size")
   p.add_argument("--negatives", type=int, default=3000, help="unmarked clips in all")
   p.add_argument("--seed", type=int, default=0)
+  p.add_argument("--follow-motion", action="store_true",
+                 help="the mark moves with the content's pan (WatermarkConfig.follow_motion)")
   args = p.parse_args()
 
   from sorax.data import world
   from sorax.safety.attacks import ATTACKS, h264
   from sorax.safety.watermark import Watermark, WatermarkConfig, psnr
 
-  mark = Watermark(WatermarkConfig(median=args.median) if args.median else None)
+  overrides = {"follow_motion": args.follow_motion}
+  if args.median:
+    overrides["median"] = args.median
+  mark = Watermark(WatermarkConfig(**overrides))
   rng = np.random.default_rng(args.seed)
   sizes = [tuple(int(x) for x in s.split("x")) for s in args.sizes]
   t0 = time.perf_counter()
@@ -105,6 +110,7 @@ def main() -> None:
             f"{max(scores):.2f}", file=sys.stderr, flush=True)
   print(json.dumps({
       "benchmark": "watermark_robustness", "threshold": mark.cfg.threshold,
+      "follow_motion": mark.cfg.follow_motion,
       "payload_bits": mark.cfg.payload_bits, "strength": mark.cfg.strength,
       "psnr_mean": round(float(np.mean(psnrs)), 2), "psnr_min": round(float(np.min(psnrs)), 2),
       "false_positive_rate": false / max(1, args.negatives), "negatives": args.negatives,

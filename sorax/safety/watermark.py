@@ -12,7 +12,9 @@ How it works (a classic design, measured in benchmarks/watermark_robustness.py):
   Payload + CRC are convolutionally coded (rate 1/2, soft Viterbi: sorax/safety/ecc.py).
 - The pattern is smoothed, scaled to `strength` RMS luma levels, tiled over the frame and added
   equally to R, G and B (a pure luma change), the same in every frame: dropped or reordered
-  frames do not matter and averaging over frames raises the signal above the content.
+  frames do not matter and averaging over frames raises the signal above the content. With
+  `follow_motion` the tile is rolled with the content's global pan instead (safety/motion.py),
+  so a re-encoder's motion-compensated frames carry it; the detector undoes the same pan.
 - Detection: average luma over frames, remove the content with a high-pass and clip outliers
   (edges), fold the frame modulo the tile (which makes a crop a mere cyclic shift), then find
   the shift by FFT cross-correlation with the pilot. A resize is handled by trying the
@@ -33,6 +35,7 @@ from scipy import ndimage, special
 
 from sorax.data.resample import resize_matrix
 from sorax.safety import ecc
+from sorax.safety.motion import global_motion
 
 CRC_BITS = 8
 _LUMA = np.array([0.299, 0.587, 0.114], np.float32)
@@ -53,6 +56,10 @@ class WatermarkConfig:
   scales: tuple[float, ...] = (1.0, 0.5, 0.75, 0.9)  # resize factors the detector tries
   ecc: str = "conv"                # "conv": rate-1/2 convolutional code (ecc.py); "none"
   threshold: float = 6.0           # pilot score for "present" (clean videos: max 4.9 in 2000)
+  # True: the mark moves with a global pan of the content (safety/motion.py), so H.264 P-frames
+  # copy it along; the detector then undoes the same motion. Survives crf 28 on panning
+  # textured clips, loses 0.5x on small ones (BUILD_NOTES). Embedder and detector must agree.
+  follow_motion: bool = False
 
   @property
   def code_bits(self) -> int:
@@ -160,47 +167,77 @@ class Watermark:
       raise ValueError(f"watermark.embed needs uint8 [T, H, W, 3] or [H, W, 3], got "
                        f"{video.dtype} {video.shape}")
     h, w = video.shape[-3:-1]
-    t = self.cfg.tile
-    delta = np.tile(self.pattern(bits), (-(-h // t), -(-w // t)))[:h, :w, None]
-    return np.clip(np.rint(video.astype(np.float32) + delta), 0, 255).astype(np.uint8)
+    t, tile = self.cfg.tile, self.pattern(bits)
+    reps = (-(-h // t), -(-w // t))
+    if not (self.cfg.follow_motion and video.ndim == 4):
+      delta = np.tile(tile, reps)[:h, :w, None]
+      return np.clip(np.rint(video.astype(np.float32) + delta), 0, 255).astype(np.uint8)
+    shifts = np.rint(global_motion(luma(video))).astype(int)  # [T, 2]
+    out = np.empty_like(video)
+    for k, (dy, dx) in enumerate(shifts):
+      delta = np.tile(np.roll(tile, (dy, dx), (0, 1)), reps)[:h, :w, None]
+      out[k] = np.clip(np.rint(video[k].astype(np.float32) + delta), 0, 255)
+    return out
 
   # ------------------------------------------------------------------------------ detect
 
   def _highpass(self, x: np.ndarray, mode: str = "reflect") -> np.ndarray:
     return x - ndimage.gaussian_filter(x, self.cfg.highpass, mode=mode)
 
-  def _fold(self, r: np.ndarray, wgt: np.ndarray) -> np.ndarray:
-    """[H, W] residual and weights -> [tile, tile]: the weighted mean over all tiles (positions
-    the frame does not reach: 0)."""
+  def _fold(self, r: np.ndarray, wgt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """[H, W] residual and weights -> (weighted sum, weight), [tile, tile] each, over all
+    tiles (positions the frame does not reach get weight 0)."""
     t = self.cfg.tile
     h, w = r.shape
     ph, pw = -(-h // t) * t, -(-w // t) * t
     acc = np.zeros((ph, pw), np.float32)
     cnt = np.zeros((ph, pw), np.float32)
     acc[:h, :w], cnt[:h, :w] = r * wgt, wgt
-    acc = acc.reshape(ph // t, t, pw // t, t).sum(axis=(0, 2))
-    cnt = cnt.reshape(ph // t, t, pw // t, t).sum(axis=(0, 2))
-    return acc / np.maximum(cnt, 1e-9)
+    return (acc.reshape(ph // t, t, pw // t, t).sum(axis=(0, 2)),
+            cnt.reshape(ph // t, t, pw // t, t).sum(axis=(0, 2)))
 
-  def residual(self, video: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """uint8 [T, H, W, 3] -> (residual, weight), float32 [H, W] each.
+  def residual(self, video: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """uint8 [T, H, W, 3] -> (r * weight, weight) float32 [T, H, W] each, and the content's
+    displacement float [T, 2] (zeros unless `follow_motion`).
 
     Each frame's luma minus its median filter (which keeps flat regions and edges, the
     content, and removes fine texture, the watermark); outliers clipped; pixels weighted by
     the inverse of their local residual power (flat regions carry the mark cleanly, textured
-    ones mostly carry content), averaged over frames with those weights, then high-passed.
+    ones mostly carry content). `_aligned` averages frames that share a displacement and
+    high-passes the average.
     """
     cfg = self.cfg
     y = luma(video if video.ndim == 4 else video[None])
-    if len(y) > cfg.max_frames:  # evenly spaced frames are enough: the mark is static
+    if len(y) > cfg.max_frames:  # evenly spaced frames are enough
       y = y[np.linspace(0, len(y) - 1, cfg.max_frames).round().astype(int)]
+    shifts = global_motion(y) if cfg.follow_motion else np.zeros((len(y), 2))
     r = y - ndimage.median_filter(y, size=(1, cfg.median, cfg.median), mode="reflect")
     s = 1.4826 * np.median(np.abs(r), axis=(1, 2), keepdims=True) + 0.5
     r = np.clip(r, -3 * s, 3 * s)
     power = ndimage.gaussian_filter(r * r, (0, cfg.chip * 2, cfg.chip * 2), mode="reflect")
     wgt = 1.0 / (power + cfg.strength ** 2)
-    num, den = (r * wgt).sum(axis=0), wgt.sum(axis=0)
-    return self._highpass(num / den), den
+    return r * wgt, wgt, shifts
+
+  def _aligned(self, rw: np.ndarray, wgt: np.ndarray, shifts: np.ndarray,
+               scale: float) -> np.ndarray:
+    """The folded residual [tile, tile] of a video resized by `scale`: frames grouped by their
+    displacement (in original pixels), each group averaged, high-passed, resized back, folded
+    and rolled back by its displacement, then all groups averaged with their weights. Static
+    content is one group: the frames' average, folded."""
+    acc = cnt = 0.0
+    keys = np.rint(shifts / scale).astype(int)
+    for key in np.unique(keys, axis=0):
+      sel = np.all(keys == key, axis=1)
+      den = wgt[sel].sum(axis=0)
+      r, w = self._highpass(rw[sel].sum(axis=0) / den), den
+      h, wd = (max(1, round(n / scale)) for n in r.shape)
+      if (h, wd) != r.shape:
+        mh, mw = resize_matrix(r.shape[0], h), resize_matrix(r.shape[1], wd)
+        r, w = mh @ r @ mw.T, mh @ w @ mw.T
+      a, c = self._fold(r, w)
+      back = (-int(key[0]), -int(key[1]))
+      acc, cnt = acc + np.roll(a, back, (0, 1)), cnt + np.roll(c, back, (0, 1))
+    return acc / np.maximum(cnt, 1e-9)
 
   def detect(self, video: np.ndarray) -> dict[str, Any]:
     """-> {"present", "score" (the pilot's t statistic), "confidence" in [0, 1], "bits",
@@ -210,18 +247,12 @@ class Watermark:
       raise ValueError(f"watermark.detect needs uint8 [T, H, W, 3] or [H, W, 3], got "
                        f"{video.dtype} {video.shape}")
     cfg = self.cfg
-    r, wgt = self.residual(video)
+    rw, wgt, shifts = self.residual(video)
     rows, n_pix = len(self.refs), cfg.tile * cfg.tile
     dof = max(1, n_pix // 4 - rows)  # the folded residual is smooth: ~1/4 of its pixels are free
     best = None
     for s in cfg.scales:
-      h, w = (max(1, round(n / s)) for n in r.shape)
-      if (h, w) == r.shape:
-        rs, ws = r, wgt
-      else:
-        mh, mw = resize_matrix(r.shape[0], h), resize_matrix(r.shape[1], w)
-        rs, ws = mh @ r @ mw.T, mh @ wgt @ mw.T
-      folded = self._fold(rs, ws)
+      folded = self._aligned(rw, wgt, shifts, s)
       folded -= folded.mean()
       corr = np.fft.irfft2(np.fft.rfft2(folded)[None] * self._ref_fft, s=folded.shape)
       # Least squares of the folded tile on all rows at every shift: coefficients, and the
