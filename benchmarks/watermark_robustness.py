@@ -1,7 +1,7 @@
 """Watermark robustness: bit accuracy and detection rate per attack, false positives, PSNR.
 
     python benchmarks/watermark_robustness.py [--sizes 64x64x16 128x128x16] [--clips 24]
-        [--negatives 3000] [--seed 0] [--follow-motion]
+        [--negatives 3000] [--seed 0] [--follow-motion] [--tile 64 --chip 4 --smooth 1.4]
 
 Marked videos are world clips (what sorax generates) and textured clips (moving smooth noise, closer to camera
 footage than flat colours), each with a random 48-bit payload. Negatives are unmarked clips
@@ -50,6 +50,9 @@ def main() -> None:
   p.add_argument("--median", type=int, help="override the detector's median size")
   p.add_argument("--negatives", type=int, default=3000, help="unmarked clips in all")
   p.add_argument("--seed", type=int, default=0)
+  p.add_argument("--tile", type=int, help="override the tile (px); with --chip, e.g. 64 and 4")
+  p.add_argument("--chip", type=int, help="override the chip (px)")
+  p.add_argument("--smooth", type=float, help="override the chips' Gaussian rounding (px)")
   p.add_argument("--follow-motion", action="store_true",
                  help="the mark moves with the content's pan (WatermarkConfig.follow_motion)")
   args = p.parse_args()
@@ -59,8 +62,9 @@ def main() -> None:
   from sorax.safety.watermark import Watermark, WatermarkConfig, psnr
 
   overrides = {"follow_motion": args.follow_motion}
-  if args.median:
-    overrides["median"] = args.median
+  for name in ("median", "tile", "chip", "smooth"):
+    if getattr(args, name):
+      overrides[name] = getattr(args, name)
   mark = Watermark(WatermarkConfig(**overrides))
   rng = np.random.default_rng(args.seed)
   sizes = [tuple(int(x) for x in s.split("x")) for s in args.sizes]
@@ -110,7 +114,7 @@ def main() -> None:
             f"{max(scores):.2f}", file=sys.stderr, flush=True)
   print(json.dumps({
       "benchmark": "watermark_robustness", "threshold": mark.cfg.threshold,
-      "follow_motion": mark.cfg.follow_motion,
+      "follow_motion": mark.cfg.follow_motion, "tile": mark.cfg.tile, "chip": mark.cfg.chip,
       "payload_bits": mark.cfg.payload_bits, "strength": mark.cfg.strength,
       "psnr_mean": round(float(np.mean(psnrs)), 2), "psnr_min": round(float(np.min(psnrs)), 2),
       "false_positive_rate": false / max(1, args.negatives), "negatives": args.negatives,
