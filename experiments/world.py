@@ -120,6 +120,9 @@ def get_config(arg: str = "demo") -> ml_collections.ConfigDict:
       slot_weight=0.0,
       # Weight of the palette head's per-pixel cross-entropy (model.palette_head).
       palette_weight=0.0,
+      # Weight of the track loss: each object colour's centre per frame, read from the palette
+      # head, against the true centre (sorax/train/step.py track_loss). Needs palette_weight.
+      track_weight=0.0,
       # Share of training steps that feed the model its own clean estimate (model.self_cond).
       self_cond_rate=0.5))
 

@@ -8,6 +8,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from flax import nnx
 
@@ -57,6 +58,9 @@ class StepConfig:
   # alone.
   palette: tuple[tuple[int, int, int], ...] = ()
   palette_weight: float = 0.0
+  # Weight of the track loss (track_loss): each object colour's centre per frame, read from the
+  # palette head, against the true one. Needs palette_weight's palette and rendered video.
+  track_weight: float = 0.0
   # Self-conditioning (model.self_cond): the share of steps on which the model first makes a
   # clean estimate (no gradient) and then denoises again given it; the rest get zeros.
   self_cond_rate: float = 0.0
@@ -136,6 +140,49 @@ def palette_loss(logits: jax.Array, labels: jax.Array, weight: jax.Array | None 
   return jnp.sum(ce * w) / jnp.maximum(jnp.sum(w), 1.0)
 
 
+def pixel_where(video_shape: tuple[int, ...]) -> jax.Array:
+  """[B, T, H, W, 3] -> float32 [B, T, H, W, 3]: each pixel's (frame, y, x)."""
+  b, t, h, w = video_shape[:4]
+  grids = jnp.meshgrid(jnp.arange(t), jnp.arange(h), jnp.arange(w), indexing="ij")
+  return jnp.broadcast_to(jnp.stack(grids, -1).astype(jnp.float32), (b, t, h, w, 3))
+
+
+def track_loss(logits: jax.Array, labels: jax.Array, where: jax.Array, num_frames: int,
+               is_object: jax.Array, keep: jax.Array | None = None,
+               scale: float = 8.0) -> jax.Array:
+  """Mean squared distance, in units of `scale` px, between each object colour's centre in each
+  frame as the palette head predicts it (its probabilities' centre of mass) and the true one.
+
+  logits [B, N, M, K]; labels int [B, N, M] (-1: no palette colour); where [B, N, M, 3] each
+  pixel's (frame, y, x); is_object bool [K] (backgrounds and the wall have no track); keep bool
+  [B, N] (given tokens: False). Colours absent from a frame are skipped. Why: the per-pixel
+  losses say "not here" and "here" for an object drawn 3 px off its track, but nothing pulls it
+  along the frame towards its place; a centre does, and straight motions fail mostly as tracks
+  that jump or drift (BUILD_NOTES, v13). In expectation the posterior's centre is the centre of
+  the posterior mean, so this adds a direction to the gradient, not a different optimum.
+  """
+  k = logits.shape[-1]
+  p = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)  # [B, N, M, K]
+  q = jax.nn.one_hot(labels, k, dtype=jnp.float32)  # label -1 -> all zeros
+  f = jax.nn.one_hot(jnp.round(where[..., 0]).astype(jnp.int32), num_frames, dtype=jnp.float32)
+  if keep is not None:
+    f = f * keep[:, :, None, None].astype(jnp.float32)  # [B, N, M, T]
+  pos = where[..., 1:]  # [B, N, M, 2]
+
+  def centre(r):  # -> mass [B, T, K], centre of mass [B, T, K, 2]
+    mass = jnp.einsum("bnmk,bnmt->btk", r, f)
+    first = jnp.einsum("bnmkd,bnmt->btkd", r[..., None] * pos[..., None, :], f)
+    return mass, first
+
+  mass_p, first_p = centre(p)
+  mass_q, first_q = centre(q)
+  c_p = first_p / (mass_p[..., None] + 1e-3)
+  c_q = first_q / jnp.maximum(mass_q, 1.0)[..., None]
+  valid = ((mass_q > 0) & is_object).astype(jnp.float32)  # [B, T, K]
+  d2 = jnp.sum((c_p - c_q) ** 2, axis=-1) / scale ** 2
+  return jnp.sum(d2 * valid) / jnp.maximum(jnp.sum(valid), 1.0)
+
+
 def drop_text(rng: jax.Array, ids: jax.Array, mask: jax.Array, p: float,
               null: tuple[int, ...] = (BOS_ID,)):
   """Replaces each example's prompt by the null prompt (`null` tokens) with probability p."""
@@ -160,6 +207,11 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
                      "(so does palette_weight) "
                      "(space_to_depth), "
                      "whose fold puts pixel weights on the latent")
+  if cfg.track_weight and not (cfg.palette_weight and cfg.palette):
+    raise ValueError("diffusion.track_weight reads tracks from the palette head: set "
+                     "model.palette_head=True and diffusion.palette_weight > 0")
+  not_object = {tuple(int(v) for v in c) for c in np.asarray(_NOT_OBJECT)}
+  is_object = jnp.asarray([tuple(c) not in not_object for c in cfg.palette], bool)
   if cfg.images_per_clip and cfg.patch[0] != 1:
     raise ValueError(f"joint image training needs temporal patch 1, got patch {cfg.patch}")
   rates = dict(cfg.conditioning)
@@ -176,7 +228,7 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
     return cond.token_mask(rows, grid, cfg.patch)
 
   def denoise_loss(model, x0, positions, ids, mask, rng, weight, shift, given=None,
-                   labels=None):
+                   labels=None, track=None):
     r_t, r_noise, r_drop, r_sc = jax.random.split(rng, 4)
     t = flow.sample_timesteps(r_t, x0.shape[0], mean=cfg.t_mean, std=cfg.t_std, shift=shift)
     noise = jax.random.normal(r_noise, x0.shape, x0.dtype)
@@ -201,11 +253,14 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
       m = logits.shape[2]  # pixels per token; weights are per channel, the same on each
       w = None if weight is None else weight.reshape(*weight.shape[:2], m, -1)[..., 0]
       loss = loss + cfg.palette_weight * palette_loss(logits, labels, w, keep)
+      if cfg.track_weight and track is not None:
+        where, frames = track
+        loss = loss + cfg.track_weight * track_loss(logits, labels, where, frames, is_object, keep)
     return loss
 
   def prepare(video, latent):
-    """-> (x0 tokens, positions, loss weights or None, palette labels or None) of a video batch
-    (or cached latents)."""
+    """-> (x0 tokens, positions, loss weights or None, palette labels or None, (each pixel's
+    (frame, y, x) [B, N, M, 3], frames) or None) of a video batch (or cached latents)."""
     if latent is None:
       latent = encode(from_pixels(video))
     x0, positions = P.patchify_batch(latent, cfg.patch)
@@ -216,6 +271,10 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
       idx = palette_index(video, cfg.palette).astype(jnp.float32)
       folded, _ = P.patchify_batch(fold(jnp.repeat(idx[..., None], 3, axis=-1)), cfg.patch)
       labels = jnp.round(folded.reshape(*folded.shape[:2], -1, 3)[..., 0]).astype(jnp.int32)
+    track = None
+    if cfg.track_weight:
+      where, _ = P.patchify_batch(fold(pixel_where(video.shape)), cfg.patch)
+      track = (where.reshape(*where.shape[:2], -1, 3), video.shape[1])
     weight = None
     if cfg.object_weight or cfg.motion_weight:
       if video is None:
@@ -223,7 +282,7 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
                          "latent cache")
       w = 1.0 + cfg.object_weight * object_mask(video) + cfg.motion_weight * motion_mask(video)
       weight, _ = P.patchify_batch(fold(jnp.repeat(w[..., None], 3, axis=-1)), cfg.patch)
-    return x0, positions, weight, labels
+    return x0, positions, weight, labels, track
 
   def train_step(state: TrainState, batch: dict[str, Any]):
     rng = jax.random.fold_in(state.rng, state.step)
@@ -250,10 +309,10 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
     def loss_fn(params):
       model = nnx.merge(graphdef, params)
       loss = denoise_loss(model, *clips[:2], batch["ids"], batch["mask"], r_clip, clips[2],
-                          cfg.shift, given, clips[3])
+                          cfg.shift, given, clips[3], clips[4])
       if images is not None:
         loss_img = denoise_loss(model, *images[:2], img_ids, img_mask, r_img, images[2],
-                                cfg.image_shift, labels=images[3])
+                                cfg.image_shift, labels=images[3], track=images[4])
         loss = (loss + cfg.image_weight * loss_img) / (1.0 + cfg.image_weight)
       aux = {}
       if cfg.text_id_weight:

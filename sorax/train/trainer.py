@@ -88,6 +88,7 @@ def step_config(cfg: ml_collections.ConfigDict, null_tokens: tuple[int, ...] = (
                     palette=tuple(tuple(int(v) for v in c) for c in cfg.model.get("palette", ()))
                     if cfg.model.get("palette_head", False) else (),
                     palette_weight=cfg.diffusion.get("palette_weight", 0.0),
+                    track_weight=cfg.diffusion.get("track_weight", 0.0),
                     self_cond_rate=cfg.diffusion.get("self_cond_rate", 0.0)
                     if cfg.model.get("self_cond", False) else 0.0,
                     image_shift=flow.resolution_shift(
