@@ -158,8 +158,9 @@ def track_loss(logits: jax.Array, labels: jax.Array, where: jax.Array, num_frame
   [B, N] (given tokens: False). Colours absent from a frame are skipped. Why: the per-pixel
   losses say "not here" and "here" for an object drawn 3 px off its track, but nothing pulls it
   along the frame towards its place; a centre does, and straight motions fail mostly as tracks
-  that jump or drift (BUILD_NOTES, v13). In expectation the posterior's centre is the centre of
-  the posterior mean, so this adds a direction to the gradient, not a different optimum.
+  that jump or drift (BUILD_NOTES, v13). Where an object's pixel count does not depend on its
+  place (away from edges and walls) the centre of the posterior mean is the posterior's mean
+  centre, so this mostly adds a direction to the gradient, not a different optimum.
   """
   k = logits.shape[-1]
   p = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)  # [B, N, M, K]
