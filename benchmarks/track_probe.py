@@ -5,8 +5,8 @@
 
 Loads the weights into the shipped recipe's trainer twice, with `diffusion.track_weight` 0 and
 `--weight`, at lr 0 (the weights do not move), runs the same 4 batches (the same noise: the rng
-is per step), and prints one JSON line per weight: the step losses and the median step time.
-The difference of the losses over the weight is the track loss's value (sorax/train/step.py
+is per step), and prints one JSON line: each run's step losses and median step time, and the
+track loss's value per batch (the difference of the losses over the weight; sorax/train/step.py
 track_loss; BUILD_NOTES, v14).
 """
 
@@ -52,13 +52,13 @@ def main() -> None:
         jax.block_until_ready(trainer.train_step(b))
         times.append(time.perf_counter() - t0)
       trainer.close()
-    out[weight] = losses
-    line = {"benchmark": "track_probe", "checkpoint": args.checkpoint, "track_weight": weight,
-            "losses": [round(x, 5) for x in losses],
-            "step_ms": round(1e3 * float(np.median(times)))}
-    if weight:
-      line["track_loss"] = [round((a - b) / weight, 4) for a, b in zip(losses, out[0.0])]
-    print(json.dumps(line), flush=True)
+    out[weight] = {"losses": [round(x, 5) for x in losses],
+                   "step_ms": round(1e3 * float(np.median(times)))}
+  track = [round((a - b) / args.weight, 4)
+           for a, b in zip(out[args.weight]["losses"], out[0.0]["losses"])]
+  print(json.dumps({"benchmark": "track_probe", "checkpoint": args.checkpoint,
+                    "weight": args.weight, "without": out[0.0], "with": out[args.weight],
+                    "track_loss": track}))
 
 
 if __name__ == "__main__":
