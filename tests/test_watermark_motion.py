@@ -68,3 +68,10 @@ def test_mark_that_follows_the_pan_survives_h264_crf28():
   assert static.detect(attacks.h264(static.embed(video, bits), 28))["score"] < got["score"]
   # The embedder and the detector must agree: the static detector misses the moving mark.
   assert not static.detect(moving.embed(video, bits))["present"]
+
+
+def test_safety_settings_carry_follow_motion_to_embed_and_detect():
+  from sorax.safety.guard import safety_config, watermark_from
+  assert not watermark_from(safety_config().watermark).cfg.follow_motion
+  cfg = safety_config(None, ["--safety.watermark.follow_motion=True"])
+  assert watermark_from(cfg.watermark).cfg.follow_motion

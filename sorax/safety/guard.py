@@ -147,7 +147,8 @@ def trust_anchors(p: ml_collections.ConfigDict) -> str | None:
 
 
 def watermark_from(w: ml_collections.ConfigDict) -> Watermark:
-  return Watermark(WatermarkConfig(key=w.key, strength=w.strength, threshold=w.threshold))
+  return Watermark(WatermarkConfig(key=w.key, strength=w.strength, threshold=w.threshold,
+                                   follow_motion=bool(w.get("follow_motion", False))))
 
 
 def _signing(p: ml_collections.ConfigDict) -> provenance.Signing:

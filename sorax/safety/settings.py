@@ -81,9 +81,11 @@ def get_config(arg: str = "default") -> ml_collections.ConfigDict:
       semantic=dict(enabled=True, threshold=0.5, exemplars="", split="train", model="")))
 
   # sorax/safety/watermark.py: WatermarkConfig fields. `key` seeds the pattern: a deployment
-  # keeps its own private.
+  # keeps its own private. follow_motion: the mark moves with a camera pan (survives crf 28 on
+  # panning footage, loses 0.5x on small textured clips; BUILD_NOTES); `sorax detect` must be
+  # given the same setting.
   c.watermark = ml_collections.ConfigDict(dict(
-      enabled=True, key=0x5A0A, strength=2.8, threshold=6.0))
+      enabled=True, key=0x5A0A, strength=2.8, threshold=6.0, follow_motion=False))
 
   # cert/key: a PEM chain and its private key; "" = the local test chain in key_dir, created on
   # first use (`sorax keys create` makes one explicitly). trust_anchors: roots `sorax detect`
