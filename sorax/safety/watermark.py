@@ -218,18 +218,21 @@ class Watermark:
     wgt = 1.0 / (power + cfg.strength ** 2)
     return r * wgt, wgt, shifts
 
-  def _aligned(self, rw: np.ndarray, wgt: np.ndarray, shifts: np.ndarray,
-               scale: float) -> np.ndarray:
+  def _aligned(self, rw: np.ndarray, wgt: np.ndarray, shifts: np.ndarray, scale: float,
+               averages: dict[bytes, tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
     """The folded residual [tile, tile] of a video resized by `scale`: frames grouped by their
     displacement (in original pixels), each group averaged, high-passed, resized back, folded
     and rolled back by its displacement, then all groups averaged with their weights. Static
-    content is one group: the frames' average, folded."""
+    content is one group: the frames' average, folded. `averages` keeps each group's
+    high-passed average across scales (static content: one, computed once)."""
     acc = cnt = 0.0
     keys = np.rint(shifts / scale).astype(int)
     for key in np.unique(keys, axis=0):
       sel = np.all(keys == key, axis=1)
-      den = wgt[sel].sum(axis=0)
-      r, w = self._highpass(rw[sel].sum(axis=0) / den), den
+      if sel.tobytes() not in averages:
+        den = wgt[sel].sum(axis=0)
+        averages[sel.tobytes()] = (self._highpass(rw[sel].sum(axis=0) / den), den)
+      r, w = averages[sel.tobytes()]
       h, wd = (max(1, round(n / scale)) for n in r.shape)
       if (h, wd) != r.shape:
         mh, mw = resize_matrix(r.shape[0], h), resize_matrix(r.shape[1], wd)
@@ -250,9 +253,9 @@ class Watermark:
     rw, wgt, shifts = self.residual(video)
     rows, n_pix = len(self.refs), cfg.tile * cfg.tile
     dof = max(1, n_pix // 4 - rows)  # the folded residual is smooth: ~1/4 of its pixels are free
-    best = None
+    best, averages = None, {}
     for s in cfg.scales:
-      folded = self._aligned(rw, wgt, shifts, s)
+      folded = self._aligned(rw, wgt, shifts, s, averages)
       folded -= folded.mean()
       corr = np.fft.irfft2(np.fft.rfft2(folded)[None] * self._ref_fft, s=folded.shape)
       # Least squares of the folded tile on all rows at every shift: coefficients, and the
