@@ -6,9 +6,10 @@ setting, also appended to --log.
     python benchmarks/sampler_sweep.py [--checkpoint F.safetensors] [--prompts 128] \
         --grid "heun:24:3" "heun:24:2" "renoise:48:3:eta=0.5" "heun:24:3:lo=0.1,hi=0.8"
 
-A grid item is SAMPLER:STEPS:CFG[:eta=E][,lo=L][,hi=H][,guide=logits]. Heun costs two model
+A grid item is SAMPLER:STEPS:CFG[:eta=E][,lo=L][,hi=H][,guide=logits][,best=K]. Heun costs two model
 calls a step, the first-order samplers one, so "heun:24" and "euler:48" / "renoise:48" cost the
-same.
+same. best=K keeps the model's own pick of K samples a prompt (K x the cost). --skip N drops
+the first N prompts (a fresh part of the same fixed set, e.g. to check a choice made on them).
 """
 
 from __future__ import annotations
@@ -34,12 +35,12 @@ def parse_item(item: str) -> dict:
   if len(parts) not in (3, 4):
     raise SystemExit(f"grid item {item!r}: want SAMPLER:STEPS:CFG[:k=v,...]")
   out = dict(sampler=parts[0], steps=int(parts[1]), cfg_scale=float(parts[2]), eta=None,
-             lo=0.0, hi=1.0, guide=None)
+             lo=0.0, hi=1.0, guide=None, best=1)
   for kv in (parts[3].split(",") if len(parts) == 4 else []):
     k, _, v = kv.partition("=")
-    if k not in ("eta", "lo", "hi", "guide"):
-      raise SystemExit(f"grid item {item!r}: unknown key {k!r} (eta, lo, hi, guide)")
-    out[k] = v if k == "guide" else float(v)
+    if k not in ("eta", "lo", "hi", "guide", "best"):
+      raise SystemExit(f"grid item {item!r}: unknown key {k!r} (eta, lo, hi, guide, best)")
+    out[k] = v if k == "guide" else int(v) if k == "best" else float(v)
   return out
 
 
@@ -49,6 +50,7 @@ def main() -> None:
   ap.add_argument("--prompts", type=int, default=128)
   ap.add_argument("--grid", nargs="+", default=["heun:24:3"])
   ap.add_argument("--seed", type=int, default=0)
+  ap.add_argument("--skip", type=int, default=0, help="drop the first N of the --prompts")
   ap.add_argument("--log", default="runs/sampler_sweep.jsonl")
   ap.add_argument("--breakdown", action="store_true",
                   help="also all-right (and motion) by objects, wall and moving/static, and per "
@@ -59,6 +61,7 @@ def main() -> None:
   pipe.policy = None  # world prompts; the benchmark measures the model, not the guard
   d = pipe.cfg.data
   prompts, specs = heldout_prompts(args.prompts, d.height, d.width, d.frames)
+  prompts, specs = prompts[args.skip:], specs[args.skip:]
   log = pathlib.Path(args.log)
   log.parent.mkdir(parents=True, exist_ok=True)
   for g, it in zip(args.grid, items):
@@ -66,10 +69,10 @@ def main() -> None:
     videos = pipe.generate(prompts, seed=args.seed, steps=it["steps"], cfg_scale=it["cfg_scale"],
                            sampler=it["sampler"], eta=it["eta"],
                            guidance_interval=(it["lo"], it["hi"]), guide=it["guide"],
-                           batch_size=32)
+                           best_of=it["best"], batch_size=32)
     rates = json_safe(oracle.score_videos(list(videos), specs))
     line = {"benchmark": "sampler_sweep", "checkpoint": args.checkpoint or "shipped",
-            "setting": g, **it, "prompts": args.prompts, "seed": args.seed,
+            "setting": g, **it, "prompts": args.prompts, "skip": args.skip, "seed": args.seed,
             "sample_s": round(time.perf_counter() - t0, 1),
             **{k: (None if v is None else round(v, 4)) for k, v in rates.items()}}
     if args.breakdown:

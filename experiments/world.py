@@ -162,8 +162,10 @@ def get_config(arg: str = "demo") -> ml_collections.ConfigDict:
   # CFG 2: best of 1.5 / 2 / 3 on 512 held-out prompts (BUILD_NOTES, "CFG 2 confirmed").
   # guide: "velocity" (CFG on the velocities) or "logits" (on the palette head's per-pixel
   # logits; sorax/sample.py GUIDES).
+  # best_of K > 1: K samples a prompt, the one the model explains best is kept (K x the
+  # sampling time; sorax/diffusion/rerank.py).
   c.sample = ml_collections.ConfigDict(dict(steps=24, sampler="heun", cfg=2.0, seed=0,
-                                            guide="velocity"))
+                                            guide="velocity", best_of=1))
 
   if variant == "demo":
     # Minutes on 2 CPU cores: 1x2x2 patches of the 5x8x8x16 VAE latent (80 tokens a clip),

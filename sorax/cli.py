@@ -86,6 +86,9 @@ def _add_sample(sub):
   p.add_argument("--steps", type=int)
   p.add_argument("--cfg", type=float, help="classifier-free guidance scale")
   p.add_argument("--sampler", choices=SAMPLER_NAMES)
+  p.add_argument("--best-of", type=int, default=None,
+                 help="draw K samples a prompt and keep the one the model explains best "
+                      "(K x the time; default: the checkpoint's sample.best_of)")
   p.add_argument("--batch-size", type=int, default=8)
   p.add_argument("--gif", action="store_true", help="also write <i>.gif")
   p.add_argument("--png", action="store_true", help="also write <i>.png (the first frame)")
@@ -161,6 +164,8 @@ def _add_eval(sub):
   p.add_argument("--num-prompts", type=int, default=64)
   p.add_argument("--steps", type=int)
   p.add_argument("--cfg", type=float)
+  p.add_argument("--best-of", type=int, default=None,
+                 help="K samples a prompt, the model's own pick kept (default: the checkpoint's)")
   p.add_argument("--seed", type=int)
   _add_safety(p)
 
@@ -267,7 +272,7 @@ def cmd_sample(args, overrides: Sequence[str]) -> int:
   from sorax.sample import Pipeline, save_videos
   prompts = [(0, args.prompt)] if args.prompt is not None else _read_prompts(args.prompts)
   for name, value in (("frames", args.frames), ("height", args.height), ("width", args.width),
-                      ("steps", args.steps)):
+                      ("steps", args.steps), ("best-of", args.best_of)):
     if value is not None and value < 1:
       raise CLIError(f"--{name} must be a positive integer, got {value}")
   safety = _safety(args, overrides)
@@ -277,7 +282,8 @@ def cmd_sample(args, overrides: Sequence[str]) -> int:
   t0 = time.perf_counter()
   videos = pipe.generate([p for _, p in prompts], frames=args.frames, height=args.height,
                          width=args.width, steps=args.steps, cfg_scale=args.cfg,
-                         sampler=args.sampler, seed=args.seed, batch_size=args.batch_size)
+                         sampler=args.sampler, seed=args.seed, batch_size=args.batch_size,
+                         best_of=args.best_of)
   files = save_videos(videos, [str(i) for i, _ in prompts], pathlib.Path(args.out),
                       safety=safety, prompts=[p for _, p in prompts], pipe=pipe, gif=args.gif,
                       png=args.png)
@@ -368,8 +374,11 @@ def cmd_eval(args, overrides: Sequence[str]) -> int:
   from sorax.evaluate import evaluate_checkpoint
   if args.num_prompts < 1:
     raise CLIError(f"--num-prompts must be a positive integer, got {args.num_prompts}")
+  if args.best_of is not None and args.best_of < 1:
+    raise CLIError(f"--best-of must be a positive integer, got {args.best_of}")
   result = evaluate_checkpoint(args.checkpoint, args.out, num_prompts=args.num_prompts,
                                seed=args.seed, steps=args.steps, cfg_scale=args.cfg,
+                               best_of=args.best_of,
                                safety=_safety(args, overrides))
   print(result.pop("table"))
   print(json.dumps(result))

@@ -19,7 +19,7 @@ from flax import nnx
 
 from sorax import patchify as P
 from sorax.diffusion import conditioning as cond
-from sorax.diffusion import flow, samplers
+from sorax.diffusion import flow, rerank, samplers
 from sorax.models.codec import from_pixels, to_pixels
 from sorax.models.dit import palette_x0
 from sorax.models.text import Tokenizer, null_text
@@ -106,7 +106,7 @@ class Pipeline:
                given: np.ndarray | None = None, strength: float = 1.0,
                eta: float | None = None,
                guidance_interval: tuple[float, float] | None = None,
-               guide: str | None = None) -> np.ndarray:
+               guide: str | None = None, best_of: int | None = None) -> np.ndarray:
     """-> uint8 [len(prompts), T, H, W, 3]. Sizes default to the training clip size.
     Raises PolicyViolation (naming the category) before generating anything when a prompt is
     refused by `self.policy`.
@@ -122,6 +122,11 @@ class Pipeline:
     `guide` (default `sample.guide`): "velocity" mixes the conditional and null velocities;
     "logits" mixes the palette head's per-pixel logits instead (model.palette_head only), so
     the guided clean estimate stays a blend of palette colours (GUIDES in this module).
+
+    `best_of` K > 1 (default `sample.best_of`, else 1) draws K samples per prompt (seeds seed,
+    seed + 1, ...: the first is the plain sample) and keeps the one the model itself explains
+    best from the prompt (sorax/diffusion/rerank.py); it costs K times the sampling. Text to
+    video only: with `known` latents the default is 1 and K > 1 is refused.
     """
     if self.policy is not None:
       self.policy.enforce_prompts(prompts)
@@ -156,6 +161,14 @@ class Pipeline:
         raise ValueError(f"given frames {given.shape} must be [{n}, {latent_shape[0]}]")
     if strength < 1.0 and known is None:
       raise ValueError("strength < 1 (edit) needs known latents to start from")
+    if best_of is None:  # the config's default is for text to video; the verbs take one
+      best_of = int(c.sample.get("best_of", 1)) if known is None else 1
+    best_of = int(best_of)
+    if best_of < 1:
+      raise ValueError(f"best_of={best_of} must be a positive integer")
+    if best_of > 1 and known is not None:
+      raise ValueError("best_of > 1 applies to text-to-video only; the verbs on given frames "
+                       "take one sample (best_of=1)")
     grid = P.grid_shape(latent_shape, patch)
     n_tok = int(np.prod(grid))
     shift = flow.resolution_shift(n_tok, c.diffusion.base_tokens, c.diffusion.base_shift)
@@ -164,21 +177,30 @@ class Pipeline:
                       shift, c.diffusion.prediction, conditioned, float(strength),
                       tuple(self.tokenizer.null_tokens), eta, interval, guide)
     out = []
-    key = jax.random.PRNGKey(seed)
     tok_dim = P.token_dim(latent_shape[-1], patch)
     for start in range(0, n, batch_size):
       chunk = list(prompts[start:start + batch_size])
       b = len(chunk)
       ids, mask = self.tokenizer.encode(chunk, c.data.text_len)
-      noise = jax.random.normal(jax.random.fold_in(key, start), (b, n_tok, tok_dim))
       if known is None:
-        ktok = jnp.zeros_like(noise)
+        ktok = jnp.zeros((b, n_tok, tok_dim))
       else:
         ktok, _ = P.patchify_batch(jnp.asarray(known[start:start + b], jnp.float32), patch)
       g = np.zeros((b, latent_shape[0]), bool) if given is None else given[start:start + b]
       gtok = cond.token_mask(jnp.asarray(g), grid, patch)
-      latent = fn(self.params, noise, ids, mask, ktok, gtok,
-                  jax.random.fold_in(jax.random.fold_in(key, start), 1))
+      latents = []
+      for j in range(best_of):  # candidate j is exactly the plain sample of seed + j
+        key = jax.random.PRNGKey(seed + j)
+        noise = jax.random.normal(jax.random.fold_in(key, start), (b, n_tok, tok_dim))
+        latents.append(fn(self.params, noise, ids, mask, ktok, gtok,
+                          jax.random.fold_in(jax.random.fold_in(key, start), 1)))
+      latent = latents[0]
+      if best_of > 1:
+        score = _score_fn(self.graphdef, latent_shape, patch, c.diffusion.prediction)
+        skey = jax.random.fold_in(jax.random.fold_in(jax.random.PRNGKey(seed), start), 2)
+        scores = jnp.stack([score(self.params, lat, ids, mask, skey) for lat in latents])
+        chosen = rerank.pick(scores)  # [b]
+        latent = jnp.stack(latents)[chosen, jnp.arange(b)]
       out.append(decode_to_pixels(self.codec, latent, frames))
     return np.concatenate(out, axis=0)
 
@@ -244,6 +266,36 @@ def _decoder(codec):
 @functools.lru_cache(maxsize=8)
 def _encoder(codec):
   return jax.jit(codec.encode)
+
+
+@functools.lru_cache(maxsize=8)
+def _score_fn(graphdef, latent_shape, patch, prediction):
+  """-> jitted (params, latent [B, t, h, w, c], ids, mask, key) -> [B] rerank score: the
+  prompted x0 error at rerank.SCORE_TIMES, the same noise for every candidate (same key)."""
+  pos = P.positions(P.grid_shape(latent_shape, patch))
+  times = jnp.asarray(rerank.SCORE_TIMES, jnp.float32)
+
+  @jax.jit
+  def run(params, latent, ids, mask, key):
+    model = nnx.merge(graphdef, params)
+    x0, _ = P.patchify_batch(latent, patch)
+    positions = jnp.broadcast_to(pos, (x0.shape[0],) + pos.shape)
+    text = model.encode_text(ids, mask)
+    self_cond = model.dit.cfg.self_cond
+
+    def x0_fn(x_t, t):
+      prev = None
+      if self_cond:  # as the sampler does: the model's own first estimate
+        prev = x_t - t[:, None, None] * flow.to_velocity(
+            model.dit(x_t, positions, t, text, mask), x_t, t, prediction)
+      v = flow.to_velocity(model.dit(x_t, positions, t, text, mask, x0_prev=prev), x_t, t,
+                           prediction)
+      return x_t - t[:, None, None] * v
+
+    noise = jax.random.normal(key, (rerank.SCORE_DRAWS, times.shape[0]) + x0.shape)
+    return rerank.denoise_error(x0_fn, x0, noise, times)
+
+  return run
 
 
 @functools.lru_cache(maxsize=16)

@@ -45,6 +45,9 @@ def test_sample_errors(capsys, tmp_path):
   rc, _, err = run(capsys, "sample", "--checkpoint", str(tmp_path), "--prompt", "x",
                    "--out", str(tmp_path / "o"), "--frames", "0")
   assert rc == 2 and "--frames must be a positive integer" in err
+  rc, _, err = run(capsys, "sample", "--checkpoint", str(tmp_path), "--prompt", "x",
+                   "--out", str(tmp_path / "o"), "--best-of", "0")
+  assert rc == 2 and "--best-of must be a positive integer" in err
   with pytest.raises(SystemExit):  # argparse: both --prompt and --prompts
     cli.main(["sample", "--checkpoint", "x", "--prompt", "a", "--prompts", "b", "--out", "o"])
   with pytest.raises(SystemExit):  # overrides only for train
@@ -101,7 +104,7 @@ def test_train_sample_score_end_to_end(capsys, tmp_path):
   from sorax.data.video_io import read_video
   assert read_video(tmp_path / "out" / "2.mp4").shape == (2, 16, 24, 3)
   rc, out, err = run(capsys, "eval", "--checkpoint", str(work), "--out", str(tmp_path / "ev"),
-                     "--num-prompts", "2", "--steps", "2")
+                     "--num-prompts", "2", "--steps", "2", "--best-of", "2")
   assert rc == 0, err
   summary = json.loads(out.strip().splitlines()[-1])
   assert summary["rates"]["n"] == 2 and 0.0 <= summary["all_right"] <= 1.0
