@@ -32,7 +32,7 @@ from speedrun import heldout_prompts  # noqa: E402  (a sibling benchmark, not a 
 
 from sorax import patchify as P  # noqa: E402
 from sorax.data import oracle  # noqa: E402
-from sorax.diffusion import flow  # noqa: E402
+from sorax.diffusion import flow, rerank  # noqa: E402
 from sorax.models.codec import from_pixels  # noqa: E402
 from sorax.models.text import null_text  # noqa: E402
 from sorax.sample import Pipeline  # noqa: E402
@@ -61,17 +61,13 @@ def self_scores(pipe: Pipeline, videos: np.ndarray, prompts, prompt_index: np.nd
     noise = jax.vmap(lambda k: jax.random.normal(k, (draws, len(t_grid)) + x0.shape[1:]))(keys)
     out = []
     for tid, tm in ((ids, mask), (nids, nmask)):
-      per_d = []
-      for r in range(draws):
-        per_t = []
-        for k in range(len(t_grid)):
-          tb = jnp.full((x0.shape[0],), ts[k])
-          x_t = flow.interpolate(x0, noise[:, r, k], tb)
-          v = flow.to_velocity(model(x_t, positions, tb, tid, tm), x_t, tb,
-                               c.diffusion.prediction)
-          per_t.append(jnp.mean(jnp.square(x_t - ts[k] * v - x0), axis=(1, 2)))
-        per_d.append(jnp.stack(per_t, -1))
-      out.append(jnp.stack(per_d, 1))
+      def x0_fn(x_t, t, tid=tid, tm=tm):
+        v = flow.to_velocity(model(x_t, positions, t, tid, tm), x_t, t, c.diffusion.prediction)
+        return x_t - t[:, None, None] * v
+      # One (draw, t) cell at a time, so every cell's error is kept apart.
+      out.append(jnp.stack([jnp.stack([
+          rerank.denoise_error(x0_fn, x0, noise[None, None, :, r, k], ts[k:k + 1])
+          for k in range(len(t_grid))], -1) for r in range(draws)], 1))
     return jnp.stack(out, 1)  # [B, 2, draws, n_t]
 
   res = []

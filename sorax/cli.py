@@ -40,23 +40,9 @@ import sys
 import time
 from collections.abc import Sequence
 
-from sorax import cli_import, cli_plan, cli_safety
-
-
-# The verbs on given frames (sorax/verbs.py), named here so the parser needs no jax import.
-VERB_NAMES = ("animate", "extend", "fill", "interpolate", "connect", "loop", "edit")
-SAMPLER_NAMES = ("euler", "heun", "renoise")  # sorax/diffusion/samplers.py SAMPLERS (tested)
-
-
-class CLIError(Exception):
-  """A bad command line or input: printed as one line, exit code 2."""
-
-
-def _add_safety(p):
-  p.add_argument("--safety", default=None,
-                 help="safety config, experiments/safety.py[:default|strict|off] (the default)")
-  p.add_argument("--no-watermark", action="store_true", help="do not watermark outputs")
-  p.add_argument("--no-c2pa", action="store_true", help="do not C2PA-sign outputs")
+from sorax import cli_import, cli_plan, cli_safety, cli_verbs
+from sorax.cli_common import SAMPLER_NAMES, CLIError, add_safety, load_safety
+from sorax.cli_verbs import VERB_NAMES
 
 
 def _add_train(sub):
@@ -92,45 +78,7 @@ def _add_sample(sub):
   p.add_argument("--batch-size", type=int, default=8)
   p.add_argument("--gif", action="store_true", help="also write <i>.gif")
   p.add_argument("--png", action="store_true", help="also write <i>.png (the first frame)")
-  _add_safety(p)
-
-
-def _add_verbs(sub):
-  """animate / extend / fill / interpolate / connect / loop / edit: sorax/verbs.py."""
-  specs = {
-      "animate": ("a clip that starts from a still image", ["image"]),
-      "extend": ("extend a video forward or backward in time", ["video"]),
-      "fill": ("remake missing frames of a video from both sides", ["video"]),
-      "interpolate": ("a clip from a first image to a last one", ["first", "last"]),
-      "connect": ("join two videos with frames made to lead from one into the other",
-                  ["first", "second"]),
-      "loop": ("a clip whose end leads back into its start", []),
-      "edit": ("SDEdit a video towards a new prompt", ["video"]),
-  }
-  for verb, (help_text, inputs) in specs.items():
-    p = sub.add_parser(verb, help=help_text)
-    for name in inputs:
-      p.add_argument(name)
-    p.add_argument("--prompt", required=verb not in ("extend", "fill"), default="",
-                   help="what the video shows" + (" (optional)" if verb in ("extend", "fill")
-                                                  else ""))
-    if verb == "extend":
-      p.add_argument("--seconds", type=float, required=True, help="how much to add (8 fps)")
-      p.add_argument("--direction", choices=["forward", "backward"], default="forward")
-    if verb == "fill":
-      p.add_argument("--missing", required=True, help="frames A-B to remake (0-based, inclusive)")
-    if verb == "edit":
-      p.add_argument("--strength", type=float, required=True,
-                     help="0 returns the input, 1 ignores it")
-    p.add_argument("--checkpoint", default=None,
-                   help="a .safetensors weights file or a training workdir (default: shipped)")
-    p.add_argument("--out", required=True, help="output folder: <verb>.mp4 goes there")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--steps", type=int)
-    p.add_argument("--cfg", type=float, help="classifier-free guidance scale")
-    p.add_argument("--sampler", choices=SAMPLER_NAMES)
-    p.add_argument("--gif", action="store_true", help="also write <verb>.gif")
-    _add_safety(p)
+  add_safety(p)
 
 
 def _add_score(sub):
@@ -153,7 +101,7 @@ def _add_demo(sub):
   p.add_argument("--fresh", action="store_true", help="delete the workdir first")
   p.add_argument("--cache-clips", type=int, default=4000,
                  help="world clips to encode once and train on (0: encode every batch)")
-  _add_safety(p)
+  add_safety(p)
 
 
 def _add_eval(sub):
@@ -167,7 +115,7 @@ def _add_eval(sub):
   p.add_argument("--best-of", type=int, default=None,
                  help="K samples a prompt, the model's own pick kept (default: the checkpoint's)")
   p.add_argument("--seed", type=int)
-  _add_safety(p)
+  add_safety(p)
 
 
 def _add_vae(sub):
@@ -223,7 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
   _add_demo(sub)
   _add_train(sub)
   _add_sample(sub)
-  _add_verbs(sub)
+  cli_verbs.add_parsers(sub)
   _add_score(sub)
   _add_eval(sub)
   _add_vae(sub)
@@ -262,12 +210,6 @@ def cmd_train(args, overrides: Sequence[str]) -> int:
   return 0
 
 
-def _safety(args, overrides: Sequence[str]):
-  from sorax.safety.guard import load_safety
-  return load_safety(args.safety, overrides, no_watermark=args.no_watermark,
-                     no_c2pa=args.no_c2pa)
-
-
 def cmd_sample(args, overrides: Sequence[str]) -> int:
   from sorax.sample import Pipeline, save_videos
   prompts = [(0, args.prompt)] if args.prompt is not None else _read_prompts(args.prompts)
@@ -275,7 +217,7 @@ def cmd_sample(args, overrides: Sequence[str]) -> int:
                       ("steps", args.steps), ("best-of", args.best_of)):
     if value is not None and value < 1:
       raise CLIError(f"--{name} must be a positive integer, got {value}")
-  safety = _safety(args, overrides)
+  safety = load_safety(args, overrides)
   safety.check_prompts([p for _, p in prompts])  # before loading anything
   pipe = Pipeline.load(args.checkpoint)
   pipe.policy = safety.policy
@@ -289,77 +231,6 @@ def cmd_sample(args, overrides: Sequence[str]) -> int:
                       png=args.png)
   print(json.dumps({"videos": files, "seconds": round(time.perf_counter() - t0, 2),
                     "checkpoint_step": pipe.step, "watermark": safety.watermark is not None,
-                    "c2pa": safety.signing is not None}))
-  return 0
-
-
-def _read_image(path: str, height: int, width: int):
-  import numpy as np
-  from PIL import Image, UnidentifiedImageError
-  from sorax import verbs
-  f = pathlib.Path(path)
-  if not f.is_file():
-    raise CLIError(f"image {path} not found")
-  try:
-    with Image.open(f) as im:
-      if im.mode in ("RGBA", "LA") or (im.mode == "P" and "transparency" in im.info):
-        raise CLIError(f"image {path} has an alpha channel; flatten it to RGB first")
-      if im.mode in ("L", "1", "I", "I;16", "F"):
-        raise CLIError(f"image {path} has one channel (grayscale); give an RGB image")
-      pixels = np.asarray(im.convert("RGB"))
-  except (UnidentifiedImageError, OSError) as e:
-    raise CLIError(f"image {path} cannot be read: {e}") from e
-  return verbs.fit_image(pixels, height, width, name=path)
-
-
-def _read_clip(path: str, height: int, width: int):
-  from sorax import verbs
-  from sorax.data import video_io
-  fps = video_io.probe(path)["fps"]  # raises VideoReadError naming the file
-  if abs(fps - 8.0) > 1e-3:
-    print(f"sorax: notice: {path} is {fps:g} fps; resampled to the model's 8 fps",
-          file=sys.stderr)
-  video = video_io.read_video(path, fps=8)
-  return verbs.fit_video(video, height, width, name=path)
-
-
-def cmd_verb(args, overrides: Sequence[str]) -> int:
-  """animate, extend, fill, interpolate, connect, loop, edit: read, generate, write (guarded)."""
-  from sorax import verbs
-  from sorax.sample import Pipeline, save_videos
-  if args.steps is not None and args.steps < 1:
-    raise CLIError(f"--steps must be a positive integer, got {args.steps}")
-  safety = _safety(args, overrides)
-  safety.check_prompts([args.prompt])  # before loading or reading anything
-  pipe = Pipeline.load(args.checkpoint)
-  pipe.policy = safety.policy
-  h, w = int(pipe.cfg.data.height), int(pipe.cfg.data.width)
-  kw = dict(seed=args.seed, steps=args.steps, cfg_scale=args.cfg, sampler=args.sampler)
-  t0 = time.perf_counter()
-  verb = args.verb
-  if verb == "animate":
-    video = verbs.animate(pipe, _read_image(args.image, h, w), args.prompt, **kw)
-  elif verb == "extend":
-    video = verbs.extend(pipe, _read_clip(args.video, h, w), args.seconds, args.direction,
-                         args.prompt, **kw)
-  elif verb == "fill":
-    clip = _read_clip(args.video, h, w)
-    video = verbs.fill(pipe, clip, verbs.parse_range(args.missing, len(clip)), args.prompt, **kw)
-  elif verb == "interpolate":
-    video = verbs.interpolate(pipe, _read_image(args.first, h, w), _read_image(args.last, h, w),
-                              args.prompt, **kw)
-  elif verb == "connect":
-    video = verbs.connect(pipe, _read_clip(args.first, h, w), _read_clip(args.second, h, w),
-                          args.prompt, **kw)
-  elif verb == "loop":
-    video = verbs.loop(pipe, args.prompt, **kw)
-  else:  # edit checks the strength (ValueError: one line, exit 2)
-    video = verbs.edit(pipe, _read_clip(args.video, h, w), args.prompt, args.strength, **kw)
-  files = save_videos(video[None], [verb], pathlib.Path(args.out), safety=safety,
-                      prompts=[args.prompt], pipe=pipe, gif=args.gif)
-  print(json.dumps({"videos": files, "frames": int(len(video)),
-                    "seconds": round(time.perf_counter() - t0, 2), "checkpoint_step": pipe.step,
-                    "watermark": safety.watermark is not None,
                     "c2pa": safety.signing is not None}))
   return 0
 
@@ -379,7 +250,7 @@ def cmd_eval(args, overrides: Sequence[str]) -> int:
   result = evaluate_checkpoint(args.checkpoint, args.out, num_prompts=args.num_prompts,
                                seed=args.seed, steps=args.steps, cfg_scale=args.cfg,
                                best_of=args.best_of,
-                               safety=_safety(args, overrides))
+                               safety=load_safety(args, overrides))
   print(result.pop("table"))
   print(json.dumps(result))
   return 0
@@ -454,7 +325,7 @@ def cmd_demo(args, overrides: Sequence[str]) -> int:
     raise CLIError(f"--cache-clips must be >= 0, got {args.cache_clips}")
   return run_demo(workdir=args.workdir, out=args.out, steps=args.steps,
                   num_prompts=args.num_prompts, fresh=args.fresh, cache_clips=args.cache_clips,
-                  safety=_safety(args, overrides), from_scratch=args.from_scratch,
+                  safety=load_safety(args, overrides), from_scratch=args.from_scratch,
                   checkpoint=args.checkpoint)
 
 
@@ -486,7 +357,7 @@ def main(argv: Sequence[str] | None = None) -> int:
   with_overrides = {"train": cmd_train, "cache-latents": cmd_cache_latents, "sample": cmd_sample,
                     "eval": cmd_eval, "demo": cmd_demo, "detect": cli_safety.cmd_detect,
                     "policy": cli_safety.cmd_policy, "plan": cli_plan.cmd_plan,
-                    **{v: cmd_verb for v in VERB_NAMES}}
+                    **{v: cli_verbs.cmd_verb for v in VERB_NAMES}}
   plain = {"score": cmd_score, "build-tokenizer": cmd_build_tokenizer, "eval-vae": cmd_eval_vae,
            "export-vae": cmd_export_vae, "export": cmd_export, "keys": cli_safety.cmd_keys,
            "import-wan": cli_import.cmd_import_wan}

@@ -9,9 +9,8 @@ import pytest
 from sorax import verbs
 from sorax.diffusion import conditioning as cond
 from sorax.models.codec import SpaceToDepthCodec
-from sorax.sample import Pipeline
 from sorax.train.trainer import Trainer
-from tests.test_train import tiny
+from tests.test_train import tiny, tiny_pipeline
 
 # 5 frames -> 3 latent frames (frame 0, then pairs) of 16x16 -> 4x4 latent, 1x2x2 patches: 12 tokens.
 CAUSAL = ["--config.codec.temporal=2", "--config.codec.spatial=4", "--config.codec.causal=True",
@@ -23,11 +22,7 @@ MIX = ["--config.conditioning.none=0.3", "--config.conditioning.first=0.2",
 
 @pytest.fixture(scope="module")
 def pipe(tmp_path_factory):
-  work = tmp_path_factory.mktemp("cond")
-  tr = Trainer(tiny("--config.train.steps=3", "--config.optim.lr=1e-2", *CAUSAL, *MIX), work)
-  tr.fit(3, progress=False)
-  tr.close()
-  p = Pipeline.load(work)
+  p = tiny_pipeline(tmp_path_factory.mktemp("cond"), 3, *CAUSAL, *MIX)
   p.policy = None
   return p
 

@@ -9,9 +9,7 @@ import pytest
 from sorax import sample as sample_lib
 from sorax.diffusion import rerank
 from sorax.models import weights
-from sorax.sample import Pipeline
-from sorax.train.trainer import Trainer
-from tests.test_train import tiny
+from tests.test_train import tiny_pipeline
 
 
 def test_a_perfect_denoiser_scores_zero_and_a_blind_one_the_signal_power():
@@ -43,11 +41,7 @@ def test_noise_of_the_wrong_shape_is_refused():
 
 @pytest.fixture(scope="module")
 def pipe(tmp_path_factory):
-  work = tmp_path_factory.mktemp("rerank")
-  tr = Trainer(tiny("--config.train.steps=2", "--config.optim.lr=1e-2"), work)
-  tr.fit(2, progress=False)
-  tr.close()
-  p = Pipeline.load(work)
+  p = tiny_pipeline(tmp_path_factory.mktemp("rerank"), 2)
   p.policy = None
   return p
 

@@ -26,6 +26,16 @@ def tiny(*extra):
   return config_lib.load_config(f"{WORLD}:demo", TINY + list(extra))
 
 
+def tiny_pipeline(workdir, steps: int, *extra):
+  """A tiny model trained `steps` steps at lr 1e-2 (so zero-init heads have moved), loaded as a
+  Pipeline from its workdir."""
+  from sorax.sample import Pipeline  # noqa: PLC0415
+  tr = Trainer(tiny(f"--config.train.steps={steps}", "--config.optim.lr=1e-2", *extra), workdir)
+  tr.fit(steps, progress=False)
+  tr.close()
+  return Pipeline.load(workdir)
+
+
 def _params(trainer):
   return [np.asarray(x) for x in jax.tree.leaves(jax.device_get(trainer.state.params))]
 

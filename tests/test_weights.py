@@ -16,17 +16,13 @@ from sorax.models import weights
 from sorax.sample import Pipeline
 from sorax.train.step import motion_mask, object_mask
 from sorax.train.trainer import Trainer
-from tests.test_train import tiny
+from tests.test_train import tiny, tiny_pipeline
 
 
 @pytest.fixture(scope="module")
 def pipe(tmp_path_factory):
   """A tiny pipeline with non-trivial weights (a few training steps, so zero-init heads moved)."""
-  work = tmp_path_factory.mktemp("w")
-  tr = Trainer(tiny("--config.train.steps=3", "--config.optim.lr=1e-2"), work)
-  tr.fit(3, progress=False)
-  tr.close()
-  return Pipeline.load(work)
+  return tiny_pipeline(tmp_path_factory.mktemp("w"), 3)
 
 
 def _leaves(params):

@@ -1,0 +1,24 @@
+"""What the `sorax` command modules share: the error that becomes exit code 2, the sampler
+names, and the safety flags every generating command takes (sorax/cli.py, sorax/cli_verbs.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+SAMPLER_NAMES = ("euler", "heun", "renoise")  # sorax/diffusion/samplers.py SAMPLERS (tested)
+
+
+class CLIError(Exception):
+  """A bad command line or input: printed as one line, exit code 2."""
+
+
+def add_safety(p):
+  p.add_argument("--safety", default=None,
+                 help="safety config, experiments/safety.py[:default|strict|off] (the default)")
+  p.add_argument("--no-watermark", action="store_true", help="do not watermark outputs")
+  p.add_argument("--no-c2pa", action="store_true", help="do not C2PA-sign outputs")
+
+
+def load_safety(args, overrides: Sequence[str]):
+  from sorax.safety.guard import load_safety as load  # noqa: PLC0415
+  return load(args.safety, overrides, no_watermark=args.no_watermark, no_c2pa=args.no_c2pa)
