@@ -123,6 +123,10 @@ def get_config(arg: str = "demo") -> ml_collections.ConfigDict:
       # Weight of the track loss: each object colour's centre per frame, read from the palette
       # head, against the true centre (sorax/train/step.py track_loss). Needs palette_weight.
       track_weight=0.0,
+      # Ghost copies (sorax/train/ghosts.py): the share of clips whose noised input also holds a
+      # shifted copy of their objects (strength U(0, ghost_alpha), shift <= ghost_shift px),
+      # the target staying the clean clip: teaches the model to drop a copy it drew itself.
+      ghost_rate=0.0, ghost_alpha=0.6, ghost_shift=8,
       # Share of training steps that feed the model its own clean estimate (model.self_cond).
       self_cond_rate=0.5))
 

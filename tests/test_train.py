@@ -245,10 +245,12 @@ def test_palette_labels_fold_onto_the_tokens_they_colour():
 
 def test_palette_head_outputs_the_expected_colour_and_trains(tmp_path):
   """model.palette_head: the DiT's x0 is the softmax-weighted palette colour of each pixel; the
-  cross-entropy loss (with the track loss read from the same logits) trains; a learned codec or
+  cross-entropy loss (with the track loss read from the same logits, and ghost copies in half
+  the inputs) trains; a learned codec or
   velocity prediction is refused."""
   tr = Trainer(tiny("--config.model.palette_head=True", "--config.diffusion.palette_weight=1.0",
                     "--config.diffusion.track_weight=0.5",
+                    "--config.diffusion.ghost_rate=0.5",
                     "--config.diffusion.prediction=x0", "--config.optim.lr=3e-3"), tmp_path)
   batch = next(tr.data)
   losses = [float(tr.train_step(batch)["loss"]) for _ in range(30)]

@@ -17,6 +17,7 @@ from sorax.diffusion import conditioning as cond
 from sorax.diffusion import flow
 from sorax.models.codec import from_pixels
 from sorax.models.text import BOS_ID, null_text
+from sorax.train import ghosts
 from sorax.train.state import TrainState, ema_update
 
 
@@ -64,6 +65,12 @@ class StepConfig:
   # Self-conditioning (model.self_cond): the share of steps on which the model first makes a
   # clean estimate (no gradient) and then denoises again given it; the rest get zeros.
   self_cond_rate: float = 0.0
+  # Ghost copies (sorax/train/ghosts.py): the share of clips whose noised input also holds a
+  # shifted copy of their objects at strength U(0, ghost_alpha), shift up to ghost_shift px,
+  # while the target stays the clean clip; x0-prediction and rendered video only. 0: off.
+  ghost_rate: float = 0.0
+  ghost_alpha: float = 0.6
+  ghost_shift: int = 8
 
 
 # Colours that are not objects in the world (WORLD.md): the four backgrounds and the wall.
@@ -213,6 +220,9 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
                      "model.palette_head=True and diffusion.palette_weight > 0")
   not_object = {tuple(int(v) for v in c) for c in np.asarray(_NOT_OBJECT)}
   is_object = jnp.asarray([tuple(c) not in not_object for c in cfg.palette], bool)
+  if cfg.ghost_rate and cfg.prediction != "x0":
+    raise ValueError("diffusion.ghost_rate needs x0-prediction (the target is the clean clip "
+                     f"whatever the input holds), got prediction={cfg.prediction!r}")
   if cfg.images_per_clip and cfg.patch[0] != 1:
     raise ValueError(f"joint image training needs temporal patch 1, got patch {cfg.patch}")
   rates = dict(cfg.conditioning)
@@ -229,15 +239,19 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
     return cond.token_mask(rows, grid, cfg.patch)
 
   def denoise_loss(model, x0, positions, ids, mask, rng, weight, shift, given=None,
-                   labels=None, track=None):
+                   labels=None, track=None, ghost=None):
     r_t, r_noise, r_drop, r_sc = jax.random.split(rng, 4)
     t = flow.sample_timesteps(r_t, x0.shape[0], mean=cfg.t_mean, std=cfg.t_std, shift=shift)
     noise = jax.random.normal(r_noise, x0.shape, x0.dtype)
     ids, mask = drop_text(r_drop, ids, mask, cfg.text_dropout, cfg.null_tokens)
     x_t = flow.interpolate(x0, noise, t)
+    # The model sees x_in; the velocity is read against the clean x_t, so with x0-prediction
+    # the loss is |x0_hat - x0|^2 / t^2 whatever the ghost added.
+    x_in = x_t if ghost is None else x_t + flow._bcast(1.0 - t, x_t) * ghost
     keep = None
     if given is not None:  # given tokens: clean, t = 0, no loss
       x_t = cond.hold(x_t, x0, given)
+      x_in = cond.hold(x_in, x0, given)
       t = cond.per_token_time(t, given)
       keep = ~given
     x0_prev = None
@@ -247,7 +261,7 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
         return jax.lax.stop_gradient(x_t - flow._bcast(t, x_t) * v0)
       use = jax.random.bernoulli(r_sc, cfg.self_cond_rate)
       x0_prev = jax.lax.cond(use, estimate, lambda _: jnp.zeros_like(x_t), None)
-    out, logits = model(x_t, positions, t, ids, mask, return_logits=True, x0_prev=x0_prev)
+    out, logits = model(x_in, positions, t, ids, mask, return_logits=True, x0_prev=x0_prev)
     pred = flow.to_velocity(out, x_t, t, cfg.prediction)
     loss = flow.flow_loss(pred, x0, noise, mask=keep, weight=weight)
     if cfg.palette_weight and labels is not None:
@@ -295,6 +309,17 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
       latent = encode(from_pixels(batch["video"]))
     clips = prepare(batch.get("video"), latent)
     given = given_tokens(r_cond, latent.shape) if conditioned else None
+    ghost = None
+    if cfg.ghost_rate:
+      if "video" not in batch:
+        raise ValueError("diffusion.ghost_rate needs rendered video, not a latent cache")
+      r_ghost, r_on = jax.random.split(jax.random.fold_in(rng, 7))
+      video = batch["video"]
+      ghosted = ghosts.ghost_video(r_ghost, video, object_mask(video),
+                                   max_alpha=cfg.ghost_alpha, max_shift=cfg.ghost_shift)
+      g_tok, _ = P.patchify_batch(encode(ghosted / 127.5 - 1.0), cfg.patch)
+      on = jax.random.bernoulli(r_on, cfg.ghost_rate, (video.shape[0], 1, 1))
+      ghost = jnp.where(on, g_tok - clips[0], 0.0)
     images = None
     if cfg.images_per_clip:
       if "video" not in batch:
@@ -310,7 +335,7 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
     def loss_fn(params):
       model = nnx.merge(graphdef, params)
       loss = denoise_loss(model, *clips[:2], batch["ids"], batch["mask"], r_clip, clips[2],
-                          cfg.shift, given, clips[3], clips[4])
+                          cfg.shift, given, clips[3], clips[4], ghost)
       if images is not None:
         loss_img = denoise_loss(model, *images[:2], img_ids, img_mask, r_img, images[2],
                                 cfg.image_shift, labels=images[3], track=images[4])

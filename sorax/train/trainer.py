@@ -89,6 +89,9 @@ def step_config(cfg: ml_collections.ConfigDict, null_tokens: tuple[int, ...] = (
                     if cfg.model.get("palette_head", False) else (),
                     palette_weight=cfg.diffusion.get("palette_weight", 0.0),
                     track_weight=cfg.diffusion.get("track_weight", 0.0),
+                    ghost_rate=cfg.diffusion.get("ghost_rate", 0.0),
+                    ghost_alpha=cfg.diffusion.get("ghost_alpha", 0.6),
+                    ghost_shift=int(cfg.diffusion.get("ghost_shift", 8)),
                     self_cond_rate=cfg.diffusion.get("self_cond_rate", 0.0)
                     if cfg.model.get("self_cond", False) else 0.0,
                     image_shift=flow.resolution_shift(
