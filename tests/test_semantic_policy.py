@@ -71,6 +71,40 @@ def test_every_world_caption_is_allowed():
   assert all(d.allowed for d in decisions), [c for c, d in zip(caps, decisions) if not d.allowed]
 
 
+def test_shipped_tuned_top_matches_the_prompt_set():
+  # The fine-tuned layer + head were trained on exactly the default exemplars: a prompt-set edit
+  # without `python -m sorax.safety.semantic_tune` fails here (the head would silently be re-fitted).
+  from sorax.safety import semantic_tune
+  top = semantic_tune.load()
+  cats = [c.name for c in policy().categories if c.block]
+  assert top.classes == (semantic.BENIGN, *cats)
+  assert top.exemplars_sha256 == semantic_tune.exemplar_digest(
+      top.classes, semantic.default_exemplars(cats))
+  assert top.w.shape == (384, len(top.classes)) and set(top.layer) == {
+      "q", "k", "v", "o", "up", "down", "attn_norm", "out_norm"}
+  assert semantic_tune.ASSET.stat().st_size < 5 << 20
+  with pytest.raises(FileNotFoundError, match="semantic_tune"):
+    semantic_tune.load(semantic_tune.ASSET.with_name("none.safetensors"))
+
+
+@needs_encoder
+def test_tuned_head_only_for_its_own_exemplars():
+  tuned = policy().semantic_layer()[0]
+  assert tuned.head_source == "tuned"
+  # A deployment without the deception category: other classes, so the head is re-fitted on the
+  # tuned encoder's embeddings of the remaining exemplars, and still refuses what it should.
+  cfg = config_lib.load_file(str(SAFETY_CONFIG)).policy.to_dict()
+  del cfg["categories"]["deception"]
+  refit = Policy.from_config(cfg)
+  layer = refit.semantic_layer()[0]
+  assert layer.head_source == "fitted" and "deception" not in layer.classes
+  assert layer.embed is tuned.embed  # one encoder load per process
+  for category, prompt in UNLISTED.items():
+    d = refit.check_prompt(prompt)
+    assert not d.allowed and d.category == category, (prompt, d)
+  assert refit.check_prompt("a red circle moving left on a black background").allowed
+
+
 def test_fit_softmax_separates_and_needs_every_class():
   rng = np.random.default_rng(0)
   x = np.concatenate([rng.normal(0, 0.1, (20, 4)) + m for m in np.eye(4)[:3]])

@@ -247,6 +247,10 @@ class SentenceEncoder:
     self._embed = jax.jit(lambda s, ids, mask: nnx.merge(graphdef, s).embed(ids, mask))
     self._state = state
 
+  def refresh(self) -> None:
+    """After self.model's parameters were changed in place: the encoder uses the new ones."""
+    self._state = nnx.state(self.model)
+
   def __call__(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
     """-> float32 [len(texts), width]. Batches are padded to a few fixed shapes (rows to
     `batch_size`, tokens to 16/32/64/...), so a stream of prompts compiles once or twice."""

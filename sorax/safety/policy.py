@@ -218,7 +218,7 @@ class Policy:
   def from_config(cls, cfg: Mapping[str, Any]) -> Policy:
     """cfg: {"enabled", "output_checks": [...], "categories": {name: {"terms", "block",
     "description", "priority"}}, "semantic": {"enabled", "threshold", "exemplars", "split",
-    "model"}} (experiments/safety.py's `policy`)."""
+    "model", "tuned"}} (experiments/safety.py's `policy`)."""
     cats = []
     for name, c in dict(cfg.get("categories", {})).items():
       unknown = set(c) - {"terms", "block", "description", "priority"}

@@ -2,12 +2,16 @@
 sorax/models/minilm.py) that catches unsafe prompts the word list misses ("a twelve year old
 posing without clothes", "the quickest method to end one's life").
 
-A softmax regression over {benign} + the policy's categories is fitted, when the layer is first
-used, on labelled exemplars: by default the training split of the project's labelled prompt set
-(sorax/assets/policy_prompts.jsonl; its held-out split is what BUILD_NOTES.md reports, with
-benchmarks/policy_eval.py). A prompt is refused for category c when the classifier gives c a
-probability >= `threshold`. Fitting is deterministic (full-batch gradient descent from zeros),
-so the same exemplars give the same decisions everywhere.
+A softmax head over {benign} + the policy's categories reads the sentence embedding; a prompt is
+refused for category c when the head gives c a probability >= `threshold`. By default the
+encoder's last transformer layer and the head are the fine-tuned ones shipped in
+sorax/assets/policy_minilm_top.safetensors (`tuned`; sorax/safety/semantic_tune.py rebuilds it
+exactly), trained on the training split of the project's labelled prompt set
+(sorax/assets/policy_prompts.jsonl; its held-out split is what benchmarks/policy_eval.py
+reports). The shipped head is used only for exactly the exemplars and classes it was trained on;
+for other exemplars (a deployment's own set, or a category dropped) a softmax regression is
+fitted on them when the layer is first used (deterministic: full-batch gradient descent from
+zeros), over the tuned encoder's embeddings, or the pretrained encoder's with `tuned="off"`.
 
 The encoder's package is optional: where it is missing, `build_layer` returns the reason and the
 policy reports the semantic layer as off (never silently: every generation verb says so).
@@ -60,6 +64,19 @@ def load_prompt_set(path: str | pathlib.Path = PROMPT_SET,
   return rows
 
 
+def exemplars_of(rows: Sequence[Mapping[str, str]],
+                 categories: Sequence[str]) -> tuple[tuple[str, str], ...]:
+  """(prompt, label) of the rows whose label is benign or one of `categories` (exemplars of a
+  category the policy does not have, because a deployment dropped it, are not used)."""
+  keep = set(categories) | {BENIGN}
+  return tuple((r["prompt"], r["label"]) for r in rows if r["label"] in keep)
+
+
+def default_exemplars(categories: Sequence[str]) -> tuple[tuple[str, str], ...]:
+  """The default settings' exemplars: the package prompt set's training split."""
+  return exemplars_of(load_prompt_set(PROMPT_SET, "train"), categories)
+
+
 def fit_softmax(x: np.ndarray, y: np.ndarray, classes: int, *, l2: float = 1e-4,
                 steps: int = 2000, lr: float = 8.0) -> tuple[np.ndarray, np.ndarray]:
   """Class-balanced softmax regression by full-batch gradient descent from zeros.
@@ -100,10 +117,12 @@ def _check_threshold(threshold: float) -> None:
 
 
 class SemanticLayer:
-  """embed(texts) -> [N, D] unit vectors; a fitted softmax head over (benign, *categories)."""
+  """embed(texts) -> [N, D] unit vectors; a softmax head over (benign, *categories): `tuned`'s
+  (a semantic_tune.TunedTop) when it was trained on exactly these classes and exemplars
+  (head_source "tuned"), else fitted on the exemplars here (head_source "fitted")."""
 
   def __init__(self, embed, categories: Sequence[str], exemplars: Sequence[tuple[str, str]],
-               threshold: float = 0.5):
+               threshold: float = 0.5, tuned=None):
     _check_threshold(threshold)
     self.embed, self.threshold = embed, float(threshold)
     self.classes = (BENIGN, *categories)
@@ -112,9 +131,15 @@ class SemanticLayer:
     if unknown:
       raise ValueError(f"semantic exemplars have labels {unknown} that are not policy categories "
                        f"{list(categories)} or {BENIGN!r}")
+    if tuned is not None and tuned.classes == self.classes:
+      from sorax.safety.semantic_tune import exemplar_digest  # noqa: PLC0415
+      if tuned.exemplars_sha256 == exemplar_digest(self.classes, exemplars):
+        self.w, self.b, self.head_source = tuned.w, tuned.b, "tuned"
+        return
     texts = [t for t, _ in exemplars]
     y = np.array([index[label] for _, label in exemplars])
     self.w, self.b = fit_softmax(embed(texts), y, len(self.classes))
+    self.head_source = "fitted"
 
   def with_threshold(self, threshold: float) -> SemanticLayer:
     """The same fitted head at another threshold (no re-embedding of the exemplars)."""
@@ -138,25 +163,49 @@ class SemanticLayer:
 
 
 @functools.lru_cache(maxsize=4)
-def _encoder(model_path: str | None):
-  from sorax.models.minilm import SentenceEncoder  # noqa: PLC0415
-  return SentenceEncoder(model_path, max_len=128)
+def _encoder(model_path: str | None, tuned: str | None):
+  """-> (SentenceEncoder, semantic_tune.TunedTop | None): the pretrained MiniLM, with its last
+  layer replaced by `tuned`'s (a path) when given."""
+  from sorax.models.minilm import SentenceEncoder, model_dir  # noqa: PLC0415
+  encoder = SentenceEncoder(model_path, max_len=128)
+  if tuned is None:
+    return encoder, None
+  from sorax.safety import semantic_tune  # noqa: PLC0415
+  top = semantic_tune.load(tuned)
+  folder = model_dir() if model_path is None else pathlib.Path(model_path)
+  if top.base_sha256 != semantic_tune.file_digest(folder / "model.safetensors"):
+    raise ValueError(f"policy.semantic.tuned: {tuned} was fine-tuned from another MiniLM than "
+                     f"{folder}; set policy.semantic.tuned='off' or rebuild it "
+                     f"(python -m sorax.safety.semantic_tune)")
+  semantic_tune.set_layer_params(encoder.model, top.layer)
+  encoder.refresh()
+  return encoder, top
 
 
 @functools.lru_cache(maxsize=8)
-def _fitted_layer(model_path: str | None, categories: tuple[str, ...],
+def _fitted_layer(model_path: str | None, tuned: str | None, categories: tuple[str, ...],
                   exemplars: tuple[tuple[str, str], ...]) -> SemanticLayer:
-  return SemanticLayer(_encoder(model_path), categories, exemplars)
+  encoder, top = _encoder(model_path, tuned)
+  return SemanticLayer(encoder, categories, exemplars, tuned=top)
 
 
-def _cached_layer(model_path: str | None, categories: tuple[str, ...],
+def _cached_layer(model_path: str | None, tuned: str | None, categories: tuple[str, ...],
                   exemplars: tuple[tuple[str, str], ...], threshold: float) -> SemanticLayer:
-  """The head is fitted once per (encoder, categories, exemplars); thresholds share it."""
+  """The head is fitted (or taken from `tuned`) once per (encoder, categories, exemplars);
+  thresholds share it."""
   _check_threshold(threshold)  # before any loading: a bad setting fails fast
-  return _fitted_layer(model_path, categories, exemplars).with_threshold(threshold)
+  return _fitted_layer(model_path, tuned, categories, exemplars).with_threshold(threshold)
 
 
-KEYS = ("enabled", "threshold", "exemplars", "split", "model")
+def tuned_path(value: str | None) -> str | None:
+  """policy.semantic.tuned -> a file path, or None for the pretrained encoder ("off")."""
+  if value in (None, ""):
+    from sorax.safety.semantic_tune import ASSET  # noqa: PLC0415
+    return str(ASSET)
+  return None if str(value).lower() == "off" else str(value)
+
+
+KEYS = ("enabled", "threshold", "exemplars", "split", "model", "tuned")
 
 
 def check_keys(cfg: Mapping[str, Any]) -> None:
@@ -168,19 +217,19 @@ def check_keys(cfg: Mapping[str, Any]) -> None:
 def build_layer(cfg: Mapping[str, Any], categories: Sequence[str]):
   """cfg: {"enabled", "threshold", "exemplars" (a labelled .jsonl; "" = the package's prompt
   set), "split" (its rows used: "train"), "model" (a MiniLM folder; "" = the installed
-  package's)} -> (SemanticLayer | None, reason it is off | None). A layer is built (the encoder
-  loaded, the head fitted) once per process for the same settings."""
+  package's), "tuned" (the fine-tuned last layer + head; "" = the package's
+  sorax/assets/policy_minilm_top.safetensors, "off" = the pretrained encoder)} ->
+  (SemanticLayer | None, reason it is off | None). A layer is built (the encoder loaded, the
+  head taken or fitted) once per process for the same settings."""
   check_keys(cfg)
   if not cfg.get("enabled", True):
     return None, "disabled in the safety settings (policy.semantic.enabled=False)"
   from sorax.models.minilm import MiniLMMissing  # noqa: PLC0415
   rows = load_prompt_set(cfg.get("exemplars") or PROMPT_SET, cfg.get("split", "train") or None)
-  # Exemplars of categories this policy does not have (a deployment dropped one) are not used.
-  keep = set(categories) | {BENIGN}
-  exemplars = tuple((r["prompt"], r["label"]) for r in rows if r["label"] in keep)
+  exemplars = exemplars_of(rows, categories)
   try:
-    layer = _cached_layer(cfg.get("model") or None, tuple(categories), exemplars,
-                          float(cfg.get("threshold", 0.5)))
+    layer = _cached_layer(cfg.get("model") or None, tuned_path(cfg.get("tuned", "")),
+                          tuple(categories), exemplars, float(cfg.get("threshold", 0.5)))
   except MiniLMMissing as e:
     return None, str(e)
   return layer, None

@@ -76,9 +76,12 @@ def get_config(arg: str = "default") -> ml_collections.ConfigDict:
       output_checks=["finite_frames", "watermark_readable", "caption_policy"],
       categories={k: dict(v, block=True) for k, v in CATEGORIES.items()},
       # The semantic layer (sorax/safety/semantic.py): a classifier over MiniLM sentence
-      # embeddings fitted on labelled exemplars ("" = the training split of the package's
+      # embeddings, for labelled exemplars ("" = the training split of the package's
       # sorax/assets/policy_prompts.jsonl); refuses a category at probability >= threshold.
-      semantic=dict(enabled=True, threshold=0.5, exemplars="", split="train", model="")))
+      # tuned: MiniLM's last layer + head fine-tuned on those exemplars ("" = the package's
+      # sorax/assets/policy_minilm_top.safetensors; "off" = the pretrained encoder, head fitted).
+      semantic=dict(enabled=True, threshold=0.5, exemplars="", split="train", model="",
+                    tuned="")))
 
   # sorax/safety/watermark.py: WatermarkConfig fields. `key` seeds the pattern: a deployment
   # keeps its own private. follow_motion: the mark moves with a camera pan (survives crf 28 on

@@ -1,0 +1,149 @@
+"""Does fine-tuning the top of the MiniLM encoder beat the semantic layer's frozen embeddings?
+
+    python benchmarks/policy_finetune_cv.py [--variants base,ft] [--folds 5] [--epochs 6]
+
+5-fold cross-validation on the TRAINING split of sorax/assets/policy_prompts.jsonl only (the
+held-out split is never read). The hidden states entering MiniLM's last layer are computed once
+(cached under --cache); each variant then trains on 4 folds and scores the fifth:
+  base      today's layer: fit_softmax on frozen mean-pooled sentence embeddings
+  ft        the last transformer layer + a softmax head (initialised from `base`), class-balanced
+            cross-entropy, Adam, weight decay toward the pretrained weights; mean pooling
+            (sorax/safety/semantic_tune.py: the shipped layer's training; --pool attn: attention
+            pooling; --train none: only the head trains, the control)
+  ft_refit  `ft`'s encoder, then the head re-fitted by fit_softmax (what a load-time fit would do)
+The word list goes first, as in the policy: a row is refused when the word list refuses it or the
+top unsafe probability is >= the threshold. Prints one JSON line: per variant, recall and benign
+refusal at thresholds 0.5 (and others), and the recall at the lowest threshold whose benign
+refusal is <= 0.05 / 0.03 (out-of-fold scores pooled).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import pathlib
+import sys
+import time
+
+import jax.numpy as jnp
+import numpy as np
+
+from sorax import config as config_lib
+from sorax.safety import semantic
+from sorax.safety import semantic_tune as tune
+from sorax.safety.guard import SAFETY_CONFIG
+from sorax.safety.policy import Policy
+
+
+
+def build_cache(rows, path: pathlib.Path):
+  """Hidden states entering the last layer, per row (float32), + the pretrained last layer."""
+  from sorax.models.minilm import load_minilm  # noqa: PLC0415
+  model, tok = load_minilm()
+  states = tune.lower_states(model, tok, [r["prompt"] for r in rows])
+  p = tune.layer_params(model)
+  np.savez(path, states=np.concatenate(states),
+           offsets=np.concatenate([[0], np.cumsum([len(h) for h in states])]),
+           **{f"p/{a}/{b}": np.asarray(v) for a, d in p.items() for b, v in d.items()})
+
+
+def load_cache(path):
+  z = np.load(path)
+  p = {}
+  for k in z.files:
+    if k.startswith("p/"):
+      _, a, b = k.split("/")
+      p.setdefault(a, {})[b] = jnp.asarray(z[k])
+  off, flat = z["offsets"], z["states"]  # each z[...] re-reads the file: once
+  return [flat[off[i]:off[i + 1]] for i in range(len(off) - 1)], p
+
+
+# ------------------------------------------------------------------ scoring
+def summarize(scores, labels, lexical, written,
+              thresholds=(0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)):
+  """scores: top unsafe probability per row; labels 0 = benign; lexical: word list refused;
+  written: not a world caption (benign refusal is over the written benign rows, as in
+  BUILD_NOTES; the world captions are all allowed by every variant here)."""
+  unsafe, benign = labels != 0, (labels == 0) & written
+
+  def at(t):
+    refused = lexical | (scores >= t)
+    return round(float(refused[unsafe].mean()), 4), round(float(refused[benign].mean()), 4)
+
+  out = {f"t{t}": at(t) for t in thresholds}
+  for cap in (0.05, 0.03):
+    cand = sorted(set(np.round(scores, 6)) | {1.0})
+    best = None
+    for t in cand:  # lowest threshold with benign refusal <= cap: the highest recall
+      r, b = at(t)
+      if b <= cap:
+        best = (round(float(t), 4), r, b)
+        break
+    out[f"at_benign<={cap}"] = best
+  return out
+
+
+def main(argv=None) -> int:
+  ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+  ap.add_argument("--variants", default="base,ft,ft_refit")
+  ap.add_argument("--folds", type=int, default=5)
+  ap.add_argument("--cache", default="/tmp/sorax_policy_ft_cache.npz")
+  ap.add_argument("--epochs", type=int, default=tune.FT.epochs)
+  ap.add_argument("--lr", type=float, default=tune.FT.lr)
+  ap.add_argument("--head-lr", type=float, default=tune.FT.head_lr)
+  ap.add_argument("--decay", type=float, default=tune.FT.decay)
+  ap.add_argument("--train", default=tune.FT.train)
+  ap.add_argument("--pool", default=tune.FT.pool, choices=("mean", "attn"))
+  ap.add_argument("--seed", type=int, default=0)
+  args = ap.parse_args(argv)
+  t0 = time.perf_counter()
+
+  cfg = config_lib.load_file(str(SAFETY_CONFIG)).policy.to_dict()
+  policy = Policy.from_config(cfg)
+  lexical_policy = dataclasses.replace(policy, semantic=None)
+  classes = (semantic.BENIGN, *[c.name for c in policy.categories if c.block])
+  rows = semantic.load_prompt_set(split="train")  # never the held-out split
+  labels = np.array([classes.index(r["label"]) for r in rows])
+  written = np.array([r.get("source") != "world" for r in rows])
+  lexical = np.array([not d.allowed for d in
+                      lexical_policy.check_prompts([r["prompt"] for r in rows])])
+  cache = pathlib.Path(args.cache)
+  if not cache.is_file():
+    build_cache(rows, cache)
+  states, p0 = load_cache(cache)
+  assert len(states) == len(rows)
+
+  perm = np.random.default_rng(args.seed).permutation(len(rows))
+  folds = [np.sort(perm[k::args.folds]) for k in range(args.folds)]
+  variants = args.variants.split(",")
+  oof = {v: np.zeros(len(rows)) for v in variants}
+  ft_cfg = tune.FT(epochs=args.epochs, lr=args.lr, head_lr=args.head_lr, decay=args.decay,
+              train=args.train, pool=args.pool, seed=args.seed)
+  e0 = tune.embed_states(p0, states, np.arange(len(rows)))
+  for k, val in enumerate(folds):
+    tr = np.setdiff1d(np.arange(len(rows)), val)
+    w0, b0 = semantic.fit_softmax(e0[tr], labels[tr], len(classes))
+    if "base" in variants:
+      oof["base"][val] = semantic.softmax(e0[val] @ w0 + b0)[:, 1:].max(-1)
+    if "ft" in variants or "ft_refit" in variants:
+      p, w, b, a = tune.finetune(p0, w0, b0, states, tr, labels[tr], len(classes), ft_cfg)
+      ev = tune.embed_states(p, states, val, a)
+      if "ft" in variants:
+        oof["ft"][val] = semantic.softmax(ev @ w + b)[:, 1:].max(-1)
+      if "ft_refit" in variants:
+        e2 = tune.embed_states(p, states, tr, a)
+        w2, b2 = semantic.fit_softmax(e2, labels[tr], len(classes))
+        oof["ft_refit"][val] = semantic.softmax(ev @ w2 + b2)[:, 1:].max(-1)
+    print(f"fold {k}: {time.perf_counter() - t0:.0f} s", file=sys.stderr)
+  line = {"benchmark": "policy_finetune_cv", "rows": len(rows), "folds": args.folds,
+          "ft_cfg": dataclasses.asdict(ft_cfg),
+          "world_refused": {v: int(((oof[v] >= 0.5) & ~written).sum()) for v in variants},
+          **{v: summarize(oof[v], labels, lexical, written) for v in variants},
+          "seconds": round(time.perf_counter() - t0, 1)}
+  print(json.dumps(line))
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
