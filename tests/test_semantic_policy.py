@@ -89,11 +89,12 @@ def test_shipped_tuned_top_matches_the_prompt_set():
 
 @needs_encoder
 def test_tuned_head_only_for_its_own_exemplars():
-  tuned = policy().semantic_layer()[0]
+  tuned = policy(tuned="").semantic_layer()[0]
   assert tuned.head_source == "tuned"
   # A deployment without the deception category: other classes, so the head is re-fitted on the
   # tuned encoder's embeddings of the remaining exemplars, and still refuses what it should.
   cfg = config_lib.load_file(str(SAFETY_CONFIG)).policy.to_dict()
+  cfg["semantic"]["tuned"] = ""
   del cfg["categories"]["deception"]
   refit = Policy.from_config(cfg)
   layer = refit.semantic_layer()[0]
@@ -170,3 +171,12 @@ def test_generation_refuses_a_semantic_hit_and_writes_nothing(capsys, tmp_path):
                  "--steps", "1"])
   err = capsys.readouterr().err
   assert rc == 3 and "'sexual_minors'" in err and not (tmp_path / "o").exists()
+
+
+@needs_encoder
+def test_default_policy_allows_short_neutral_prompts():
+  # The verbs' default prompt is empty; the fine-tuned layer refused "", "x" and "video" as
+  # sexual (BUILD_NOTES), which is why it is not the default.
+  p = policy()
+  for prompt in ("", "x", "video", "a video", "small red circle"):
+    assert p.check_prompt(prompt).allowed, prompt
