@@ -33,7 +33,7 @@ from speedrun import heldout_prompts  # noqa: E402  (a sibling benchmark, not a 
 
 from sorax import patchify as P  # noqa: E402
 from sorax.data import captions, oracle  # noqa: E402
-from sorax.diffusion import flow  # noqa: E402
+from sorax.diffusion import flow, rerank  # noqa: E402
 from sorax.models.codec import from_pixels  # noqa: E402
 from sorax.sample import Pipeline  # noqa: E402
 
@@ -78,16 +78,13 @@ def errors(pipe: Pipeline, videos: np.ndarray, prompts: list[str], noise_index: 
     x0, positions = P.patchify_batch(codec.encode(from_pixels(video)), patch)
     keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.key(seed), i))(pidx)
     noise = jax.vmap(lambda k: jax.random.normal(k, (draws, len(t_grid)) + x0.shape[1:]))(keys)
-    cols = []
-    for k in range(len(t_grid)):
-      t = jnp.full((x0.shape[0],), ts[k])
-      tot = 0.0
-      for r in range(draws):
-        x_t = flow.interpolate(x0, noise[:, r, k], t)
-        v = flow.to_velocity(model(x_t, positions, t, ids, mask), x_t, t, c.diffusion.prediction)
-        tot = tot + jnp.mean(jnp.square(x_t - t[:, None, None] * v - x0), axis=(1, 2))
-      cols.append(tot / draws)
-    return jnp.stack(cols, -1)
+    def x0_fn(x_t, t):
+      v = flow.to_velocity(model(x_t, positions, t, ids, mask), x_t, t, c.diffusion.prediction)
+      return x_t - t[:, None, None] * v
+
+    noise = jnp.moveaxis(noise, 0, 2)  # [draws, n_t, B, N, P], as rerank.denoise_error takes it
+    return jnp.stack([rerank.denoise_error(x0_fn, x0, noise[:, k:k + 1], ts[k:k + 1])
+                      for k in range(len(t_grid))], -1)
 
   res = []
   n = len(videos)

@@ -170,10 +170,11 @@ def _encoder(model_path: str | None, tuned: str | None):
   encoder = SentenceEncoder(model_path, max_len=128)
   if tuned is None:
     return encoder, None
+  from sorax.models import weights  # noqa: PLC0415
   from sorax.safety import semantic_tune  # noqa: PLC0415
   top = semantic_tune.load(tuned)
   folder = model_dir() if model_path is None else pathlib.Path(model_path)
-  if top.base_sha256 != semantic_tune.file_digest(folder / "model.safetensors"):
+  if top.base_sha256 != weights.file_sha256(folder / "model.safetensors"):
     raise ValueError(f"policy.semantic.tuned: {tuned} was fine-tuned from another MiniLM than "
                      f"{folder}; set policy.semantic.tuned='off' or rebuild it "
                      f"(python -m sorax.safety.semantic_tune)")

@@ -32,6 +32,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from sorax.models.weights import file_sha256
+
 ASSET = pathlib.Path(__file__).resolve().parent.parent / "assets" / "policy_minilm_top.safetensors"
 BUCKETS = (16, 32, 64, 128)
 _DENSE = ("q", "k", "v", "o", "up", "down")
@@ -208,10 +210,6 @@ def exemplar_digest(classes: Sequence[str], exemplars: Sequence[tuple[str, str]]
                                    ensure_ascii=False).encode("utf-8")).hexdigest()
 
 
-def file_digest(path: str | pathlib.Path) -> str:
-  return hashlib.sha256(pathlib.Path(path).read_bytes()).hexdigest()
-
-
 @dataclasses.dataclass(frozen=True)
 class TunedTop:
   layer: dict            # last-layer params, float32
@@ -293,7 +291,7 @@ def build(out: str | pathlib.Path = ASSET, cfg: FT = FT()) -> pathlib.Path:
   w0, b0 = semantic.fit_softmax(embed_states(p0, states, idx), y, len(classes))
   p, w, b, _ = finetune(p0, w0, b0, states, idx, y, len(classes), cfg)
   out = pathlib.Path(out)
-  save(out, p, w, b, classes, exemplars, file_digest(model_dir() / "model.safetensors"), cfg)
+  save(out, p, w, b, classes, exemplars, file_sha256(model_dir() / "model.safetensors"), cfg)
   return out
 
 
@@ -302,7 +300,7 @@ def main(argv=None) -> int:
   ap.add_argument("--out", default=str(ASSET))
   args = ap.parse_args(argv)
   out = build(args.out)
-  print(json.dumps({"out": str(out), "bytes": out.stat().st_size, "sha256": file_digest(out)}))
+  print(json.dumps({"out": str(out), "bytes": out.stat().st_size, "sha256": file_sha256(out)}))
   return 0
 
 

@@ -317,7 +317,7 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
       video = batch["video"]
       ghosted = ghosts.ghost_video(r_ghost, video, object_mask(video),
                                    max_alpha=cfg.ghost_alpha, max_shift=cfg.ghost_shift)
-      g_tok, _ = P.patchify_batch(encode(ghosted / 127.5 - 1.0), cfg.patch)
+      g_tok, _ = P.patchify_batch(encode(from_pixels(ghosted)), cfg.patch)
       on = jax.random.bernoulli(r_on, cfg.ghost_rate, (video.shape[0], 1, 1))
       ghost = jnp.where(on, g_tok - clips[0], 0.0)
     images = None
