@@ -55,6 +55,9 @@ def main() -> None:
   ap.add_argument("--breakdown", action="store_true",
                   help="also all-right (and motion) by objects, wall and moving/static, and per "
                        "asked motion what the oracle reads (sorax.evaluate.motion_confusion)")
+  ap.add_argument("--videos", default=None,
+                  help="save the first grid item's samples here (.npy, [n, 1, T, H, W, 3]: the "
+                       "layout benchmarks/track_failures.py reads)")
   args = ap.parse_args()
   items = [parse_item(g) for g in args.grid]  # all errors before any sampling
   pipe = Pipeline.load(args.checkpoint)
@@ -70,6 +73,10 @@ def main() -> None:
                            sampler=it["sampler"], eta=it["eta"],
                            guidance_interval=(it["lo"], it["hi"]), guide=it["guide"],
                            best_of=it["best"], batch_size=32)
+    if args.videos and g == args.grid[0]:
+      tmp = pathlib.Path(args.videos + ".tmp.npy")
+      np.save(tmp, np.asarray(videos)[:, None])
+      tmp.replace(args.videos)
     rates = json_safe(oracle.score_videos(list(videos), specs))
     line = {"benchmark": "sampler_sweep", "checkpoint": args.checkpoint or "shipped",
             "setting": g, **it, "prompts": args.prompts, "skip": args.skip, "seed": args.seed,
