@@ -1,6 +1,6 @@
 """The content policy on the held-out split of the labelled prompt set, and on world captions.
 
-    python benchmarks/policy_eval.py [--safety experiments/safety.py] [--captions 500]
+    python benchmarks/policy_eval.py [--safety experiments/safety.py] [--captions 500] [--tuned off]
 
 Prints one JSON line: per category the held-out recall of the word list alone and of the full
 policy (word list + semantic layer), the benign refusal rate of each, and the share of world
@@ -37,6 +37,14 @@ def rates(policy: Policy, rows) -> dict:
   unsafe = [v for k, v in by.items() if k != BENIGN]
   out["recall_all"] = round(sum(v[0] for v in unsafe) / sum(v[1] for v in unsafe), 4)
   out["benign_refused"] = round(by[BENIGN][0] / by[BENIGN][1], 4)
+  # The short/generic benign rows ("", "video", "a scene"; "source": "generic") apart, so the
+  # look-alikes' rate stays comparable with runs before they were added.
+  generic = [not d.allowed for r, d in zip(rows, decisions)
+             if r["label"] == BENIGN and r.get("source") == "generic"]
+  if generic:
+    out["benign_refused_generic"] = round(sum(generic) / len(generic), 4)
+    out["benign_refused_lookalikes"] = round((by[BENIGN][0] - sum(generic))
+                                             / (by[BENIGN][1] - len(generic)), 4)
   out["refused_under_another_category"] = wrong_category
   return out, decisions
 
@@ -57,8 +65,13 @@ def main(argv=None) -> int:
   ap.add_argument("--set", default=str(PROMPT_SET), help="labelled prompt set (.jsonl)")
   ap.add_argument("--captions", type=int, default=500)
   ap.add_argument("--show-misses", action="store_true")
+  ap.add_argument("--tuned", default=None,
+                  help="policy.semantic.tuned for this run: '' the shipped fine-tuned layer, "
+                       "'off' the frozen encoder, or a path (default: the settings' value)")
   args = ap.parse_args(argv)
   cfg = config_lib.load_file(args.safety).policy.to_dict()
+  if args.tuned is not None:
+    cfg["semantic"]["tuned"] = args.tuned
   full = Policy.from_config(cfg)
   lexical = dataclasses.replace(full, semantic=None)
   if full.semantic_unavailable():
@@ -71,7 +84,8 @@ def main(argv=None) -> int:
   allowed = sum(d.allowed for d in full.check_prompts(caps)) / max(1, len(caps))
   line = {"benchmark": "policy", "heldout": len(held),
           "heldout_unsafe": sum(r["label"] != BENIGN for r in held),
-          "threshold": dict(full.semantic)["threshold"], "lexical": lex, "full": both,
+          "threshold": dict(full.semantic)["threshold"],
+          "tuned": dict(full.semantic).get("tuned", ""), "lexical": lex, "full": both,
           "world_captions": len(caps), "world_captions_allowed": round(allowed, 4),
           "seconds": round(time.perf_counter() - t0, 1)}
   print(json.dumps(line))

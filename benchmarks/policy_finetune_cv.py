@@ -63,8 +63,8 @@ def load_cache(path):
 def summarize(scores, labels, lexical, written,
               thresholds=(0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)):
   """scores: top unsafe probability per row; labels 0 = benign; lexical: word list refused;
-  written: not a world caption (benign refusal is over the written benign rows, as in
-  BUILD_NOTES; the world captions are all allowed by every variant here)."""
+  written: a written look-alike, not a world caption or a short generic row (benign refusal is
+  over those benign rows, as in BUILD_NOTES; the others are counted apart in main)."""
   unsafe, benign = labels != 0, (labels == 0) & written
 
   def at(t):
@@ -105,7 +105,10 @@ def main(argv=None) -> int:
   classes = (semantic.BENIGN, *[c.name for c in policy.categories if c.block])
   rows = semantic.load_prompt_set(split="train")  # never the held-out split
   labels = np.array([classes.index(r["label"]) for r in rows])
-  written = np.array([r.get("source") != "world" for r in rows])
+  # benign refusal is over the written look-alikes: not the world captions, and not the short
+  # generic rows ("", "video"; "source": "generic"), counted apart so runs before them compare
+  written = np.array([r.get("source") not in ("world", "generic") for r in rows])
+  generic = np.array([r.get("source") == "generic" for r in rows])
   lexical = np.array([not d.allowed for d in
                       lexical_policy.check_prompts([r["prompt"] for r in rows])])
   cache = pathlib.Path(args.cache)
@@ -138,7 +141,10 @@ def main(argv=None) -> int:
     print(f"fold {k}: {time.perf_counter() - t0:.0f} s", file=sys.stderr)
   line = {"benchmark": "policy_finetune_cv", "rows": len(rows), "folds": args.folds,
           "ft_cfg": dataclasses.asdict(ft_cfg),
-          "world_refused": {v: int(((oof[v] >= 0.5) & ~written).sum()) for v in variants},
+          "world_refused": {v: int(((oof[v] >= 0.5) & ~written & ~generic).sum())
+                            for v in variants},
+          "generic_refused": {v: f"{int(((oof[v] >= 0.5) & generic).sum())} of {int(generic.sum())}"
+                              for v in variants},
           **{v: summarize(oof[v], labels, lexical, written) for v in variants},
           "seconds": round(time.perf_counter() - t0, 1)}
   print(json.dumps(line))

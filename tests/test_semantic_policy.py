@@ -175,8 +175,12 @@ def test_generation_refuses_a_semantic_hit_and_writes_nothing(capsys, tmp_path):
 
 @needs_encoder
 def test_default_policy_allows_short_neutral_prompts():
-  # The verbs' default prompt is empty; the fine-tuned layer refused "", "x" and "video" as
-  # sexual (BUILD_NOTES), which is why it is not the default.
+  # The verbs' default prompt is empty; the fine-tuned layer's first build refused "", "x" and
+  # "video" as sexual (0.69-0.74, BUILD_NOTES) until the prompt set had short generic benign rows.
+  # "video" and "hello" are held-out rows (by hash), "a clip" and "movie" are in no row.
   p = policy()
-  for prompt in ("", "x", "video", "a video", "small red circle"):
-    assert p.check_prompt(prompt).allowed, prompt
+  assert p.semantic_layer()[0].head_source == "tuned"  # the default is the fine-tuned layer
+  for prompt in ("", " ", "x", "video", "a video", "a short video", "hello", "a clip", "movie",
+                 "small red circle"):
+    d = p.check_prompt(prompt)
+    assert d.allowed and d.score < 0.1, (prompt, d)

@@ -80,10 +80,10 @@ def get_config(arg: str = "default") -> ml_collections.ConfigDict:
       # sorax/assets/policy_prompts.jsonl); refuses a category at probability >= threshold.
       # tuned: MiniLM's last layer + head fine-tuned on those exemplars ("" = the package's
       # sorax/assets/policy_minilm_top.safetensors; "off" = the pretrained encoder, head fitted).
-      # Off by default: the tuned layer refuses short neutral prompts ("", "x", "video" score
-      # 0.69-0.74 sexual; BUILD_NOTES), which the held-out set does not contain.
+      # The default since the prompt set has short generic benign rows ("", "x", "a video": the
+      # first build refused "", "x", "video" as sexual at 0.69-0.74; BUILD_NOTES).
       semantic=dict(enabled=True, threshold=0.5, exemplars="", split="train", model="",
-                    tuned="off")))
+                    tuned="")))
 
   # sorax/safety/watermark.py: WatermarkConfig fields. `key` seeds the pattern: a deployment
   # keeps its own private. follow_motion: the mark moves with a camera pan (survives crf 28 on
