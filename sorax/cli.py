@@ -41,7 +41,8 @@ import time
 from collections.abc import Sequence
 
 from sorax import cli_import, cli_plan, cli_safety, cli_verbs
-from sorax.cli_common import SAMPLER_NAMES, CLIError, add_safety, load_safety
+from sorax.cli_common import (ETA_HELP, SAMPLER_NAMES, CLIError, add_safety, check_eta,
+                               load_safety)
 from sorax.cli_verbs import VERB_NAMES
 
 
@@ -72,6 +73,7 @@ def _add_sample(sub):
   p.add_argument("--steps", type=int)
   p.add_argument("--cfg", type=float, help="classifier-free guidance scale")
   p.add_argument("--sampler", choices=SAMPLER_NAMES)
+  p.add_argument("--eta", type=float, help=ETA_HELP)
   p.add_argument("--best-of", type=int, default=None,
                  help="draw K samples a prompt and keep the one the model explains best "
                       "(K x the time; default: the checkpoint's sample.best_of)")
@@ -217,6 +219,7 @@ def cmd_sample(args, overrides: Sequence[str]) -> int:
                       ("steps", args.steps), ("best-of", args.best_of)):
     if value is not None and value < 1:
       raise CLIError(f"--{name} must be a positive integer, got {value}")
+  check_eta(args.eta)
   safety = load_safety(args, overrides)
   safety.check_prompts([p for _, p in prompts])  # before loading anything
   pipe = Pipeline.load(args.checkpoint)
@@ -224,8 +227,8 @@ def cmd_sample(args, overrides: Sequence[str]) -> int:
   t0 = time.perf_counter()
   videos = pipe.generate([p for _, p in prompts], frames=args.frames, height=args.height,
                          width=args.width, steps=args.steps, cfg_scale=args.cfg,
-                         sampler=args.sampler, seed=args.seed, batch_size=args.batch_size,
-                         best_of=args.best_of)
+                         sampler=args.sampler, eta=args.eta, seed=args.seed,
+                         batch_size=args.batch_size, best_of=args.best_of)
   files = save_videos(videos, [str(i) for i, _ in prompts], pathlib.Path(args.out),
                       safety=safety, prompts=[p for _, p in prompts], pipe=pipe, gif=args.gif,
                       png=args.png)

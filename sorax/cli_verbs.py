@@ -10,7 +10,8 @@ import sys
 import time
 from collections.abc import Sequence
 
-from sorax.cli_common import SAMPLER_NAMES, CLIError, add_safety, load_safety
+from sorax.cli_common import (ETA_HELP, SAMPLER_NAMES, CLIError, add_safety, check_eta,
+                               load_safety)
 
 # The verbs on given frames (sorax/verbs.py), named here so the parser needs no jax import.
 VERB_NAMES = ("animate", "extend", "fill", "interpolate", "connect", "loop", "edit")
@@ -50,6 +51,7 @@ def add_parsers(sub) -> None:
     p.add_argument("--steps", type=int)
     p.add_argument("--cfg", type=float, help="classifier-free guidance scale")
     p.add_argument("--sampler", choices=SAMPLER_NAMES)
+    p.add_argument("--eta", type=float, help=ETA_HELP)
     p.add_argument("--gif", action="store_true", help="also write <verb>.gif")
     add_safety(p)
 
@@ -90,12 +92,14 @@ def cmd_verb(args, overrides: Sequence[str]) -> int:
   from sorax.sample import Pipeline, save_videos
   if args.steps is not None and args.steps < 1:
     raise CLIError(f"--steps must be a positive integer, got {args.steps}")
+  check_eta(args.eta)
   safety = load_safety(args, overrides)
   safety.check_prompts([args.prompt])  # before loading or reading anything
   pipe = Pipeline.load(args.checkpoint)
   pipe.policy = safety.policy
   h, w = int(pipe.cfg.data.height), int(pipe.cfg.data.width)
-  kw = dict(seed=args.seed, steps=args.steps, cfg_scale=args.cfg, sampler=args.sampler)
+  kw = dict(seed=args.seed, steps=args.steps, cfg_scale=args.cfg, sampler=args.sampler,
+            eta=args.eta)
   t0 = time.perf_counter()
   verb = args.verb
   if verb == "animate":

@@ -104,6 +104,7 @@ def test_other_frame_rates_and_sizes_are_adapted_with_a_notice(capsys, tmp_path,
     (["fill", "{d}/a.mp4", "--missing", "x"], "A-B"),
     (["edit", "{d}/a.mp4", "--prompt", PROMPT, "--strength", "2"], "strength"),
     (["extend", "{d}/a.mp4", "--seconds", "0"], "adds no frame"),
+    (["fill", "{d}/a.mp4", "--missing", "3-5", "--sampler", "renoise", "--eta", "1.5"], "--eta"),
 ])
 def test_bad_input_is_one_clear_error_and_writes_nothing(capsys, tmp_path, ckpt, inputs, argv,
                                                          message):
@@ -113,6 +114,32 @@ def test_bad_input_is_one_clear_error_and_writes_nothing(capsys, tmp_path, ckpt,
   assert message in err
   assert len(err.strip().splitlines()) == 1
   assert not out.exists() or not any(out.iterdir())
+
+
+def test_eta_reaches_the_sampler(capsys, tmp_path, ckpt, inputs, monkeypatch):
+  """--eta goes from the CLI to the verb and from the verb to Pipeline.generate (whose samplers
+  tests/test_flow.py checks), and an --eta outside [0, 1] is refused (above)."""
+  from sorax.sample import Pipeline
+  pipe = Pipeline.load(str(ckpt))
+  pipe.policy = None
+  calls = []
+  generate = pipe.generate
+  def spy_generate(*a, **kw):
+    calls.append(kw)
+    return generate(*a, **kw)
+  monkeypatch.setattr(pipe, "generate", spy_generate)
+  clip = world.render(world.random_spec(np.random.default_rng(0), 32, 32, 9), 32, 32, 9)
+  verbs.fill(pipe, clip, (3, 5), PROMPT, steps=2, sampler="renoise", eta=0.75)
+  assert calls[-1]["eta"] == 0.75 and calls[-1]["sampler"] == "renoise"
+  seen = {}
+  def spy_fill(pipe, video, missing, prompt="", **kw):
+    seen.update(kw)
+    return video
+  monkeypatch.setattr(verbs, "fill", spy_fill)
+  rc, _, err = _verb(capsys, ckpt, tmp_path, "fill", str(inputs / "a.mp4"), "--missing", "3-5",
+                     "--sampler", "renoise", "--eta", "0.25")
+  assert rc == 0, err
+  assert seen["eta"] == 0.25 and seen["sampler"] == "renoise"
 
 
 def test_unsafe_prompt_is_refused_before_anything(capsys, tmp_path, ckpt, inputs):
