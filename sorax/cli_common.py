@@ -6,13 +6,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 SAMPLER_NAMES = ("euler", "heun", "renoise")  # sorax/diffusion/samplers.py SAMPLERS (tested)
-ETA_HELP = ("renoise's fresh-noise share in [0, 1] (1 = DDPM's ancestral sampler; default: the "
-            "checkpoint's sample.eta)")
+ETA_HELP = ("renoise's fresh noise: 0 = euler, 1 = DDPM's ancestral sampler, more = fresher, "
+            "capped at all of it (default: the checkpoint's sample.eta)")
 
 
 def check_eta(eta: float | None) -> None:
-  if eta is not None and not 0.0 <= eta <= 1.0:
-    raise CLIError(f"--eta must be in [0, 1], got {eta}")
+  if eta is not None and not eta >= 0.0:
+    raise CLIError(f"--eta must be >= 0, got {eta}")
 
 
 class CLIError(Exception):

@@ -68,12 +68,25 @@ def test_renoise_with_eta_zero_is_euler():
   ts = samplers.schedule(6, shift=1.5)
   np.testing.assert_allclose(samplers.renoise(v, x1, ts, jax.random.PRNGKey(0), 0.0),
                              samplers.euler(v, x1, ts), rtol=1e-5, atol=1e-6)
-  with pytest.raises(ValueError, match="eta=1.5"):
-    samplers.renoise(v, x1, ts, jax.random.PRNGKey(0), 1.5)
+  with pytest.raises(ValueError, match="eta=-0.5"):
+    samplers.renoise(v, x1, ts, jax.random.PRNGKey(0), -0.5)
+
+
+def test_renoise_past_ddpm_narrows_towards_the_mode():
+  # eta > 1 renoises more than DDPM (at 100, the clean estimate noised afresh every step): the
+  # mean stays, the spread shrinks (at 64 steps eta 3 already reaches the cap).
+  m, s = 2.0, 0.5
+  x1 = jax.random.normal(jax.random.PRNGKey(2), (20000, 1))
+  outs = [samplers.renoise(_gaussian_velocity(m, s), x1, samplers.schedule(64),
+                           jax.random.PRNGKey(3), eta) for eta in (1.0, 3.0, 100.0)]
+  stds = [float(o.std()) for o in outs]
+  assert all(abs(float(o.mean()) - m) < 0.02 for o in outs)
+  assert abs(stds[0] - s) < 0.03  # DDPM: right (up to 64 steps' discretisation)
+  assert stds[1] < stds[0] - 0.05 and stds[2] <= stds[1] + 1e-3
 
 
 def test_renoise_samples_the_data_distribution():
-  # With the exact velocity every eta keeps the marginals: the samples are N(m, s^2).
+  # With the exact velocity every eta in [0, 1] keeps the marginals: the samples are N(m, s^2).
   m, s = 2.0, 0.5
   x1 = jax.random.normal(jax.random.PRNGKey(2), (20000, 1))
   out = samplers.renoise(_gaussian_velocity(m, s), x1, samplers.schedule(256),
