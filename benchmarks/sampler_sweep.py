@@ -67,13 +67,13 @@ def main() -> None:
   prompts, specs = prompts[args.skip:], specs[args.skip:]
   log = pathlib.Path(args.log)
   log.parent.mkdir(parents=True, exist_ok=True)
-  for g, it in zip(args.grid, items):
+  for i, (g, it) in enumerate(zip(args.grid, items)):
     t0 = time.perf_counter()
     videos = pipe.generate(prompts, seed=args.seed, steps=it["steps"], cfg_scale=it["cfg_scale"],
                            sampler=it["sampler"], eta=it["eta"],
                            guidance_interval=(it["lo"], it["hi"]), guide=it["guide"],
                            best_of=it["best"], batch_size=32)
-    if args.videos and g == args.grid[0]:
+    if args.videos and i == 0:
       tmp = pathlib.Path(args.videos + ".tmp.npy")
       np.save(tmp, np.asarray(videos)[:, None])
       tmp.replace(args.videos)

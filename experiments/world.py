@@ -164,7 +164,7 @@ def get_config(arg: str = "demo") -> ml_collections.ConfigDict:
       rules=DIT_RULES))
 
   # renoise at 48 steps (the same model calls as Heun 24) with eta 2 (twice DDPM's fresh
-  # noise) and CFG 2.5: +0.15 all-right over Heun 24 at CFG 2 on v16 (BUILD_NOTES, "The sampler
+  # noise) and CFG 2.5: +0.14 all-right over Heun 24 at CFG 2 on v16 (BUILD_NOTES, "The sampler
   # was the lever"; of CFG 1.5-3 and eta 0.5-100). The ODE samplers were best at CFG 2.
   # guide: "velocity" (CFG on the velocities) or "logits" (on the palette head's per-pixel
   # logits; sorax/sample.py GUIDES).

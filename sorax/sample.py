@@ -117,7 +117,8 @@ class Pipeline:
     is generated. `strength` < 1 (SDEdit) starts from `known` noised to t = strength instead of
     pure noise, so 0 returns `known` and 1 ignores it.
 
-    `eta` is the fresh-noise share of the stochastic `renoise` sampler and `guidance_interval`
+    `eta` is how much fresh noise the stochastic `renoise` sampler draws (1 = DDPM's ancestral
+    sampler; sorax/diffusion/samplers.py) and `guidance_interval`
     the (lo, hi) range of t where CFG applies (both default to the config's `sample` block).
     `guide` (default `sample.guide`): "velocity" mixes the conditional and null velocities;
     "logits" mixes the palette head's per-pixel logits instead (model.palette_head only), so
