@@ -6,7 +6,8 @@ setting, also appended to --log.
     python benchmarks/sampler_sweep.py [--checkpoint F.safetensors] [--prompts 128] \
         --grid "heun:24:3" "heun:24:2" "renoise:48:3:eta=0.5" "heun:24:3:lo=0.1,hi=0.8"
 
-A grid item is SAMPLER:STEPS:CFG[:eta=E][,lo=L][,hi=H][,guide=logits][,best=K]. Heun costs two model
+A grid item is SAMPLER:STEPS:CFG[:eta=E][,lo=L][,hi=H][,guide=logits][,best=K][,late=T,eta2=E2]
+(late/eta2: renoise's eta is E2 on the steps that start below t = T). Heun costs two model
 calls a step, the first-order samplers one, so "heun:24" and "euler:48" / "renoise:48" cost the
 same. best=K keeps the model's own pick of K samples a prompt (K x the cost). --skip N drops
 the first N prompts (a fresh part of the same fixed set, e.g. to check a choice made on them).
@@ -35,12 +36,15 @@ def parse_item(item: str) -> dict:
   if len(parts) not in (3, 4):
     raise SystemExit(f"grid item {item!r}: want SAMPLER:STEPS:CFG[:k=v,...]")
   out = dict(sampler=parts[0], steps=int(parts[1]), cfg_scale=float(parts[2]), eta=None,
-             lo=0.0, hi=1.0, guide=None, best=1)
+             lo=0.0, hi=1.0, guide=None, best=1, late=None, eta2=None)
   for kv in (parts[3].split(",") if len(parts) == 4 else []):
     k, _, v = kv.partition("=")
-    if k not in ("eta", "lo", "hi", "guide", "best"):
-      raise SystemExit(f"grid item {item!r}: unknown key {k!r} (eta, lo, hi, guide, best)")
+    if k not in ("eta", "lo", "hi", "guide", "best", "late", "eta2"):
+      raise SystemExit(f"grid item {item!r}: unknown key {k!r} (eta, lo, hi, guide, best, "
+                       "late, eta2)")
     out[k] = v if k == "guide" else int(v) if k == "best" else float(v)
+  if (out["late"] is None) != (out["eta2"] is None):
+    raise SystemExit(f"grid item {item!r}: late and eta2 go together")
   return out
 
 
@@ -71,6 +75,7 @@ def main() -> None:
     t0 = time.perf_counter()
     videos = pipe.generate(prompts, seed=args.seed, steps=it["steps"], cfg_scale=it["cfg_scale"],
                            sampler=it["sampler"], eta=it["eta"],
+                           eta_late=(() if it["late"] is None else (it["late"], it["eta2"])),
                            guidance_interval=(it["lo"], it["hi"]), guide=it["guide"],
                            best_of=it["best"], batch_size=32)
     if args.videos and i == 0:

@@ -108,7 +108,7 @@ def run_verb(name, pipe, specs, prompts, h, w, f, kw):
       new = verbs.edit(pipe, gt, prompts[(i + 1) % len(specs)], 1.0, **kw_i)
       row.update(psnr=psnr(same, gt), **oracle.score_video(new, other))
     elif name == "t2v":
-      out = pipe.generate([prompt], seed=i, steps=kw.get("steps"))[0]
+      out = pipe.generate([prompt], seed=i, **verbs._sampling(kw))[0]
       row.update(**oracle.score_video(out, spec))
     rows.append(row)
   return rows
@@ -135,6 +135,10 @@ def main(argv=None) -> int:
   ap.add_argument("--verbs", default="t2v,animate,extend,extend_back,fill,interpolate,connect,"
                   "loop,edit")
   ap.add_argument("--steps", type=int, default=None)
+  ap.add_argument("--sampler", default=None, help="default: the checkpoint's sample.sampler")
+  ap.add_argument("--eta", type=float, default=None)
+  ap.add_argument("--eta-late", default=None, metavar="T,E",
+                  help="renoise's eta is E on the steps below t = T (default: the checkpoint's)")
   ap.add_argument("--out", default=None, help="append the JSON lines to this file")
   args = ap.parse_args(argv)
   pipe = Pipeline.load(args.checkpoint)
@@ -144,13 +148,16 @@ def main(argv=None) -> int:
   specs = heldout_specs(args.prompts, h, w, f, max_objects=3, wall_prob=0.25)
   rng = np.random.default_rng(0)
   prompts = [world.caption(s, "terse", rng) for s in specs]
-  kw = {"steps": args.steps}
+  kw = {"steps": args.steps, "sampler": args.sampler, "eta": args.eta,
+        "eta_late": (tuple(float(v) for v in args.eta_late.split(",")) if args.eta_late
+                     else None)}
   lines = []
   for name in args.verbs.split(","):
     t0 = time.perf_counter()
     rows = run_verb(name, pipe, specs, prompts, h, w, f, kw)
     s = summarize(name, rows, time.perf_counter() - t0)
     s["checkpoint"] = args.checkpoint or "shipped"
+    s.update({k: v for k, v in kw.items() if v is not None})
     s["step"] = pipe.step
     print(json.dumps(s), flush=True)
     lines.append(s)

@@ -163,14 +163,15 @@ def get_config(arg: str = "demo") -> ml_collections.ConfigDict:
       dcn_shape=ml_collections.ConfigDict(dict(data=1, fsdp=1, tensor=1, sequence=1)),
       rules=DIT_RULES))
 
-  # renoise at 48 steps (the same model calls as Heun 24) with eta 2 (twice DDPM's fresh
-  # noise) and CFG 2.5: +0.14 all-right over Heun 24 at CFG 2 on v16 (BUILD_NOTES, "The sampler
-  # was the lever"; of CFG 1.5-3 and eta 0.5-100). The ODE samplers were best at CFG 2.
+  # renoise with eta 2 (twice DDPM's fresh noise) and CFG 2.5: +0.14 all-right over Heun 24 at
+  # CFG 2 on v16 at the same 48 model calls (BUILD_NOTES, "The sampler was the lever"; of CFG
+  # 1.5-3 and eta 0.5-100), +0.03 more at 96 steps (192: no better). The ODE samplers were best
+  # at CFG 2.
   # guide: "velocity" (CFG on the velocities) or "logits" (on the palette head's per-pixel
   # logits; sorax/sample.py GUIDES).
   # best_of K > 1: K samples a prompt, the one the model explains best is kept (K x the
   # sampling time; sorax/diffusion/rerank.py).
-  c.sample = ml_collections.ConfigDict(dict(steps=48, sampler="renoise", eta=2.0, cfg=2.5,
+  c.sample = ml_collections.ConfigDict(dict(steps=96, sampler="renoise", eta=2.0, cfg=2.5,
                                             seed=0, guide="velocity", best_of=1))
 
   if variant == "demo":

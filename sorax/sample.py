@@ -104,7 +104,7 @@ class Pipeline:
                cfg_scale: float | None = None, sampler: str | None = None, seed: int = 0,
                batch_size: int = 8, known: np.ndarray | None = None,
                given: np.ndarray | None = None, strength: float = 1.0,
-               eta: float | None = None,
+               eta: float | None = None, eta_late: tuple[float, float] | None = None,
                guidance_interval: tuple[float, float] | None = None,
                guide: str | None = None, best_of: int | None = None) -> np.ndarray:
     """-> uint8 [len(prompts), T, H, W, 3]. Sizes default to the training clip size.
@@ -118,7 +118,8 @@ class Pipeline:
     pure noise, so 0 returns `known` and 1 ignores it.
 
     `eta` is how much fresh noise the stochastic `renoise` sampler draws (1 = DDPM's ancestral
-    sampler; sorax/diffusion/samplers.py) and `guidance_interval`
+    sampler; sorax/diffusion/samplers.py), `eta_late` (t_switch, eta) the eta of the steps below
+    t_switch (None: eta all the way; `()` overrides a config's schedule with none) and `guidance_interval`
     the (lo, hi) range of t where CFG applies (both default to the config's `sample` block).
     `guide` (default `sample.guide`): "velocity" mixes the conditional and null velocities;
     "logits" mixes the palette head's per-pixel logits instead (model.palette_head only), so
@@ -138,6 +139,10 @@ class Pipeline:
     sampler = sampler or c.sample.sampler
     samplers.get_sampler(sampler)
     eta = float(c.sample.get("eta", samplers.RENOISE_ETA) if eta is None else eta)
+    eta_late = c.sample.get("eta_late", None) if eta_late is None else eta_late
+    eta_late = tuple(float(v) for v in eta_late) if eta_late else None
+    if eta_late is not None and len(eta_late) != 2:
+      raise ValueError(f"eta_late={eta_late} must be (t_switch, eta)")
     interval = tuple(float(v) for v in (guidance_interval or c.sample.get("guidance_interval",
                                                                            (0.0, 1.0))))
     guide = guide or c.sample.get("guide", "velocity")
@@ -176,7 +181,7 @@ class Pipeline:
     conditioned = given is not None and bool(given.any())
     fn = _sampling_fn(self.graphdef, latent_shape, patch, steps, float(cfg_scale), sampler,
                       shift, c.diffusion.prediction, conditioned, float(strength),
-                      tuple(self.tokenizer.null_tokens), eta, interval, guide)
+                      tuple(self.tokenizer.null_tokens), eta, interval, guide, eta_late)
     out = []
     tok_dim = P.token_dim(latent_shape[-1], patch)
     for start in range(0, n, batch_size):
@@ -302,7 +307,7 @@ def _score_fn(graphdef, latent_shape, patch, prediction):
 @functools.lru_cache(maxsize=16)
 def _sampling_fn(graphdef, latent_shape, patch, steps, cfg_scale, sampler, shift, prediction,
                  conditioned=False, strength=1.0, null_tokens=(2,), eta=samplers.RENOISE_ETA,
-                 interval=(0.0, 1.0), guide="velocity"):
+                 interval=(0.0, 1.0), guide="velocity", eta_late=None):
   pos = P.positions(P.grid_shape(latent_shape, patch))
   ts = np.asarray(samplers.schedule(steps, shift))
   if strength < 1.0:  # SDEdit: the part of the schedule below `strength`
@@ -351,7 +356,7 @@ def _sampling_fn(graphdef, latent_shape, patch, steps, cfg_scale, sampler, shift
     x = noise if strength >= 1.0 else flow.interpolate(known, noise, jnp.full((b,), ts[0]))
     x = cond.hold(x, known, given) if conditioned else x
     stochastic = sampler in samplers.STOCHASTIC
-    tokens = (integrate(v, x, ts, key, eta, state=state) if stochastic
+    tokens = (integrate(v, x, ts, key, eta, state=state, late=eta_late) if stochastic
               else integrate(v, x, ts, state=state))
     # Given tokens have zero velocity, but re-noising would still move them: hold them.
     tokens = cond.hold(tokens, known, given) if conditioned else tokens

@@ -96,7 +96,8 @@ def parse_range(text: str, frames: int) -> tuple[int, int]:
 
 
 def _sampling(kw: dict) -> dict:
-  return {k: kw[k] for k in ("steps", "cfg_scale", "sampler", "eta") if kw.get(k) is not None}
+  return {k: kw[k] for k in ("steps", "cfg_scale", "sampler", "eta", "eta_late")
+          if kw.get(k) is not None}
 
 
 def window(pipe, prompt: str, pixels: np.ndarray, known: Sequence[bool], *, seed: int = 0,

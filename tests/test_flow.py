@@ -85,6 +85,23 @@ def test_renoise_past_ddpm_narrows_towards_the_mode():
   assert stds[1] < stds[0] - 0.05 and stds[2] <= stds[1] + 1e-3
 
 
+def test_renoise_late_eta_applies_below_the_switch_only():
+  v = _gaussian_velocity(2.0, 0.5)
+  x1 = jax.random.normal(jax.random.PRNGKey(2), (64, 1))
+  ts, key = samplers.schedule(16), jax.random.PRNGKey(3)
+  plain = samplers.renoise(v, x1, ts, key, 2.0)
+  # A switch at t = 0 (no step starts below it) or the same eta late: the plain sampler.
+  np.testing.assert_allclose(samplers.renoise(v, x1, ts, key, 2.0, late=(0.0, 0.0)), plain)
+  np.testing.assert_allclose(samplers.renoise(v, x1, ts, key, 2.0, late=(0.5, 2.0)), plain)
+  # A switch above t = 1 with eta 0 everywhere is the deterministic Euler path.
+  np.testing.assert_allclose(samplers.renoise(v, x1, ts, key, 2.0, late=(1.0 + 1e-6, 0.0)),
+                             samplers.euler(v, x1, ts), rtol=1e-5, atol=1e-6)
+  # eta 0 below t = 0.5 changes the end; the steps above are the same draws as before.
+  assert float(jnp.abs(samplers.renoise(v, x1, ts, key, 2.0, late=(0.5, 0.0)) - plain).max()) > 1e-3
+  with pytest.raises(ValueError, match="late"):
+    samplers.renoise(v, x1, ts, key, 2.0, late=(0.5, -1.0))
+
+
 def test_renoise_samples_the_data_distribution():
   # With the exact velocity every eta in [0, 1] keeps the marginals: the samples are N(m, s^2).
   m, s = 2.0, 0.5

@@ -142,6 +142,27 @@ def test_eta_reaches_the_sampler(capsys, tmp_path, ckpt, inputs, monkeypatch):
   assert seen["eta"] == 0.25 and seen["sampler"] == "renoise"
 
 
+def test_eta_late_reaches_the_sampler(ckpt, monkeypatch):
+  """Pipeline.generate's eta_late (t_switch, eta) reaches renoise (whose schedule
+  tests/test_flow.py checks), the config's default is none, and a bad pair is refused."""
+  from sorax.diffusion import samplers
+  from sorax.sample import Pipeline
+  pipe = Pipeline.load(str(ckpt))
+  pipe.policy = None
+  seen = []
+  renoise = samplers.renoise
+  def spy(*a, late=None, **kw):
+    seen.append(late)
+    return renoise(*a, late=late, **kw)
+  monkeypatch.setitem(samplers.SAMPLERS, "renoise", spy)
+  kw = dict(steps=3, sampler="renoise", eta=1.75)  # a setting no other test compiles
+  pipe.generate([PROMPT], eta_late=(0.375, 0.25), **kw)
+  pipe.generate([PROMPT], **kw)
+  assert seen == [(0.375, 0.25), None]
+  with pytest.raises(ValueError, match="eta_late"):
+    pipe.generate([PROMPT], eta_late=(0.5,), **kw)
+
+
 def test_unsafe_prompt_is_refused_before_anything(capsys, tmp_path, ckpt, inputs):
   out = tmp_path / "o"
   rc, _, err = _verb(capsys, ckpt, out, "animate", str(inputs / "first.png"), "--prompt",

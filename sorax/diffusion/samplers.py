@@ -74,7 +74,8 @@ RENOISE_ETA = 0.5  # renoise's default share of fresh noise (configs: sample.eta
 
 
 def renoise(v: VelocityFn, x: jax.Array, ts: jax.Array, key: jax.Array,
-            eta: float = RENOISE_ETA, *, state=None) -> jax.Array:
+            eta: float = RENOISE_ETA, *, state=None,
+            late: tuple[float, float] | None = None) -> jax.Array:
   """Stochastic first-order sampler: DDIM with eta (Song et al. 2021) in rectified-flow form,
   x_t = (1 - t) x0 + t eps. From the model's velocity at (x, t) read its clean estimate
   x0 = x - t v and noise estimate eps = x + (1 - t) v, then step to
@@ -85,25 +86,34 @@ def renoise(v: VelocityFn, x: jax.Array, ts: jax.Array, key: jax.Array,
   early error of the trajectory is not carried to the end (the SDE samplers of SiT). eta > 1
   replaces more than DDPM, up to all of it (c = t': the clean estimate noised afresh, as in
   multistep consistency sampling); since the clean estimate is a posterior mean, that narrows
-  the samples towards the modes (tests/test_flow.py measures it on a Gaussian)."""
+  the samples towards the modes (tests/test_flow.py measures it on a Gaussian).
+
+  `late` (t_switch, eta_late): steps that start below t_switch use eta_late instead (e.g. much
+  fresh noise while the layout is decided, less while the colours settle)."""
   if not eta >= 0.0:
     raise ValueError(f"eta={eta} must be >= 0")
+  etas = jnp.full((ts.shape[0] - 1,), eta, jnp.float32)
+  if late is not None:
+    t_switch, eta_late = late
+    if not (eta_late >= 0.0 and t_switch >= 0.0):
+      raise ValueError(f"late={late} must be (t_switch >= 0, eta_late >= 0)")
+    etas = jnp.where(ts[:-1] < t_switch, jnp.float32(eta_late), etas)
 
   vs, s0 = _stateful(v, state)
 
   def step(carry, inp):
     x, s = carry
-    t, t_next, k = inp
+    t, t_next, k, eta_t = inp
     d, s = vs(x, _t(x, t), s)
     x0, eps = x - t * d, x + (1.0 - t) * d
     r = (1.0 - t) * t_next / jnp.maximum((1.0 - t_next) * t, 1e-12)
-    c = t_next * jnp.minimum(eta * jnp.sqrt(jnp.clip(1.0 - r ** 2, 0.0, 1.0)), 1.0)
+    c = t_next * jnp.minimum(eta_t * jnp.sqrt(jnp.clip(1.0 - r ** 2, 0.0, 1.0)), 1.0)
     z = jax.random.normal(k, x.shape, x.dtype)
     x_next = (1.0 - t_next) * x0 + jnp.sqrt(jnp.maximum(t_next ** 2 - c ** 2, 0.0)) * eps + c * z
     return (jnp.where(t_next > 0, x_next, x0), s), None
 
   keys = jax.random.split(key, ts.shape[0] - 1)
-  (x, _), _ = jax.lax.scan(step, (x, s0), (ts[:-1], ts[1:], keys))
+  (x, _), _ = jax.lax.scan(step, (x, s0), (ts[:-1], ts[1:], keys, etas))
   return x
 
 
