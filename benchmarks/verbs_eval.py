@@ -108,7 +108,7 @@ def run_verb(name, pipe, specs, prompts, h, w, f, kw):
       new = verbs.edit(pipe, gt, prompts[(i + 1) % len(specs)], 1.0, **kw_i)
       row.update(psnr=psnr(same, gt), **oracle.score_video(new, other))
     elif name == "t2v":
-      out = pipe.generate([prompt], seed=i, **verbs._sampling(kw))[0]
+      out = pipe.generate([prompt], seed=i, **{k: v for k, v in kw.items() if v is not None})[0]
       row.update(**oracle.score_video(out, spec))
     rows.append(row)
   return rows

@@ -95,9 +95,17 @@ def parse_range(text: str, frames: int) -> tuple[int, int]:
 # ----------------------------------------------------------------------------------------------
 
 
+# The verbs' renoise schedule: no fresh noise on the steps below t = 0.5, so the frames made
+# next to given ones settle deterministically (BUILD_NOTES, verbs at 96 steps: every seam
+# smaller, all-right as good; `eta_late=()` in a verb's kwargs turns it off).
+VERB_ETA_LATE = (0.5, 0.0)
+
+
 def _sampling(kw: dict) -> dict:
-  return {k: kw[k] for k in ("steps", "cfg_scale", "sampler", "eta", "eta_late")
-          if kw.get(k) is not None}
+  out = {k: kw[k] for k in ("steps", "cfg_scale", "sampler", "eta", "eta_late")
+         if kw.get(k) is not None}
+  out.setdefault("eta_late", VERB_ETA_LATE)
+  return out
 
 
 def window(pipe, prompt: str, pixels: np.ndarray, known: Sequence[bool], *, seed: int = 0,
