@@ -139,6 +139,8 @@ def main(argv=None) -> int:
   ap.add_argument("--eta", type=float, default=None)
   ap.add_argument("--eta-late", default=None, metavar="T,E",
                   help="renoise's eta is E on the steps below t = T (default: the checkpoint's)")
+  ap.add_argument("--quiet", type=int, default=None,
+                  help="latent frames next to given ones sampled without fresh noise")
   ap.add_argument("--out", default=None, help="append the JSON lines to this file")
   args = ap.parse_args(argv)
   pipe = Pipeline.load(args.checkpoint)
@@ -148,9 +150,9 @@ def main(argv=None) -> int:
   specs = heldout_specs(args.prompts, h, w, f, max_objects=3, wall_prob=0.25)
   rng = np.random.default_rng(0)
   prompts = [world.caption(s, "terse", rng) for s in specs]
-  kw = {"steps": args.steps, "sampler": args.sampler, "eta": args.eta,
+  kw = {"steps": args.steps, "sampler": args.sampler, "eta": args.eta, "quiet": args.quiet,
         "eta_late": (tuple(float(v) for v in args.eta_late.split(",")) if args.eta_late
-                     else None)}
+                     else () if args.eta_late == "" else None)}
   lines = []
   for name in args.verbs.split(","):
     t0 = time.perf_counter()

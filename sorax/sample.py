@@ -105,6 +105,7 @@ class Pipeline:
                batch_size: int = 8, known: np.ndarray | None = None,
                given: np.ndarray | None = None, strength: float = 1.0,
                eta: float | None = None, eta_late: tuple[float, float] | None = None,
+               quiet: int = 0,
                guidance_interval: tuple[float, float] | None = None,
                guide: str | None = None, best_of: int | None = None) -> np.ndarray:
     """-> uint8 [len(prompts), T, H, W, 3]. Sizes default to the training clip size.
@@ -119,7 +120,9 @@ class Pipeline:
 
     `eta` is how much fresh noise the stochastic `renoise` sampler draws (1 = DDPM's ancestral
     sampler; sorax/diffusion/samplers.py), `eta_late` (t_switch, eta) the eta of the steps below
-    t_switch (None: eta all the way; `()` overrides a config's schedule with none) and `guidance_interval`
+    t_switch (None: eta all the way; `()` overrides a config's schedule with none), `quiet` the
+    number of latent frames on each side of given ones that renoise draws no fresh noise for
+    (0: none; verbs.VERB_QUIET), and `guidance_interval`
     the (lo, hi) range of t where CFG applies (both default to the config's `sample` block).
     `guide` (default `sample.guide`): "velocity" mixes the conditional and null velocities;
     "logits" mixes the palette head's per-pixel logits instead (model.palette_head only), so
@@ -165,6 +168,8 @@ class Pipeline:
       given = np.asarray(given, bool)
       if given.shape != (n, latent_shape[0]):
         raise ValueError(f"given frames {given.shape} must be [{n}, {latent_shape[0]}]")
+    if quiet < 0:
+      raise ValueError(f"quiet={quiet} must be >= 0")
     if strength < 1.0 and known is None:
       raise ValueError("strength < 1 (edit) needs known latents to start from")
     if best_of is None:  # the config's default is for text to video; the verbs take one
@@ -181,7 +186,8 @@ class Pipeline:
     conditioned = given is not None and bool(given.any())
     fn = _sampling_fn(self.graphdef, latent_shape, patch, steps, float(cfg_scale), sampler,
                       shift, c.diffusion.prediction, conditioned, float(strength),
-                      tuple(self.tokenizer.null_tokens), eta, interval, guide, eta_late)
+                      tuple(self.tokenizer.null_tokens), eta, interval, guide, eta_late,
+                      int(quiet) if conditioned else 0)
     out = []
     tok_dim = P.token_dim(latent_shape[-1], patch)
     for start in range(0, n, batch_size):
@@ -307,8 +313,9 @@ def _score_fn(graphdef, latent_shape, patch, prediction):
 @functools.lru_cache(maxsize=16)
 def _sampling_fn(graphdef, latent_shape, patch, steps, cfg_scale, sampler, shift, prediction,
                  conditioned=False, strength=1.0, null_tokens=(2,), eta=samplers.RENOISE_ETA,
-                 interval=(0.0, 1.0), guide="velocity", eta_late=None):
-  pos = P.positions(P.grid_shape(latent_shape, patch))
+                 interval=(0.0, 1.0), guide="velocity", eta_late=None, quiet=0):
+  grid = P.grid_shape(latent_shape, patch)
+  pos = P.positions(grid)
   ts = np.asarray(samplers.schedule(steps, shift))
   if strength < 1.0:  # SDEdit: the part of the schedule below `strength`
     ts = np.concatenate([[strength], ts[ts < strength]]).astype(np.float32)
@@ -356,7 +363,11 @@ def _sampling_fn(graphdef, latent_shape, patch, steps, cfg_scale, sampler, shift
     x = noise if strength >= 1.0 else flow.interpolate(known, noise, jnp.full((b,), ts[0]))
     x = cond.hold(x, known, given) if conditioned else x
     stochastic = sampler in samplers.STOCHASTIC
-    tokens = (integrate(v, x, ts, key, eta, state=state, late=eta_late) if stochastic
+    # No fresh noise next to given frames (quiet > 0): those tokens follow the ODE.
+    scale = (jnp.where(cond.near_given(given, grid, quiet), 0.0, 1.0)[..., None] if quiet
+             else None)
+    tokens = (integrate(v, x, ts, key, eta, state=state, late=eta_late, scale=scale)
+              if stochastic
               else integrate(v, x, ts, state=state))
     # Given tokens have zero velocity, but re-noising would still move them: hold them.
     tokens = cond.hold(tokens, known, given) if conditioned else tokens

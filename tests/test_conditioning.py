@@ -71,6 +71,15 @@ def test_token_mask_follows_patchify_order():
   assert tok2[0].tolist() == [True, False]
 
 
+def test_near_given_marks_the_frames_beside_given_ones():
+  given = cond.token_mask(jnp.array([[False, False, True, False, False],
+                                     [False] * 5]), (5, 1, 2), (1, 1, 1))
+  near = cond.near_given(given, (5, 1, 2), 1)
+  assert near[0].tolist() == [False] * 2 + [True] * 6 + [False] * 2
+  assert not near[1].any()  # nothing given: nothing near
+  assert cond.near_given(given, (5, 1, 2), 0)[0].tolist() == given[0].tolist()
+
+
 def test_causal_frame_groups_and_given_latents():
   c = SpaceToDepthCodec(temporal=2, spatial=4, causal=True)
   assert cond.frame_groups(c, 5) == [[0], [1, 2], [3, 4]]
@@ -106,6 +115,21 @@ def test_given_latent_frames_come_back_unchanged(pipe, sampler):
   # The pixel codec is lossless: the given frames (0, and the pair 3-4) are the input's.
   np.testing.assert_array_equal(out[0, [0, 3, 4]], video[0, [0, 3, 4]])
   assert not np.array_equal(out[0, 1:3], video[0, 1:3])
+
+
+def test_quiet_frames_change_only_the_stochastic_conditioned_sample(pipe):
+  video = _video(1)[None]
+  known, given = pipe.encode(video), np.array([[True, False, False]])
+  kw = dict(seed=3, known=known, given=given, sampler="renoise", eta=2.0)
+  plain = pipe.generate(["red circle"], **kw)
+  quiet = pipe.generate(["red circle"], quiet=1, **kw)
+  np.testing.assert_array_equal(quiet[0, 0], video[0, 0])  # the given frame is still held
+  assert not np.array_equal(quiet, plain)
+  # Text to video has no given frames, so nothing is quiet.
+  np.testing.assert_array_equal(pipe.generate(["red circle"], seed=3, quiet=1),
+                                pipe.generate(["red circle"], seed=3))
+  with pytest.raises(ValueError, match="quiet"):
+    pipe.generate(["red circle"], quiet=-1, **kw)
 
 
 def test_edit_strength_zero_returns_the_input_and_one_ignores_it(pipe):

@@ -102,6 +102,18 @@ def test_renoise_late_eta_applies_below_the_switch_only():
     samplers.renoise(v, x1, ts, key, 2.0, late=(0.5, -1.0))
 
 
+def test_renoise_scale_zero_is_euler_per_element():
+  v = _gaussian_velocity(2.0, 0.5)
+  x1 = jax.random.normal(jax.random.PRNGKey(2), (8, 2))
+  ts, key = samplers.schedule(12), jax.random.PRNGKey(3)
+  plain, euler = samplers.renoise(v, x1, ts, key, 2.0), samplers.euler(v, x1, ts)
+  np.testing.assert_allclose(samplers.renoise(v, x1, ts, key, 2.0, scale=jnp.ones((1, 2))), plain)
+  out = samplers.renoise(v, x1, ts, key, 2.0, scale=jnp.asarray([[0.0, 1.0]]))
+  # The velocity is per element, so a column without fresh noise is exactly the Euler path.
+  np.testing.assert_allclose(out[:, 0], euler[:, 0], rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(out[:, 1], plain[:, 1])
+
+
 def test_renoise_samples_the_data_distribution():
   # With the exact velocity every eta in [0, 1] keeps the marginals: the samples are N(m, s^2).
   m, s = 2.0, 0.5

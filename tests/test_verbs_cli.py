@@ -131,9 +131,10 @@ def test_eta_reaches_the_sampler(capsys, tmp_path, ckpt, inputs, monkeypatch):
   clip = world.render(world.random_spec(np.random.default_rng(0), 32, 32, 9), 32, 32, 9)
   verbs.fill(pipe, clip, (3, 5), PROMPT, steps=2, sampler="renoise", eta=0.75)
   assert calls[-1]["eta"] == 0.75 and calls[-1]["sampler"] == "renoise"
-  assert calls[-1]["eta_late"] == verbs.VERB_ETA_LATE  # the verbs' schedule by default ...
-  verbs.fill(pipe, clip, (3, 5), PROMPT, steps=2, sampler="renoise", eta_late=())
-  assert calls[-1]["eta_late"] == ()  # ... which a caller can turn off
+  # The verbs' schedule and quiet frames by default ...
+  assert calls[-1]["eta_late"] == verbs.VERB_ETA_LATE and calls[-1]["quiet"] == verbs.VERB_QUIET
+  verbs.fill(pipe, clip, (3, 5), PROMPT, steps=2, sampler="renoise", eta_late=(), quiet=0)
+  assert calls[-1]["eta_late"] == () and calls[-1]["quiet"] == 0  # ... which a caller turns off
   seen = {}
   def spy_fill(pipe, video, missing, prompt="", **kw):
     seen.update(kw)

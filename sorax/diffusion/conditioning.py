@@ -135,6 +135,17 @@ def per_token_time(t: jax.Array, given: jax.Array) -> jax.Array:
   return jnp.where(given, 0.0, t[:, None])
 
 
+def near_given(given: jax.Array, grid: Sequence[int], frames: int) -> jax.Array:
+  """Given tokens [B, N] -> bool [B, N]: tokens of the `frames` token frames on either side of a
+  given one (the given ones too); all False where nothing is given."""
+  gt, gh, gw = grid
+  fm = given.reshape(given.shape[0], gt, gh * gw).any(axis=-1)  # [B, gt]
+  idx = jnp.arange(gt)
+  dist = jnp.abs(idx[:, None] - idx[None, :])  # [gt, gt]
+  near = (fm[:, None, :] & (dist[None] <= frames)).any(axis=-1)  # [B, gt]
+  return jnp.repeat(near, gh * gw, axis=1)
+
+
 def hold(x: jax.Array, known: jax.Array, given: jax.Array) -> jax.Array:
   """Tokens x [B, N, P] with the given ones replaced by their known values."""
   return jnp.where(given[..., None], known, x)

@@ -75,7 +75,8 @@ RENOISE_ETA = 0.5  # renoise's default share of fresh noise (configs: sample.eta
 
 def renoise(v: VelocityFn, x: jax.Array, ts: jax.Array, key: jax.Array,
             eta: float = RENOISE_ETA, *, state=None,
-            late: tuple[float, float] | None = None) -> jax.Array:
+            late: tuple[float, float] | None = None,
+            scale: jax.Array | None = None) -> jax.Array:
   """Stochastic first-order sampler: DDIM with eta (Song et al. 2021) in rectified-flow form,
   x_t = (1 - t) x0 + t eps. From the model's velocity at (x, t) read its clean estimate
   x0 = x - t v and noise estimate eps = x + (1 - t) v, then step to
@@ -89,7 +90,9 @@ def renoise(v: VelocityFn, x: jax.Array, ts: jax.Array, key: jax.Array,
   the samples towards the modes (tests/test_flow.py measures it on a Gaussian).
 
   `late` (t_switch, eta_late): steps that start below t_switch use eta_late instead (e.g. much
-  fresh noise while the layout is decided, less while the colours settle)."""
+  fresh noise while the layout is decided, less while the colours settle). `scale` (broadcast
+  to x, in [0, 1]) multiplies eta per element: 0 samples those elements without fresh noise
+  (the verbs use it next to given frames)."""
   if not eta >= 0.0:
     raise ValueError(f"eta={eta} must be >= 0")
   etas = jnp.full((ts.shape[0] - 1,), eta, jnp.float32)
@@ -107,7 +110,8 @@ def renoise(v: VelocityFn, x: jax.Array, ts: jax.Array, key: jax.Array,
     d, s = vs(x, _t(x, t), s)
     x0, eps = x - t * d, x + (1.0 - t) * d
     r = (1.0 - t) * t_next / jnp.maximum((1.0 - t_next) * t, 1e-12)
-    c = t_next * jnp.minimum(eta_t * jnp.sqrt(jnp.clip(1.0 - r ** 2, 0.0, 1.0)), 1.0)
+    e = eta_t if scale is None else eta_t * scale
+    c = t_next * jnp.minimum(e * jnp.sqrt(jnp.clip(1.0 - r ** 2, 0.0, 1.0)), 1.0)
     z = jax.random.normal(k, x.shape, x.dtype)
     x_next = (1.0 - t_next) * x0 + jnp.sqrt(jnp.maximum(t_next ** 2 - c ** 2, 0.0)) * eps + c * z
     return (jnp.where(t_next > 0, x_next, x0), s), None
