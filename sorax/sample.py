@@ -121,8 +121,8 @@ class Pipeline:
     `eta` is how much fresh noise the stochastic `renoise` sampler draws (1 = DDPM's ancestral
     sampler; sorax/diffusion/samplers.py), `eta_late` (t_switch, eta) the eta of the steps below
     t_switch (None: eta all the way; `()` overrides a config's schedule with none), `quiet` the
-    number of latent frames on each side of given ones that renoise draws no fresh noise for
-    (0: none; verbs.VERB_QUIET), and `guidance_interval`
+    number of token frames (latent frames over the temporal patch) on each side of given ones
+    that renoise draws no fresh noise for (0: none; verbs.VERB_QUIET), and `guidance_interval`
     the (lo, hi) range of t where CFG applies (both default to the config's `sample` block).
     `guide` (default `sample.guide`): "velocity" mixes the conditional and null velocities;
     "logits" mixes the palette head's per-pixel logits instead (model.palette_head only), so
