@@ -364,8 +364,8 @@ def _sampling_fn(graphdef, latent_shape, patch, steps, cfg_scale, sampler, shift
     x = cond.hold(x, known, given) if conditioned else x
     stochastic = sampler in samplers.STOCHASTIC
     # No fresh noise next to given frames (quiet > 0): those tokens follow the ODE.
-    scale = (jnp.where(cond.near_given(given, grid, quiet), 0.0, 1.0)[..., None] if quiet
-             else None)
+    scale = (jnp.where(cond.near_given(given, grid, quiet), 0.0, 1.0)[..., None]
+             if quiet and stochastic else None)
     tokens = (integrate(v, x, ts, key, eta, state=state, late=eta_late, scale=scale)
               if stochastic
               else integrate(v, x, ts, state=state))
