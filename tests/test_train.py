@@ -96,20 +96,29 @@ def test_missing_checkpoint_is_a_clear_error(tmp_path):
     Pipeline.load(tmp_path / "empty")
 
 
-def test_object_weight_and_image_training_run_and_change_the_loss(tmp_path):
-  """The same first batch and key: object weighting, motion weighting and joint image training
-  each change the loss (so they are wired in), with finite losses."""
-  losses = {}
-  for name, extra in {"plain": [], "obj": ["--config.diffusion.object_weight=4"],
-                      "img": ["--config.data.images_per_clip=2"],
-                      "motion": ["--config.diffusion.motion_weight=4"]}.items():
-    tr = Trainer(tiny("--config.train.steps=2", *extra), tmp_path / name)
-    batch = next(tr.data)
-    losses[name] = float(tr.train_step(batch)["loss"])
-    tr.close()
+def test_object_and_motion_weights_change_the_loss(tmp_path):
+  """The same first batch and key: object weighting and motion weighting each change the loss
+  (so they are wired in), with finite losses."""
+  losses = _first_losses(tmp_path, {"plain": [], "obj": ["--config.diffusion.object_weight=4"],
+                                     "motion": ["--config.diffusion.motion_weight=4"]})
   assert all(np.isfinite(v) for v in losses.values()), losses
-  assert losses["obj"] != losses["plain"] and losses["img"] != losses["plain"], losses
-  assert losses["motion"] != losses["plain"], losses
+  assert losses["obj"] != losses["plain"] and losses["motion"] != losses["plain"], losses
+
+
+@pytest.mark.slow  # an option the shipped recipe does not use; run by benchmarks/slow_tests.py
+def test_joint_image_training_changes_the_loss(tmp_path):
+  losses = _first_losses(tmp_path, {"plain": [], "img": ["--config.data.images_per_clip=2"]})
+  assert all(np.isfinite(v) for v in losses.values()) and losses["img"] != losses["plain"], losses
+
+
+def _first_losses(tmp_path, variants: dict[str, list[str]]) -> dict[str, float]:
+  """The first step's loss of each variant (the same first batch and key)."""
+  losses = {}
+  for name, extra in variants.items():
+    tr = Trainer(tiny("--config.train.steps=2", *extra), tmp_path / name)
+    losses[name] = float(tr.train_step(next(tr.data))["loss"])
+    tr.close()
+  return losses
 
 
 def test_object_weight_needs_a_pixel_codec():
@@ -181,6 +190,7 @@ def test_slot_weight_trains_the_slots_to_name_the_objects(tmp_path):
   assert aux[-1] < 0.3 * aux[0], aux
 
 
+@pytest.mark.slow  # an option the shipped recipe does not use; run by benchmarks/slow_tests.py
 def test_muon_updates_hidden_matrices_and_adam_the_rest(tmp_path):
   """optim.name=muon: scanned block matrices get Muon (their layer axis is a batch axis),
   embeddings/heads/vectors AdamW; training runs and lowers the loss."""
@@ -275,6 +285,7 @@ def test_palette_head_outputs_the_expected_colour_and_trains(tmp_path):
                         "--config.diffusion.prediction=velocity"))
 
 
+@pytest.mark.slow  # an option the shipped recipe does not use; run by benchmarks/slow_tests.py
 def test_self_conditioning_trains_and_samples(tmp_path):
   """model.self_cond with diffusion.self_cond_rate: the step runs (both branches of the coin),
   the loss falls, and the sampler feeds the estimate through (finite output)."""

@@ -116,6 +116,7 @@ def test_adversarial_option_trains_and_loads_the_vae_alone(tmp_path):
                    str(tmp_path / "p"), "--no-progress", "--config.loss.perceptual=1.0"]) == 2
 
 
+@pytest.mark.slow  # an option the shipped VAE does not use; run by benchmarks/slow_tests.py
 def test_warm_start_adds_a_refine_head(vae_run, tmp_path, capsys):
   """init_from copies every weight whose path and shape match; the new head starts fresh and,
   its last conv being zero, the warm-started VAE first decodes exactly like its source."""
