@@ -2,18 +2,20 @@
 Diffusion Models"): on multi-object prompts, add each object's own guidance direction to the
 caption's CFG,
 
-    v = v_u + s (v_c - v_u) + w * sum_i (v_i - v_u)
+    v = v_u + s (v_c - v_u) + w * sum_i d_i
 
-where v_i is the velocity under the caption of object i alone (the same background and wall),
-so no object of a crowded caption is left without a pull of its own. One JSON line per w on
-the speedrun's held-out prompts (w = 0 is the plain sampler, the baseline in the same run).
+so no object of a crowded caption is left without a pull of its own. --mode alone: d_i =
+v_i - v_u, v_i the velocity under object i's caption alone (the same background and wall);
+--mode without: d_i = v_c - v_{c without i}, what object i adds with the others kept. One JSON
+line per w on the speedrun's held-out prompts (w = 0 is the plain sampler, the baseline).
 
-    python benchmarks/compose_probe.py --prompts 256 --multi-only --steps 48 --w 0 0.5 1
+    python benchmarks/compose_probe.py --prompts 256 --multi-only --steps 48 --w 0 0.5 --mode without
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import pathlib
 import sys
@@ -25,10 +27,11 @@ import numpy as np
 from flax import nnx
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+from sampler_sweep import breakdown  # noqa: E402
 from speedrun import heldout_prompts  # noqa: E402
 
 from sorax import patchify as P  # noqa: E402
-from sorax.data import oracle  # noqa: E402
+from sorax.data import captions, oracle  # noqa: E402
 from sorax.diffusion import flow, samplers  # noqa: E402
 from sorax.evaluate import json_safe  # noqa: E402
 from sorax.models.text import null_text  # noqa: E402
@@ -38,13 +41,13 @@ MAX_OBJ = 3
 
 
 def object_captions(prompt: str, mode: str) -> list[str]:
-  """'a and b and c on a X background[, behind a gray wall]' -> per object, its caption alone
-  (mode "alone") or the caption without it (mode "without")."""
-  head, sep, tail = prompt.partition(" on a ")
-  parts = head.split(" and ")
-  if mode == "alone":
-    return [f"{part} on a {tail}" for part in parts]
-  return [" and ".join(parts[:i] + parts[i + 1:]) + f" on a {tail}" for i in range(len(parts))]
+  """A terse caption -> per object, the terse caption of that object alone (mode "alone") or of
+  the scene without it (mode "without"), the same background and wall."""
+  spec = captions.parse_terse(prompt)
+  objs = spec.objects
+  keep = ([(o,) for o in objs] if mode == "alone"
+          else [objs[:i] + objs[i + 1:] for i in range(len(objs))])
+  return [captions.caption(dataclasses.replace(spec, objects=k), "terse", None) for k in keep]
 
 
 def make_fn(pipe, latent_shape, steps, cfg_scale, eta, w, mode):
@@ -58,6 +61,7 @@ def make_fn(pipe, latent_shape, steps, cfg_scale, eta, w, mode):
   null_tokens = tuple(pipe.tokenizer.null_tokens)
   prediction = pipe.cfg.diffusion.prediction
   k = 2 + MAX_OBJ  # conditional, null, then each object's caption
+  graphdef = pipe.graphdef
 
   @jax.jit
   def run(params, noise, ids, mask, sub_ids, sub_mask, sub_on, key):
@@ -84,7 +88,6 @@ def make_fn(pipe, latent_shape, steps, cfg_scale, eta, w, mode):
 
     return samplers.renoise(v, noise, ts, key, eta)
 
-  graphdef = pipe.graphdef
   return run, n_tok, P.token_dim(latent_shape[-1], patch)
 
 
@@ -136,14 +139,13 @@ def main() -> None:
       out.append(decode_to_pixels(pipe.codec, latent, d.frames))
     videos = np.concatenate(out)
     rates = json_safe(oracle.score_videos(list(videos), specs))
-    by_n = {}
-    for v_, s in zip(videos, specs):
-      by_n.setdefault(len(s.objects), []).append(oracle.score_video(v_, s)["all_right"])
+    groups = breakdown(videos, specs)
     line = {"benchmark": "compose_probe", "w": w, "mode": args.mode, "steps": args.steps, "cfg": args.cfg,
             "eta": args.eta, "n": len(prompts), "prompts": args.prompts, "skip": args.skip,
             "multi_only": args.multi_only, "sample_s": round(time.perf_counter() - t0, 1),
             **{k_: (None if v_ is None else round(v_, 4)) for k_, v_ in rates.items()},
-            "by_objects": {n: round(float(np.mean(r)), 4) for n, r in sorted(by_n.items())}}
+            "by_objects": {k_.split("=")[1]: g["all_right"] for k_, g in groups.items()
+                           if k_.startswith("objects=")}}
     print(json.dumps(line), flush=True)
     log = pathlib.Path(args.log)
     log.parent.mkdir(parents=True, exist_ok=True)
