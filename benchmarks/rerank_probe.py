@@ -83,6 +83,7 @@ def main() -> None:
   ap.add_argument("--checkpoint", default=None)
   ap.add_argument("--prompts", type=int, default=128)
   ap.add_argument("--k", type=int, default=4)
+  ap.add_argument("--skip", type=int, default=0, help="use held-out prompts skip..skip+prompts")
   ap.add_argument("--cfg", type=float, default=None)
   ap.add_argument("--draws", type=int, default=1, help="noise draws per noise level")
   ap.add_argument("--t-grid", type=float, nargs="+", default=list(T_GRID))
@@ -92,7 +93,8 @@ def main() -> None:
   pipe = Pipeline.load(args.checkpoint)
   pipe.policy = None
   d = pipe.cfg.data
-  prompts, specs = heldout_prompts(args.prompts, d.height, d.width, d.frames)
+  prompts, specs = heldout_prompts(args.skip + args.prompts, d.height, d.width, d.frames)
+  prompts, specs = prompts[args.skip:], specs[args.skip:]
   n, k = len(prompts), args.k
   t0 = time.perf_counter()
   if args.videos and pathlib.Path(args.videos).is_file():
@@ -119,7 +121,7 @@ def main() -> None:
       "ratio": (sc[:, :, 0] / sc[:, :, 1]).mean(-1),
   }
   line = {"benchmark": "rerank_probe", "checkpoint": args.checkpoint or "shipped",
-          "prompts": n, "k": k, "t_grid": args.t_grid, "draws": args.draws,
+          "prompts": n, "skip": args.skip, "k": k, "t_grid": args.t_grid, "draws": args.draws,
           "one_sample": round(float(right.mean()), 4),
           "oracle_best": round(float(right.any(1).mean()), 4)}
   for name, s in picks.items():

@@ -41,8 +41,8 @@ import time
 from collections.abc import Sequence
 
 from sorax import cli_import, cli_plan, cli_safety, cli_verbs
-from sorax.cli_common import (ETA_HELP, SAMPLER_NAMES, CLIError, add_safety, check_eta,
-                               load_safety)
+from sorax.cli_common import (ETA_HELP, JUDGE_NAMES, SAMPLER_NAMES, CLIError, add_safety,
+                               check_eta, load_safety)
 from sorax.cli_verbs import VERB_NAMES
 
 
@@ -77,6 +77,9 @@ def _add_sample(sub):
   p.add_argument("--best-of", type=int, default=None,
                  help="draw K samples a prompt and keep the one the model explains best "
                       "(K x the time; default: the checkpoint's sample.best_of)")
+  p.add_argument("--judge", choices=JUDGE_NAMES, default=None,
+                 help="who picks among --best-of K: the DiT itself ('self') or the learned "
+                      "world captioner ('captioner'; default: the checkpoint's sample.judge)")
   p.add_argument("--batch-size", type=int, default=8)
   p.add_argument("--gif", action="store_true", help="also write <i>.gif")
   p.add_argument("--png", action="store_true", help="also write <i>.png (the first frame)")
@@ -116,6 +119,8 @@ def _add_eval(sub):
   p.add_argument("--cfg", type=float)
   p.add_argument("--best-of", type=int, default=None,
                  help="K samples a prompt, the model's own pick kept (default: the checkpoint's)")
+  p.add_argument("--judge", choices=JUDGE_NAMES, default=None,
+                 help="who picks among --best-of K (default: the checkpoint's sample.judge)")
   p.add_argument("--seed", type=int)
   add_safety(p)
 
@@ -228,7 +233,7 @@ def cmd_sample(args, overrides: Sequence[str]) -> int:
   videos = pipe.generate([p for _, p in prompts], frames=args.frames, height=args.height,
                          width=args.width, steps=args.steps, cfg_scale=args.cfg,
                          sampler=args.sampler, eta=args.eta, seed=args.seed,
-                         batch_size=args.batch_size, best_of=args.best_of)
+                         batch_size=args.batch_size, best_of=args.best_of, judge=args.judge)
   files = save_videos(videos, [str(i) for i, _ in prompts], pathlib.Path(args.out),
                       safety=safety, prompts=[p for _, p in prompts], pipe=pipe, gif=args.gif,
                       png=args.png)
@@ -252,7 +257,7 @@ def cmd_eval(args, overrides: Sequence[str]) -> int:
     raise CLIError(f"--best-of must be a positive integer, got {args.best_of}")
   result = evaluate_checkpoint(args.checkpoint, args.out, num_prompts=args.num_prompts,
                                seed=args.seed, steps=args.steps, cfg_scale=args.cfg,
-                               best_of=args.best_of,
+                               best_of=args.best_of, judge=args.judge,
                                safety=load_safety(args, overrides))
   print(result.pop("table"))
   print(json.dumps(result))

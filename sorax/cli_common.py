@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 SAMPLER_NAMES = ("euler", "heun", "renoise")  # sorax/diffusion/samplers.py SAMPLERS (tested)
+JUDGE_NAMES = ("self", "captioner")  # sorax/sample.py JUDGES (tested)
 ETA_HELP = ("renoise's fresh noise: 0 = euler, 1 = DDPM's ancestral sampler, more = fresher, "
             "capped at all of it (default: the checkpoint's sample.eta)")
 

@@ -97,7 +97,8 @@ def motion_confusion(videos: Sequence[np.ndarray], specs: Sequence) -> dict[str,
 def evaluate_checkpoint(checkpoint: str | pathlib.Path | None, out: str | pathlib.Path, *,
                         num_prompts: int = 8, seed: int | None = None, steps: int | None = None,
                         cfg_scale: float | None = None, gif: bool = True, safety=None,
-                        sheet: bool = True, best_of: int | None = None) -> dict:
+                        sheet: bool = True, best_of: int | None = None,
+                        judge: str | None = None) -> dict:
   """Samples `num_prompts` held-out terse prompts at the training clip size, writes
   <out>/<i>.mp4 (+ .gif), prompts.jsonl (for `sorax score`), scores.json and (`sheet`)
   contact_sheet.png, a signed PNG of every video's frames under its prompt and verdict.
@@ -118,7 +119,7 @@ def evaluate_checkpoint(checkpoint: str | pathlib.Path | None, out: str | pathli
   prompts = [world.caption(s, "terse", rng) for s in specs]
   safety.check_prompts(prompts)
   videos = pipe.generate(prompts, seed=pipe.cfg.sample.seed if seed is None else seed,
-                         steps=steps, cfg_scale=cfg_scale, best_of=best_of)
+                         steps=steps, cfg_scale=cfg_scale, best_of=best_of, judge=judge)
   out_dir = pathlib.Path(out)
   files = save_videos(videos, [str(i) for i in range(len(videos))], out_dir, safety=safety,
                       prompts=prompts, pipe=pipe, gif=gif)

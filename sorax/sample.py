@@ -20,6 +20,8 @@ from flax import nnx
 from sorax import patchify as P
 from sorax.diffusion import conditioning as cond
 from sorax.diffusion import flow, rerank, samplers
+from sorax.data.captions import parse_terse
+from sorax.models import captioner as cap_lib
 from sorax.models.codec import from_pixels, to_pixels
 from sorax.models.dit import palette_x0
 from sorax.models.text import Tokenizer, null_text
@@ -28,6 +30,10 @@ from sorax.models import weights as weights_lib
 
 # How classifier-free guidance mixes the conditional and null predictions (Pipeline.generate).
 GUIDES = ("velocity", "logits")
+# Who picks among best-of-K candidates (Pipeline.generate): the DiT's own denoising error
+# (sorax/diffusion/rerank.py), or the learned world captioner (sorax/models/captioner.py) where
+# the prompt is a terse world caption and the clip is the captioner's size (else the DiT's).
+JUDGES = ("self", "captioner")
 
 
 @dataclasses.dataclass
@@ -107,7 +113,8 @@ class Pipeline:
                eta: float | None = None, eta_late: tuple[float, float] | None = None,
                quiet: int = 0,
                guidance_interval: tuple[float, float] | None = None,
-               guide: str | None = None, best_of: int | None = None) -> np.ndarray:
+               guide: str | None = None, best_of: int | None = None,
+               judge: str | None = None) -> np.ndarray:
     """-> uint8 [len(prompts), T, H, W, 3]. Sizes default to the training clip size.
     Raises PolicyViolation (naming the category) before generating anything when a prompt is
     refused by `self.policy`.
@@ -131,7 +138,10 @@ class Pipeline:
     `best_of` K > 1 (default `sample.best_of`, else 1) draws K samples per prompt (seeds seed,
     seed + 1, ...: the first is the plain sample) and keeps the one the model itself explains
     best from the prompt (sorax/diffusion/rerank.py); it costs K times the sampling. Text to
-    video only: with `known` latents the default is 1 and K > 1 is refused.
+    video only: with `known` latents the default is 1 and K > 1 is refused. `judge` (default
+    `sample.judge`, else "self"; JUDGES) picks: "self" is the DiT's denoising error, "captioner"
+    the learned captioner's log p(prompt | candidate) for prompts it reads (terse world
+    captions at its clip size), the DiT's error for the others.
     """
     if self.policy is not None:
       self.policy.enforce_prompts(prompts)
@@ -180,6 +190,11 @@ class Pipeline:
     if best_of > 1 and known is not None:
       raise ValueError("best_of > 1 applies to text-to-video only; the verbs on given frames "
                        "take one sample (best_of=1)")
+    judge = judge or c.sample.get("judge", "self")
+    if judge not in JUDGES:
+      raise ValueError(f"unknown judge {judge!r}; choose from {JUDGES}")
+    asked = (self._captioned(prompts, frames, height, width)
+             if best_of > 1 and judge == "captioner" else [None] * n)
     grid = P.grid_shape(latent_shape, patch)
     n_tok = int(np.prod(grid))
     shift = flow.resolution_shift(n_tok, c.diffusion.base_tokens, c.diffusion.base_shift)
@@ -206,15 +221,44 @@ class Pipeline:
         noise = jax.random.normal(jax.random.fold_in(key, start), (b, n_tok, tok_dim))
         latents.append(fn(self.params, noise, ids, mask, ktok, gtok,
                           jax.random.fold_in(jax.random.fold_in(key, start), 1)))
-      latent = latents[0]
-      if best_of > 1:
+      if best_of == 1:
+        out.append(decode_to_pixels(self.codec, latents[0], frames))
+        continue
+      videos = np.stack([decode_to_pixels(self.codec, lat, frames) for lat in latents])
+      objs = asked[start:start + b]
+      chosen = np.zeros(b, np.int64)
+      if any(o is None for o in objs):  # the DiT judges the prompts the captioner cannot read
         score = _score_fn(self.graphdef, latent_shape, patch, c.diffusion.prediction)
         skey = jax.random.fold_in(jax.random.fold_in(jax.random.PRNGKey(seed), start), 2)
         scores = jnp.stack([score(self.params, lat, ids, mask, skey) for lat in latents])
-        chosen = rerank.pick(scores)  # [b]
-        latent = jnp.stack(latents)[chosen, jnp.arange(b)]
-      out.append(decode_to_pixels(self.codec, latent, frames))
+        chosen = np.asarray(rerank.pick(scores))  # [b]
+      read = [i for i, o in enumerate(objs) if o is not None]
+      if read:
+        lp = np.stack([cap_lib.score_videos(self.captioner, videos[j, read],
+                                            [objs[i] for i in read]) for j in range(best_of)])
+        chosen[read] = np.argmax(lp, 0)  # ties go to the earlier candidate, as rerank.pick
+      out.append(videos[chosen, np.arange(b)])
     return np.concatenate(out, axis=0)
+
+  @functools.cached_property
+  def captioner(self):
+    """The shipped world captioner (sorax/models/captioner.py), loaded on first use."""
+    return cap_lib.load()
+
+  def _captioned(self, prompts: Sequence[str], frames: int, height: int,
+                 width: int) -> list[Any]:
+    """Per prompt, the objects the captioner is asked about, or None where it cannot judge:
+    a prompt that is not a terse world caption, or a clip not of the captioner's size."""
+    cc = self.captioner.cfg
+    if (frames, height, width) != (cc.frames, cc.height, cc.width):
+      return [None] * len(prompts)
+    out = []
+    for p in prompts:
+      try:
+        out.append(parse_terse(p).objects)
+      except ValueError:
+        out.append(None)
+    return out
 
   def latent_shape(self, frames: int, height: int, width: int) -> tuple[int, int, int, int]:
     """The latent [t, h, w, c] of a frames x height x width clip, checked against the patch."""

@@ -17,6 +17,15 @@ def run(capsys, *argv):
   return rc, out.out, out.err
 
 
+def test_cli_choices_match_the_library():
+  # The CLI lists them without importing jax; these are the lists the library checks against.
+  from sorax.cli_common import JUDGE_NAMES, SAMPLER_NAMES
+  from sorax.diffusion.samplers import SAMPLERS
+  from sorax.sample import JUDGES
+  assert set(SAMPLER_NAMES) == set(SAMPLERS)
+  assert JUDGE_NAMES == JUDGES
+
+
 def test_unknown_config_key(capsys, tmp_path):
   rc, _, err = run(capsys, "train", "--config", f"{WORLD}:demo", "--workdir", str(tmp_path),
                    "--config.model.widht=64")

@@ -6,8 +6,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from flax import nnx
+
 from sorax import sample as sample_lib
+from sorax.data.captions import parse_terse
 from sorax.diffusion import rerank
+from sorax.models import captioner as cap
 from sorax.models import weights
 from tests.test_train import tiny_pipeline
 
@@ -82,3 +86,31 @@ def test_best_of_default_comes_from_the_config_and_bad_values_are_refused(pipe):
   with pytest.raises(ValueError, match="text-to-video only"):
     pipe.generate(prompts, steps=2, best_of=2, known=known, strength=0.5)
   assert "best_of" in weights.SAMPLE_SETTINGS
+
+
+def test_the_captioner_judges_the_prompts_it_reads_and_the_dit_the_others(pipe):
+  d = pipe.cfg.data
+  small = cap.CaptionerConfig(merges=((1, 4, 4),), widths=(8,), hidden=16, frames=d.frames,
+                              height=d.height, width=d.width)
+  read = "small red circle moving left on a navy background"
+  unread = "a red ball rolls to the left"  # not a terse world caption
+  prompts = [read, unread]
+  pipe.__dict__["captioner"] = cap.Captioner(small, rngs=nnx.Rngs(1))  # the cached property
+  try:
+    plain = [pipe.generate(prompts, seed=7 + j, steps=2) for j in range(3)]
+    best = pipe.generate(prompts, seed=7, steps=2, best_of=3, judge="captioner")
+    by_self = pipe.generate(prompts, seed=7, steps=2, best_of=3, judge="self")
+    objs = parse_terse(read).objects
+    lp = [cap.score_videos(pipe.captioner, p[:1], [objs])[0] for p in plain]
+    assert len(set(lp)) == 3  # the judge tells the candidates apart
+    np.testing.assert_array_equal(best[0], plain[int(np.argmax(lp))][0])
+    np.testing.assert_array_equal(best[1], by_self[1])
+    # A clip size the captioner was not built for: the DiT judges every prompt.
+    other = pipe.generate(prompts, seed=7, steps=2, best_of=3, judge="captioner",
+                          width=2 * d.width)
+    np.testing.assert_array_equal(
+        other, pipe.generate(prompts, seed=7, steps=2, best_of=3, width=2 * d.width))
+  finally:
+    del pipe.__dict__["captioner"]
+  with pytest.raises(ValueError, match="unknown judge"):
+    pipe.generate([read], steps=2, best_of=2, judge="oracle")

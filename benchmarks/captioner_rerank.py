@@ -1,0 +1,71 @@
+"""Best-of-K by the learned captioner, on saved candidates: how much of the oracle's ceiling
+does a judge that reads the video and the words reach?
+
+The candidates are rerank_probe.py's (`--videos F`: [n, K, T, H, W, 3], prompt i's K seeds,
+the speedrun's held-out prompts 0..n-1). Each is captioned for every object colour and scored
+by log p(prompt's caption | video) (sorax/models/captioner.py); the oracle only grades.
+Prints one JSON line: all-right of one sample (the mean over candidates), of the captioner's
+pick at K = 2 and K, and of the oracle's best (the ceiling), plus the captioner's own accuracy
+on candidates (does its present/absent agree with the oracle's colour check).
+
+    python benchmarks/captioner_rerank.py --videos runs/cand_v16_128x4.npy [--captioner F]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+from speedrun import heldout_prompts  # noqa: E402  (a sibling benchmark, not a package)
+
+from sorax.data import oracle  # noqa: E402
+from sorax.models import captioner as cap  # noqa: E402
+
+
+def main() -> None:
+  ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  ap.add_argument("--videos", required=True)
+  ap.add_argument("--captioner", default=None)
+  ap.add_argument("--skip", type=int, default=0, help="the candidates are prompts skip..")
+  ap.add_argument("--out", default=None, help="also save right / scores (.npz)")
+  args = ap.parse_args()
+  videos = np.load(args.videos)  # [n, K, T, H, W, 3]
+  n, k = videos.shape[:2]
+  prompts, specs = heldout_prompts(args.skip + n, *videos.shape[3:5], videos.shape[2])
+  prompts, specs = prompts[args.skip:], specs[args.skip:]
+  model = cap.load(args.captioner)
+  t0 = time.perf_counter()
+  scores = np.stack([cap.score_videos(model, videos[:, j], [s.objects for s in specs])
+                     for j in range(k)], 1)  # [n, K], higher is better
+  t_score = time.perf_counter() - t0
+  right = np.array([[bool(oracle.score_video(videos[i, j], specs[i])["all_right"])
+                     for j in range(k)] for i in range(n)])
+  line = {"benchmark": "captioner_rerank", "videos": args.videos, "prompts": n, "k": k,
+          "one_sample": round(float(right.mean()), 4),
+          "first_sample": round(float(right[:, 0].mean()), 4)}
+  for kk in sorted({2, k}):
+    pick = scores[:, :kk].argmax(1)
+    line[f"captioner_best_of_{kk}"] = round(float(right[np.arange(n), pick].mean()), 4)
+    line[f"oracle_best_of_{kk}"] = round(float(right[:, :kk].any(1).mean()), 4)
+  # Pairwise: within a prompt, does a right candidate score above a wrong one?
+  wins = total = 0
+  for i in range(n):
+    for a in np.flatnonzero(right[i]):
+      for b in np.flatnonzero(~right[i]):
+        wins += scores[i, a] > scores[i, b]
+        total += 1
+  line["pairwise_auc"] = round(wins / max(total, 1), 4)
+  line["score_s"] = round(t_score, 1)
+  if args.out:
+    np.savez(args.out, right=right, scores=scores)
+  print(json.dumps(line), flush=True)
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,113 @@
+"""Faults a generator makes, painted into world clips: training data for a judge of samples.
+
+A video DiT that has learned the world still draws some objects as no world object moves:
+two copies at once (the commonest fault of the shipped model: BUILD_NOTES, "Why straight
+tracks fail"), a jump from one place to another, an object that vanishes mid-frame, or a blob
+that comes and goes. Each fault here takes a rendered clip and one object colour and returns
+the clip with that colour's pixels so broken; a captioner trained on both learns to tell a
+world object from a broken one (sorax/models/captioner.py's `broken` motion).
+
+numpy only; knows no model. Videos are uint8 [T, H, W, 3]; the colour is an RGB triple.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from sorax.data import world
+
+FAULTS = ("copy", "jump", "vanish", "flicker")
+
+
+def _mask(video: np.ndarray, rgb) -> np.ndarray:
+  """bool [T, H, W]: the pixels of exactly this colour (renders are pixel-exact)."""
+  return np.all(video == np.asarray(rgb, np.uint8), -1)
+
+
+def _shift(mask: np.ndarray, dy: int, dx: int) -> np.ndarray:
+  """mask [..., H, W] moved by (dy, dx) pixels, not wrapping: what leaves the canvas is gone."""
+  out = np.zeros_like(mask)
+  h, w = mask.shape[-2:]
+  ys, yd = (slice(0, h - dy), slice(dy, h)) if dy >= 0 else (slice(-dy, h), slice(0, h + dy))
+  xs, xd = (slice(0, w - dx), slice(dx, w)) if dx >= 0 else (slice(-dx, w), slice(0, w + dx))
+  out[..., yd, xd] = mask[..., ys, xs]
+  return out
+
+
+def _offset(rng: np.random.Generator, h: int, w: int, least: float) -> tuple[int, int]:
+  """A shift of at least `least` pixels (and at most half the canvas) in a random direction."""
+  r = rng.uniform(least, 0.5 * min(h, w))
+  a = rng.uniform(0, 2 * np.pi)
+  return int(round(r * np.sin(a))), int(round(r * np.cos(a)))
+
+
+def _frames(rng: np.random.Generator, t: int, least: int) -> np.ndarray:
+  """bool [t]: a run of at least `least` consecutive frames (not all of them)."""
+  n = int(rng.integers(least, t))
+  start = int(rng.integers(0, t - n + 1))
+  out = np.zeros(t, bool)
+  out[start:start + n] = True
+  return out
+
+
+def paint(video: np.ndarray, rgb, fault: str, rng: np.random.Generator,
+          background) -> np.ndarray:
+  """A copy of `video` [T, H, W, 3] uint8 with the object of colour `rgb` broken by `fault`.
+
+  copy: a second copy of the object, shifted by >= its size, in a run of >= 2 frames.
+  jump: from a frame on, the object is drawn shifted by >= 4 px (and no longer where it was).
+  vanish: from a frame on, the object is gone (painted over with the background).
+  flicker: the object is shown only in a run of frames, gone in the others.
+  The colour must be in the video; `background` is the RGB the vanished pixels become.
+  """
+  if fault not in FAULTS:
+    raise ValueError(f"unknown fault {fault!r}; expected one of {FAULTS}")
+  t, h, w, _ = video.shape
+  mask = _mask(video, rgb)
+  if not mask.any():
+    raise ValueError(f"colour {tuple(rgb)} is not in the video: nothing to break")
+  out = video.copy()
+  col = np.asarray(rgb, np.uint8)
+  bg = np.asarray(background, np.uint8)
+  if fault == "copy":
+    extent = np.sqrt(mask.sum((1, 2)).max())  # about the object's side, px
+    dy, dx = _offset(rng, h, w, max(3.0, 1.2 * extent))
+    frames = _frames(rng, t, 2)
+    ghost = _shift(mask, dy, dx) & frames[:, None, None]
+    out[ghost] = col
+  elif fault == "jump":
+    k = int(rng.integers(1, t - 1))
+    dy, dx = _offset(rng, h, w, 4.0)
+    tail = mask[k:]
+    out[k:][tail] = bg
+    out[k:][_shift(tail, dy, dx)] = col
+  elif fault == "vanish":
+    k = int(rng.integers(2, t - 2))
+    out[k:][mask[k:]] = bg
+  else:  # flicker
+    keep = _frames(rng, t, 2)
+    out[mask & ~keep[:, None, None]] = bg
+  return out
+
+
+def background_rgb(spec: world.SceneSpec) -> tuple[int, int, int]:
+  return world.BACKGROUNDS[spec.background]
+
+
+def roughen(video: np.ndarray, rng: np.random.Generator, *, edge: float = 0.3,
+            speckle: float = 0.01) -> np.ndarray:
+  """A copy of `video` [T, H, W, 3] uint8 drawn the way a generator draws a right clip: ragged
+  edges (each pixel whose neighbour in a random direction differs takes the neighbour's colour
+  with probability U(0, edge)) and stray pixels of object colours (density U(0, speckle)). The
+  objects and their motion are unchanged, so a clip's caption still holds."""
+  out = video.copy()
+  t, h, w, _ = video.shape
+  dy, dx = [(0, 1), (0, -1), (1, 0), (-1, 0)][int(rng.integers(4))]
+  near = np.roll(video, (dy, dx), (1, 2))
+  differs = np.any(near != video, -1)
+  flip = differs & (rng.random((t, h, w)) < rng.uniform(0, edge))
+  out[flip] = near[flip]
+  dots = rng.random((t, h, w)) < rng.uniform(0, speckle)
+  palette = np.asarray(list(world.OBJECT_COLORS.values()), np.uint8)
+  out[dots] = palette[rng.integers(len(palette), size=int(dots.sum()))]
+  return out

@@ -1,0 +1,166 @@
+"""Trains the world captioner (sorax/models/captioner.py) on world clips with painted faults.
+
+Every clip gives `ROWS` rows, one per asked colour: each object of the clip (broken by a fault
+of sorax/data/faults.py with probability `fault_rate`, its motion then `broken` and its shape
+and size not asked), then absent colours to fill the rows. Clips are drawn fresh every step
+(the world is a pure function of (seed, index)); the held-out check uses another seed.
+
+    python -m sorax.train.captioner_trainer [--steps 3000] [--out sorax/assets/captioner_world32.safetensors]
+
+Prints one JSON line per `--log-every` steps (loss, the held-out accuracy of every head) and
+saves the weights atomically at the end and every `--save-every` steps.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+from sorax.data import faults, world
+from sorax.data.spec import MOTIONS, OBJECT_COLORS, SHAPES, SIZES
+from sorax.models import captioner as cap
+
+ROWS = 4  # per clip: up to 3 objects, then absent colours
+
+
+def make_rows(seed: int, index: int, n_clips: int, *, height: int = 32, width: int = 32,
+              frames: int = 17, fault_rate: float = 0.4,
+              rough_rate: float = 0.5) -> dict[str, np.ndarray]:
+  """Clips index .. index + n_clips - 1 of the world `seed`, as n_clips * ROWS rows: video
+  uint8 [N, T, H, W, 3], color / present / shape / size / motion int [N], and `known` [N]
+  (1 where shape and size are asked: a present, unbroken object). A share `rough_rate` of the
+  rows is roughened as a generator draws (faults.roughen: ragged edges, stray pixels)."""
+  rng = np.random.default_rng([seed, index, 7])
+  rows = {k: [] for k in ("video", "color", "present", "shape", "size", "motion", "known")}
+
+  def add(video, color, present=0, shape=0, size=0, motion=0, known=0):
+    if rng.random() < rough_rate:
+      video = faults.roughen(video, rng)
+    for k, v in zip(rows, (video, cap.COLORS.index(color), present, shape, size, motion, known)):
+      rows[k].append(v)
+
+  for i in range(n_clips):
+    clip = world.make_clip(seed, index + i, height, width, frames)
+    bg = faults.background_rgb(clip.spec)
+    for o in clip.spec.objects:
+      rgb = OBJECT_COLORS[o.color]
+      video = clip.video
+      if rng.random() < fault_rate and faults._mask(video, rgb).any():
+        video = faults.paint(video, rgb, str(rng.choice(faults.FAULTS)), rng, bg)
+        add(video, o.color, 1, 0, 0, cap.BROKEN, 0)
+      else:
+        add(video, o.color, 1, SHAPES.index(o.shape), SIZES.index(o.size),
+            MOTIONS.index(o.motion), 1)
+    asked = {o.color for o in clip.spec.objects}
+    absent = [c for c in cap.COLORS if c not in asked]
+    for c in rng.choice(absent, size=ROWS - len(clip.spec.objects), replace=False):
+      add(clip.video, str(c))
+  return {k: np.stack(v) if k == "video" else np.asarray(v, np.int32) for k, v in rows.items()}
+
+
+def loss_fn(model: cap.Captioner, batch) -> tuple[jax.Array, dict[str, jax.Array]]:
+  video = batch["video"].astype(jnp.float32) / 255.0
+  out = model(video, batch["color"])
+  present = batch["present"].astype(jnp.float32)
+  known = batch["known"].astype(jnp.float32)
+  l_present = jnp.mean(optax.sigmoid_binary_cross_entropy(out["present"], present))
+
+  def ce(name, weight):
+    lce = optax.softmax_cross_entropy_with_integer_labels(out[name], batch[name])
+    return jnp.sum(lce * weight) / jnp.maximum(jnp.sum(weight), 1.0)
+
+  l_shape, l_size, l_motion = ce("shape", known), ce("size", known), ce("motion", present)
+  loss = l_present + l_shape + l_size + l_motion
+  return loss, {"present": l_present, "shape": l_shape, "size": l_size, "motion": l_motion}
+
+
+@nnx.jit
+def train_step(model, optimizer, batch):
+  (loss, parts), grads = nnx.value_and_grad(loss_fn, has_aux=True)(model, batch)
+  optimizer.update(model, grads)
+  return loss, parts
+
+
+@nnx.jit
+def predict(model, video, color):
+  return model(video.astype(jnp.float32) / 255.0, color)
+
+
+def accuracy(model: cap.Captioner, batch) -> dict[str, float]:
+  """Held-out accuracy of each head on the rows it is asked on."""
+  out = jax.tree.map(np.asarray, predict(model, jnp.asarray(batch["video"]),
+                                         jnp.asarray(batch["color"])))
+  present, known = batch["present"] > 0, batch["known"] > 0
+  broken = present & (batch["motion"] == cap.BROKEN)
+  pm = out["motion"].argmax(-1)
+  return {
+      "present": float(np.mean((out["present"] > 0) == present)),
+      "shape": float(np.mean(out["shape"].argmax(-1)[known] == batch["shape"][known])),
+      "size": float(np.mean(out["size"].argmax(-1)[known] == batch["size"][known])),
+      "motion": float(np.mean(pm[known] == batch["motion"][known])),
+      "broken": float(np.mean(pm[broken] == cap.BROKEN)) if broken.any() else float("nan"),
+  }
+
+
+def main(argv=None) -> None:
+  ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  ap.add_argument("--steps", type=int, default=3000)
+  ap.add_argument("--clips", type=int, default=32, help="clips a step (x4 rows)")
+  ap.add_argument("--lr", type=float, default=1e-3)
+  ap.add_argument("--seed", type=int, default=0)
+  ap.add_argument("--fault-rate", type=float, default=0.4)
+  ap.add_argument("--rough-rate", type=float, default=0.5)
+  ap.add_argument("--out", default=cap.ASSET)
+  ap.add_argument("--log-every", type=int, default=250)
+  ap.add_argument("--save-every", type=int, default=1000)
+  ap.add_argument("--eval-clips", type=int, default=256)
+  ap.add_argument("--widths", type=int, nargs="+", help="per stage (default: CaptionerConfig's)")
+  ap.add_argument("--merges", nargs="+", help="per stage, t,h,w (e.g. 1,4,4 1,2,2 2,1,1)")
+  ap.add_argument("--hidden", type=int)
+  args = ap.parse_args(argv)
+  over = {}
+  if args.widths:
+    over["widths"] = tuple(args.widths)
+  if args.merges:
+    over["merges"] = tuple(tuple(int(v) for v in m.split(",")) for m in args.merges)
+  if args.hidden:
+    over["hidden"] = args.hidden
+  cfg = cap.CaptionerConfig(**over)
+  model = cap.Captioner(cfg, rngs=nnx.Rngs(args.seed))
+  sched = optax.warmup_cosine_decay_schedule(0.0, args.lr, min(200, args.steps // 10 + 1),
+                                             args.steps, 0.05 * args.lr)
+  optimizer = nnx.Optimizer(model, optax.adamw(sched, weight_decay=1e-4), wrt=nnx.Param)
+  held = make_rows(args.seed + 1_000_003, 0, args.eval_clips, height=cfg.height,
+                   width=cfg.width, frames=cfg.frames, fault_rate=args.fault_rate,
+                   rough_rate=args.rough_rate)
+  t0, logs = time.perf_counter(), []
+  for step in range(1, args.steps + 1):
+    batch = make_rows(args.seed, step * args.clips, args.clips, height=cfg.height,
+                      width=cfg.width, frames=cfg.frames, fault_rate=args.fault_rate,
+                      rough_rate=args.rough_rate)
+    loss, parts = train_step(model, optimizer, jax.tree.map(jnp.asarray, batch))
+    logs.append(float(loss))
+    if step % args.log_every == 0 or step == args.steps:
+      line = {"step": step, "loss": round(float(np.mean(logs)), 4),
+              **{k: round(float(v), 4) for k, v in parts.items()},
+              "heldout": {k: round(v, 4) for k, v in accuracy(model, held).items()},
+              "s": round(time.perf_counter() - t0, 1)}
+      print(json.dumps(line), flush=True)
+      logs = []
+    if step % args.save_every == 0 or step == args.steps:
+      cap.save(args.out, model, meta={"step": step, "seed": args.seed,
+                                      "fault_rate": args.fault_rate,
+                                      "rough_rate": args.rough_rate})
+  print(f"saved {args.out}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,123 @@
+"""The world captioner and its training data: faults, rows, the caption's log-probability."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from sorax.data import faults, world
+from sorax.data.spec import OBJECT_COLORS, ObjectSpec, SceneSpec
+from sorax.models import captioner as cap
+from sorax.train import captioner_trainer as trainer
+
+H = W = 32
+T = 17
+
+
+def _clip(motion="right"):
+  spec = SceneSpec("navy", False, (ObjectSpec("red", "square", "small", motion, (0.3, 0.5)),))
+  return spec, world.render(spec, H, W, T)
+
+
+@pytest.mark.parametrize("fault", faults.FAULTS)
+def test_fault_touches_only_its_colour(fault):
+  spec, video = _clip()
+  red, bg = OBJECT_COLORS["red"], world.BACKGROUNDS["navy"]
+  out = faults.paint(video, red, fault, np.random.default_rng(1), bg)
+  assert out.shape == video.shape and out.dtype == np.uint8
+  changed = np.any(out != video, -1)
+  assert changed.any(), fault
+  # Every changed pixel became the object's colour or the background: nothing else is drawn.
+  now = out[changed]
+  ok = np.all(now == red, -1) | np.all(now == bg, -1)
+  assert ok.all()
+  per_frame = (np.all(out == red, -1)).sum((1, 2))
+  before = (np.all(video == red, -1)).sum((1, 2))
+  if fault == "copy":
+    assert (per_frame >= before).all() and (per_frame > before).sum() >= 2
+  elif fault in ("vanish", "flicker"):
+    assert (per_frame <= before).all() and (per_frame == 0).any()
+
+
+def test_fault_refuses_a_missing_colour_and_unknown_fault():
+  _, video = _clip()
+  with pytest.raises(ValueError, match="not in the video"):
+    faults.paint(video, OBJECT_COLORS["green"], "copy", np.random.default_rng(0), (0, 0, 0))
+  with pytest.raises(ValueError, match="unknown fault"):
+    faults.paint(video, OBJECT_COLORS["red"], "melt", np.random.default_rng(0), (0, 0, 0))
+
+
+def test_rows_follow_the_spec():
+  rows = trainer.make_rows(3, 0, 6, fault_rate=0.5)
+  n = 6 * trainer.ROWS
+  assert rows["video"].shape == (n, T, H, W, 3)
+  for i in range(6):
+    clip = world.make_clip(3, i, H, W, T)
+    block = slice(i * trainer.ROWS, (i + 1) * trainer.ROWS)
+    colors = [cap.COLORS[c] for c in rows["color"][block]]
+    k = len(clip.spec.objects)
+    assert colors[:k] == [o.color for o in clip.spec.objects]
+    assert len(set(colors)) == trainer.ROWS  # absent colours are other colours
+    assert list(rows["present"][block]) == [1] * k + [0] * (trainer.ROWS - k)
+  broken = rows["motion"] == cap.BROKEN
+  assert broken.any() and not rows["known"][broken].any()
+  assert (rows["present"][rows["known"] > 0] == 1).all()
+
+
+def test_colour_planes_pick_the_asked_colour():
+  _, video = _clip()
+  v = jnp.asarray(video[None], jnp.float32) / 255.0
+  red = cap.COLORS.index("red")
+  planes = np.asarray(cap.colour_planes(jnp.concatenate([v, v]), jnp.array([red, red + 1])))
+  mask = np.all(video == OBJECT_COLORS["red"], -1)
+  assert planes[0, ..., 0][mask].min() > 0.99 and planes[0, ..., 0][~mask].max() < 0.01
+  assert planes[1, ..., 0].max() < 0.01  # asked orange: none
+  assert planes[1, ..., 1][mask].min() > 0.99  # red is "another object colour" then
+
+
+def test_row_logprob_matches_the_heads():
+  logits = {"present": jnp.array([2.0, -1.0]), "shape": jnp.log(jnp.array([[.1, .2, .3, .4]] * 2)),
+            "size": jnp.log(jnp.array([[.25, .75]] * 2)),
+            "motion": jnp.log(jnp.full((2, len(cap.MOTION_CLASSES)), 0.1))}
+  want = cap.targets([ObjectSpec("orange", "triangle", "large", "up")])
+  rows = {k: jnp.asarray(v[:2]) for k, v in want.items()}  # red (absent), orange (present)
+  lp = np.asarray(cap.row_logprob(logits, rows))
+  np.testing.assert_allclose(lp[0], np.log(1 - 1 / (1 + np.exp(-2.0))), rtol=1e-5)
+  expect = np.log(1 / (1 + np.exp(1.0))) + np.log(.3) + np.log(.75) + np.log(.1)
+  np.testing.assert_allclose(lp[1], expect, rtol=1e-5)
+
+
+def test_training_lowers_the_loss_and_the_file_round_trips(tmp_path):
+  cfg = cap.CaptionerConfig(widths=(8, 16, 16), hidden=32)
+  model = cap.Captioner(cfg, rngs=nnx.Rngs(0))
+  opt = nnx.Optimizer(model, __import__("optax").adam(3e-3), wrt=nnx.Param)
+  batch = jax.tree.map(jnp.asarray, trainer.make_rows(0, 0, 8))
+  first = float(trainer.loss_fn(model, batch)[0])
+  for _ in range(30):
+    trainer.train_step(model, opt, batch)
+  assert float(trainer.loss_fn(model, batch)[0]) < 0.6 * first
+  path = tmp_path / "cap.safetensors"
+  cap.save(path, model)
+  back = cap.load(path)
+  video = batch["video"][:3].astype(jnp.float32) / 255.0
+  a, b = model(video, batch["color"][:3]), back(video, batch["color"][:3])
+  for k in a:
+    np.testing.assert_allclose(np.asarray(a[k]), np.asarray(b[k]), rtol=1e-5, atol=1e-6)
+
+
+def test_load_names_a_missing_or_foreign_file(tmp_path):
+  with pytest.raises(FileNotFoundError, match="captioner weights"):
+    cap.load(tmp_path / "none.safetensors")
+  bad = tmp_path / "bad.safetensors"
+  bad.write_bytes(b"not a file")
+  with pytest.raises(ValueError, match="not a safetensors file"):
+    cap.load(bad)
+
+
+def test_wrong_video_shape_is_one_clear_error():
+  model = cap.Captioner(cap.CaptionerConfig(merges=((1, 4, 4),), widths=(8,), hidden=8), rngs=nnx.Rngs(0))
+  with pytest.raises(ValueError, match="captioner takes videos"):
+    model(jnp.zeros((1, 9, 32, 32, 3)), jnp.zeros((1,), jnp.int32))
