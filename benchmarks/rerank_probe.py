@@ -84,6 +84,7 @@ def main() -> None:
   ap.add_argument("--prompts", type=int, default=128)
   ap.add_argument("--k", type=int, default=4)
   ap.add_argument("--skip", type=int, default=0, help="use held-out prompts skip..skip+prompts")
+  ap.add_argument("--first-seed", type=int, default=0, help="candidates are seeds first..first+k-1")
   ap.add_argument("--cfg", type=float, default=None)
   ap.add_argument("--draws", type=int, default=1, help="noise draws per noise level")
   ap.add_argument("--t-grid", type=float, nargs="+", default=list(T_GRID))
@@ -100,7 +101,8 @@ def main() -> None:
   if args.videos and pathlib.Path(args.videos).is_file():
     videos = np.load(args.videos)
   else:
-    videos = np.stack([pipe.generate(prompts, seed=s, cfg_scale=args.cfg, batch_size=32)
+    videos = np.stack([pipe.generate(prompts, seed=args.first_seed + s, cfg_scale=args.cfg,
+                                     batch_size=32)
                        for s in range(k)], 1)  # [n, k, T, H, W, 3]
     if args.videos:
       np.save(args.videos, videos)

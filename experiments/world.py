@@ -169,10 +169,13 @@ def get_config(arg: str = "demo") -> ml_collections.ConfigDict:
   # at CFG 2.
   # guide: "velocity" (CFG on the velocities) or "logits" (on the palette head's per-pixel
   # logits; sorax/sample.py GUIDES).
+  # judge: who picks among best_of K: "self" (the DiT's own denoising error) or "captioner"
+  # (the learned world captioner, sorax/models/captioner.py; terse world captions only).
   # best_of K > 1: K samples a prompt, the one the model explains best is kept (K x the
   # sampling time; sorax/diffusion/rerank.py).
   c.sample = ml_collections.ConfigDict(dict(steps=96, sampler="renoise", eta=2.0, cfg=2.5,
-                                            seed=0, guide="velocity", best_of=1))
+                                            seed=0, guide="velocity", best_of=1,
+                                            judge="self"))
 
   if variant == "demo":
     # Minutes on 2 CPU cores: 1x2x2 patches of the 5x8x8x16 VAE latent (80 tokens a clip),

@@ -231,7 +231,7 @@ class Pipeline:
         score = _score_fn(self.graphdef, latent_shape, patch, c.diffusion.prediction)
         skey = jax.random.fold_in(jax.random.fold_in(jax.random.PRNGKey(seed), start), 2)
         scores = jnp.stack([score(self.params, lat, ids, mask, skey) for lat in latents])
-        chosen = np.asarray(rerank.pick(scores))  # [b]
+        chosen = np.array(rerank.pick(scores))  # [b]; a writable copy
       read = [i for i, o in enumerate(objs) if o is not None]
       if read:
         lp = np.stack([cap_lib.score_videos(self.captioner, videos[j, read],

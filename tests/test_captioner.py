@@ -88,13 +88,16 @@ def test_row_logprob_matches_the_heads():
   np.testing.assert_allclose(lp[0], np.log(1 - 1 / (1 + np.exp(-2.0))), rtol=1e-5)
   expect = np.log(1 / (1 + np.exp(1.0))) + np.log(.3) + np.log(.75) + np.log(.1)
   np.testing.assert_allclose(lp[1], expect, rtol=1e-5)
+  no_size = np.asarray(cap.row_logprob(logits, rows, {"size": 0.0, "motion": 2.0}))
+  np.testing.assert_allclose(no_size[1], expect - np.log(.75) + np.log(.1), rtol=1e-5)
+  np.testing.assert_allclose(no_size[0], lp[0], rtol=1e-6)  # absence is weighted 1
 
 
 def test_training_lowers_the_loss_and_the_file_round_trips(tmp_path):
   cfg = cap.CaptionerConfig(widths=(8, 16, 16), hidden=32)
   model = cap.Captioner(cfg, rngs=nnx.Rngs(0))
   opt = nnx.Optimizer(model, __import__("optax").adam(3e-3), wrt=nnx.Param)
-  batch = jax.tree.map(jnp.asarray, trainer.make_rows(0, 0, 8))
+  batch = jax.tree.map(jnp.asarray, trainer.make_rows(0, 0, 4))
   first = float(trainer.loss_fn(model, batch)[0])
   for _ in range(30):
     trainer.train_step(model, opt, batch)
@@ -121,3 +124,26 @@ def test_wrong_video_shape_is_one_clear_error():
   model = cap.Captioner(cap.CaptionerConfig(merges=((1, 4, 4),), widths=(8,), hidden=8), rngs=nnx.Rngs(0))
   with pytest.raises(ValueError, match="captioner takes videos"):
     model(jnp.zeros((1, 9, 32, 32, 3)), jnp.zeros((1,), jnp.int32))
+
+
+@pytest.mark.skipif(not (cap.asset_path()).is_file(), reason="no shipped captioner")
+def test_the_shipped_captioner_reads_world_clips_and_prefers_the_true_caption():
+  model = cap.load()  # no path: the shipped file
+  rows = trainer.make_rows(123_456, 0, 48, fault_rate=0.0, rough_rate=0.0)
+  acc = trainer.accuracy(model, rows)
+  assert acc["present"] >= 0.98 and acc["motion"] >= 0.9 and acc["shape"] >= 0.75, acc
+  clips = [world.make_clip(123_457, i, H, W, T) for i in range(24)]
+  videos = np.stack([c.video for c in clips])
+  true = cap.score_videos(model, videos, [c.spec.objects for c in clips])
+  # The same caption with the first object's motion swapped for another: a near miss.
+  swap = {"left": "right", "right": "left", "up": "down", "down": "up", "growing": "shrinking",
+          "shrinking": "growing", "static": "bouncing", "bouncing": "static",
+          "falling": "up"}
+  miss = []
+  for c in clips:
+    o = c.spec.objects[0]
+    size = {"growing": "large", "shrinking": "small"}.get(o.motion, o.size)
+    wrong = ObjectSpec(o.color, o.shape, size, swap[o.motion])
+    miss.append((wrong,) + c.spec.objects[1:])
+  near = cap.score_videos(model, videos, miss)
+  assert np.mean(true > near) >= 0.9

@@ -125,16 +125,34 @@ def targets(objects: Sequence[ObjectSpec]) -> dict[str, np.ndarray]:
   return out
 
 
-def row_logprob(logits: dict[str, jax.Array], want: dict[str, jax.Array]) -> jax.Array:
-  """log p(each row's caption is `want`'s) -> [B]: log p(absent) where want["present"] is 0,
-  else log p(present) + log p(shape) + log p(size) + log p(motion)."""
+# How much each answer counts in a candidate's score (score_videos). Size is left out: on the
+# shipped DiT's samples the captioner reads a third of the asked-large objects the oracle reads
+# large as small (their ragged edges), and within a prompt its size term ranks right
+# candidates below wrong ones (pairwise 0.33-0.36; BUILD_NOTES, "A learned judge").
+SCORE_WEIGHTS = {"present": 1.0, "shape": 1.0, "size": 0.0, "motion": 1.0}
+
+
+def row_logprob(logits: dict[str, jax.Array], want: dict[str, jax.Array],
+                weights: dict[str, float] | None = None) -> jax.Array:
+  """Weighted log p(each row's caption is `want`'s) -> [B]: log p(absent) where
+  want["present"] is 0, else the weighted sum of log p(present), log p(shape), log p(size)
+  and log p(motion) (`weights`, default all 1)."""
+  w = {"present": 1.0, "shape": 1.0, "size": 1.0, "motion": 1.0, **(weights or {})}
+
   def pick(name):
     return jnp.take_along_axis(jax.nn.log_softmax(logits[name]), want[name][:, None], 1)[:, 0]
-  on = jax.nn.log_sigmoid(logits["present"]) + pick("shape") + pick("size") + pick("motion")
+  on = (w["present"] * jax.nn.log_sigmoid(logits["present"]) + w["shape"] * pick("shape")
+        + w["size"] * pick("size") + w["motion"] * pick("motion"))
   return jnp.where(want["present"] > 0, on, jax.nn.log_sigmoid(-logits["present"]))
 
 
 ASSET = "sorax/assets/captioner_world32.safetensors"  # relative to the repository root
+
+
+def asset_path():
+  """The shipped captioner's path (sorax/assets/captioner_world32.safetensors)."""
+  import pathlib  # noqa: PLC0415
+  return pathlib.Path(__file__).resolve().parents[2] / ASSET
 
 
 def save(path, model: Captioner, *, meta: dict | None = None, dtype=np.float32) -> None:
@@ -170,7 +188,7 @@ def load(path=None) -> Captioner:
 
   from flax import traverse_util  # noqa: PLC0415
   from safetensors import safe_open  # noqa: PLC0415
-  p = pathlib.Path(path) if path else pathlib.Path(__file__).resolve().parents[2] / ASSET
+  p = pathlib.Path(path) if path else asset_path()
   if not p.is_file():
     raise FileNotFoundError(f"captioner weights {p} not found (train one with "
                             "`python -m sorax.train.captioner_trainer --out {p}`)")
@@ -203,10 +221,12 @@ def _logits(model: Captioner, video: jax.Array, color: jax.Array) -> dict[str, j
 
 
 def score_videos(model: Captioner, videos: np.ndarray,
-                 objects: Sequence[Sequence[ObjectSpec]], *, batch: int = 32) -> np.ndarray:
+                 objects: Sequence[Sequence[ObjectSpec]], *, batch: int = 32,
+                 weights: dict[str, float] | None = None) -> np.ndarray:
   """log p(video i's caption is the one `objects[i]` asks for) -> float [n]: each asked object
-  present with its shape, size and motion, every other colour absent (a sum over COLORS).
-  videos uint8 [n, T, H, W, 3]."""
+  present with its shape, size and motion, every other colour absent (a sum over COLORS), each
+  answer weighted by `weights` (default SCORE_WEIGHTS). videos uint8 [n, T, H, W, 3]."""
+  weights = SCORE_WEIGHTS if weights is None else weights
   videos = np.asarray(videos)
   if videos.ndim != 5 or len(videos) != len(objects):
     raise ValueError(f"videos {videos.shape} must be [n, T, H, W, 3] for {len(objects)} prompts")
@@ -220,5 +240,5 @@ def score_videos(model: Captioner, videos: np.ndarray,
     rows = np.repeat(v, c, axis=0)  # [b * C, T, H, W, 3]: every colour of every video
     logits = _logits(model, jnp.asarray(rows), jnp.asarray(colors[:b * c]))
     w = {k: jnp.asarray(np.concatenate([wi[k] for wi in want[s:s + b]])) for k in want[0]}
-    out[s:s + b] = np.asarray(row_logprob(logits, w)).reshape(b, c).sum(1)
+    out[s:s + b] = np.asarray(row_logprob(logits, w, weights)).reshape(b, c).sum(1)
   return out
