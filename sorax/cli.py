@@ -75,7 +75,7 @@ def _add_sample(sub):
   p.add_argument("--sampler", choices=SAMPLER_NAMES)
   p.add_argument("--eta", type=float, help=ETA_HELP)
   p.add_argument("--best-of", type=int, default=None,
-                 help="draw K samples a prompt and keep the one the model explains best "
+                 help="draw K samples a prompt and keep the one --judge picks "
                       "(K x the time; default: the checkpoint's sample.best_of)")
   p.add_argument("--judge", choices=JUDGE_NAMES, default=None,
                  help="who picks among --best-of K: the DiT itself ('self') or the learned "
@@ -118,7 +118,7 @@ def _add_eval(sub):
   p.add_argument("--steps", type=int)
   p.add_argument("--cfg", type=float)
   p.add_argument("--best-of", type=int, default=None,
-                 help="K samples a prompt, the model's own pick kept (default: the checkpoint's)")
+                 help="K samples a prompt, --judge's pick kept (default: the checkpoint's)")
   p.add_argument("--judge", choices=JUDGE_NAMES, default=None,
                  help="who picks among --best-of K (default: the checkpoint's sample.judge)")
   p.add_argument("--seed", type=int)

@@ -126,7 +126,7 @@ def targets(objects: Sequence[ObjectSpec]) -> dict[str, np.ndarray]:
 
 
 # How much each answer counts in a candidate's score (score_videos). Size is left out: on the
-# shipped DiT's samples the captioner reads a third of the asked-large objects the oracle reads
+# shipped DiT's samples the captioner reads a quarter of the asked-large objects the oracle reads
 # large as small (their ragged edges), and within a prompt its size term ranks right
 # candidates below wrong ones (pairwise 0.33-0.36; BUILD_NOTES, "A learned judge").
 SCORE_WEIGHTS = {"present": 1.0, "shape": 1.0, "size": 0.0, "motion": 1.0}
