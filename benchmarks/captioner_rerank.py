@@ -28,12 +28,34 @@ from sorax.data import oracle  # noqa: E402
 from sorax.models import captioner as cap  # noqa: E402
 
 
+def write_sheet(path, videos, prompts, right, scores, n_prompts: int) -> None:
+  """Every candidate of the first `n_prompts` prompts whose pick is not candidate 0, each
+  under its prompt with its score, the oracle's verdict and the pick marked."""
+  from PIL import Image  # noqa: PLC0415
+
+  from sorax.contact_sheet import contact_sheet  # noqa: PLC0415
+  rows, texts, notes = [], [], []
+  for i in [i for i in range(len(videos)) if scores[i].argmax() != 0][:n_prompts]:
+    for j in range(videos.shape[1]):
+      rows.append(videos[i, j])
+      texts.append(f"{prompts[i]} (seed {j})" if j == 0 else f"seed {j}")
+      notes.append(f"log p {scores[i, j]:.1f}; oracle: {'all right' if right[i, j] else 'wrong'}"
+                   + ("  <- captioner's pick" if j == scores[i].argmax() else ""))
+  tmp = pathlib.Path(str(path) + ".tmp.png")
+  Image.fromarray(contact_sheet(rows, texts, notes=notes)).save(tmp)
+  tmp.replace(path)
+
+
 def main() -> None:
   ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   ap.add_argument("--videos", required=True)
   ap.add_argument("--captioner", default=None)
   ap.add_argument("--skip", type=int, default=0, help="the candidates are prompts skip..")
   ap.add_argument("--out", default=None, help="also save right / scores (.npz)")
+  ap.add_argument("--sheet", default=None,
+                  help="also write a contact sheet (.png) of every candidate of the first "
+                       "--sheet-prompts prompts where the pick is not the first sample")
+  ap.add_argument("--sheet-prompts", type=int, default=3)
   args = ap.parse_args()
   videos = np.load(args.videos)  # [n, K, T, H, W, 3]
   n, k = videos.shape[:2]
@@ -64,6 +86,8 @@ def main() -> None:
   line["score_s"] = round(t_score, 1)
   if args.out:
     np.savez(args.out, right=right, scores=scores)
+  if args.sheet:
+    write_sheet(args.sheet, videos, prompts, right, scores, args.sheet_prompts)
   print(json.dumps(line), flush=True)
 
 
