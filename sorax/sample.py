@@ -136,8 +136,8 @@ class Pipeline:
     the guided clean estimate stays a blend of palette colours (GUIDES in this module).
 
     `best_of` K > 1 (default `sample.best_of`, else 1) draws K samples per prompt (seeds seed,
-    seed + 1, ...: the first is the plain sample) and keeps the one the model itself explains
-    best from the prompt (sorax/diffusion/rerank.py); it costs K times the sampling. Text to
+    seed + 1, ...: the first is the plain sample) and keeps the one `judge` picks; it costs K
+    times the sampling. Text to
     video only: with `known` latents the default is 1 and K > 1 is refused. `judge` (default
     `sample.judge`, else "self"; JUDGES) picks: "self" is the DiT's denoising error, "captioner"
     the learned captioner's log p(prompt | candidate) for prompts it reads (terse world

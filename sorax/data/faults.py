@@ -19,7 +19,7 @@ from sorax.data import world
 FAULTS = ("copy", "jump", "vanish", "flicker")
 
 
-def _mask(video: np.ndarray, rgb) -> np.ndarray:
+def color_mask(video: np.ndarray, rgb) -> np.ndarray:
   """bool [T, H, W]: the pixels of exactly this colour (renders are pixel-exact)."""
   return np.all(video == np.asarray(rgb, np.uint8), -1)
 
@@ -63,7 +63,7 @@ def paint(video: np.ndarray, rgb, fault: str, rng: np.random.Generator,
   if fault not in FAULTS:
     raise ValueError(f"unknown fault {fault!r}; expected one of {FAULTS}")
   t, h, w, _ = video.shape
-  mask = _mask(video, rgb)
+  mask = color_mask(video, rgb)
   if not mask.any():
     raise ValueError(f"colour {tuple(rgb)} is not in the video: nothing to break")
   out = video.copy()

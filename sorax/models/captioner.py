@@ -7,10 +7,11 @@ does (two copies at once, a jump, a blob that comes and goes). It is trained on 
 and their specs alone, with those faults painted in (sorax/train/captioner_trainer.py), and
 knows neither the DiT nor the oracle.
 
-Its use: best-of-K (sorax/diffusion/rerank.py) keeps the candidate whose caption the
-captioner finds most likely for the prompt: every asked object present with its shape, size
-and motion, and every other colour absent; the DALL-E-style "generate, then let a learned
-judge pick", with a judge that reads the picture and the words.
+Its use: best-of-K (`Pipeline.generate(best_of=K, judge="captioner")`, sorax/sample.py) keeps
+the candidate whose caption the captioner finds most likely for the prompt (`score_videos`:
+every asked object present with its shape and motion, every other colour absent); the
+DALL-E-style "generate, then let a learned judge pick", with a judge that reads the picture and
+the words.
 
 The input is the video seen through the asked colour: three planes per pixel (how close it is
 to the asked colour, to any other object colour, to the wall's gray), so one set of weights
@@ -20,12 +21,15 @@ answers for every colour and a colour the net rarely saw is no harder than a com
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
+import pathlib
 from typing import Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import nnx
+from flax import nnx, traverse_util
 
 from sorax.data.spec import MOTIONS, OBJECT_COLORS, SHAPES, SIZES, WALL_COLOR, ObjectSpec
 
@@ -149,20 +153,14 @@ def row_logprob(logits: dict[str, jax.Array], want: dict[str, jax.Array],
 ASSET = "sorax/assets/captioner_world32.safetensors"  # relative to the repository root
 
 
-def asset_path():
+def asset_path() -> pathlib.Path:
   """The shipped captioner's path (sorax/assets/captioner_world32.safetensors)."""
-  import pathlib  # noqa: PLC0415
   return pathlib.Path(__file__).resolve().parents[2] / ASSET
 
 
 def save(path, model: Captioner, *, meta: dict | None = None, dtype=np.float32) -> None:
   """Writes the captioner's weights (as `dtype`; `load` reads them back as float32) and its
   config to `path` atomically."""
-  import json  # noqa: PLC0415
-  import os  # noqa: PLC0415
-  import pathlib  # noqa: PLC0415
-
-  from flax import traverse_util  # noqa: PLC0415
   from safetensors.numpy import save_file  # noqa: PLC0415
   pure = nnx.to_pure_dict(nnx.state(model, nnx.Param))
   tensors = {".".join(map(str, k)): np.ascontiguousarray(np.asarray(v, dtype))
@@ -183,10 +181,6 @@ def save(path, model: Captioner, *, meta: dict | None = None, dtype=np.float32) 
 def load(path=None) -> Captioner:
   """The captioner saved at `path` (default: the shipped asset). A missing or foreign file is
   one clear error."""
-  import json  # noqa: PLC0415
-  import pathlib  # noqa: PLC0415
-
-  from flax import traverse_util  # noqa: PLC0415
   from safetensors import safe_open  # noqa: PLC0415
   p = pathlib.Path(path) if path else asset_path()
   if not p.is_file():
@@ -202,6 +196,7 @@ def load(path=None) -> Captioner:
     raise ValueError(f"captioner weights {p}: not a sorax captioner (kind "
                      f"{info.get('kind')!r})")
   cfg = json.loads(info["config"])
+
   def tup(v):
     return tuple(tup(x) for x in v) if isinstance(v, list) else v
   cfg = CaptionerConfig(**{k: tup(v) for k, v in cfg.items()})

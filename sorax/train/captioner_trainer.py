@@ -53,7 +53,7 @@ def make_rows(seed: int, index: int, n_clips: int, *, height: int = 32, width: i
     for o in clip.spec.objects:
       rgb = OBJECT_COLORS[o.color]
       video = clip.video
-      if rng.random() < fault_rate and faults._mask(video, rgb).any():
+      if rng.random() < fault_rate and faults.color_mask(video, rgb).any():
         video = faults.paint(video, rgb, str(rng.choice(faults.FAULTS)), rng, bg)
         add(video, o.color, 1, 0, 0, cap.BROKEN, 0)
       else:
