@@ -9,7 +9,7 @@ from sorax import patchify as P
 dims = st.integers(1, 3)
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=15, deadline=None)  # each new shape compiles: 40 took 15 s
 @given(gt=dims, gh=dims, gw=dims, pt=st.integers(1, 3), ph=st.integers(1, 3),
        pw=st.integers(1, 3), c=st.integers(1, 4))
 def test_unpatchify_inverts_patchify(gt, gh, gw, pt, ph, pw, c):
