@@ -59,7 +59,7 @@ def test_a_non_scanned_model_reads_either_layout(pipe, stacked, tmp_path):
   save_file(load_file(str(stacked)), str(loop), metadata={**meta, "config": json.dumps(cfg)})
   a, b = Pipeline.load(stacked), Pipeline.load(loop)
   assert "0" in str(jax.tree_util.tree_structure(b.params))  # blocks are per layer there
-  pa, pb = weights._flat(a.params), weights._flat(b.params)
+  pa, pb = weights.flat_tensors(a.params), weights.flat_tensors(b.params)
   for k, v in pb.items():
     if k.startswith("dit.blocks."):
       i, rest = k[len("dit.blocks."):].split(".", 1)

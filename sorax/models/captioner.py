@@ -32,6 +32,7 @@ import numpy as np
 from flax import nnx, traverse_util
 
 from sorax.data.spec import MOTIONS, OBJECT_COLORS, SHAPES, SIZES, WALL_COLOR, ObjectSpec
+from sorax.models import weights
 
 COLORS = tuple(OBJECT_COLORS)
 MOTION_CLASSES = MOTIONS + ("broken",)
@@ -161,21 +162,13 @@ def asset_path() -> pathlib.Path:
 def save(path, model: Captioner, *, meta: dict | None = None, dtype=np.float32) -> None:
   """Writes the captioner's weights (as `dtype`; `load` reads them back as float32) and its
   config to `path` atomically."""
-  from safetensors.numpy import save_file  # noqa: PLC0415
-  pure = nnx.to_pure_dict(nnx.state(model, nnx.Param))
-  tensors = {".".join(map(str, k)): np.ascontiguousarray(np.asarray(v, dtype))
-             for k, v in traverse_util.flatten_dict(pure).items()}
+  tensors = {k: np.ascontiguousarray(v.astype(dtype))
+             for k, v in weights.flat_tensors(nnx.state(model, nnx.Param)).items()}
   info = {"config": json.dumps(dataclasses.asdict(model.cfg)), "kind": "sorax-captioner"}
   info.update({k: str(v) for k, v in (meta or {}).items()})
   out = pathlib.Path(path)
   out.parent.mkdir(parents=True, exist_ok=True)
-  tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-  try:
-    save_file(tensors, str(tmp), metadata=info)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, out)
-  finally:
-    tmp.unlink(missing_ok=True)
+  weights.write_safetensors(out, out.with_name(f".{out.name}.tmp-{os.getpid()}"), tensors, info)
 
 
 def load(path=None) -> Captioner:

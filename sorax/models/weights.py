@@ -61,7 +61,7 @@ def file_sha256(path: str | os.PathLike) -> str:
   return hashlib.sha256(pathlib.Path(path).read_bytes()).hexdigest()
 
 
-def _flat(params) -> dict[str, np.ndarray]:
+def flat_tensors(params) -> dict[str, np.ndarray]:
   pure = nnx.to_pure_dict(params) if isinstance(params, nnx.State) else params
   return {".".join(map(str, k)): np.asarray(v) for k, v in
           traverse_util.flatten_dict(pure).items()}
@@ -79,7 +79,7 @@ def export_tensors(params, *, layout: str = "per_layer", dtype: str = "float32"
     raise WeightsError(f"unknown dtype {dtype!r}; choose from {sorted(DTYPES)}")
   if layout not in layout_lib.LAYOUTS:
     raise WeightsError(f"unknown layout {layout!r}; choose from {sorted(layout_lib.LAYOUTS)}")
-  flat = _flat(params)
+  flat = flat_tensors(params)
   if layout == "per_layer":
     flat = layout_lib.unstack(flat)
   return {k: np.ascontiguousarray(v.astype(DTYPES[dtype])) for k, v in flat.items()}
@@ -111,11 +111,11 @@ def save_generator(path: str | os.PathLike, params, *, config: ml_collections.Co
     return _save_orbax(out, tmp, tensors, meta)
   if out.is_dir():
     raise WeightsError(f"{out} is a directory; a safetensors export is one file")
-  _write_safetensors(out, tmp, tensors, meta)
+  write_safetensors(out, tmp, tensors, meta)
   return out
 
 
-def _write_safetensors(out: pathlib.Path, tmp: pathlib.Path, tensors, meta) -> None:
+def write_safetensors(out: pathlib.Path, tmp: pathlib.Path, tensors, meta) -> None:
   """Writes to `tmp`, then renames onto `out`: a reader never sees half a file."""
   from safetensors.numpy import save_file  # noqa: PLC0415 (optional until a file is written)
   try:
@@ -168,7 +168,7 @@ def set_sample_defaults(path: str | os.PathLike, **sample) -> pathlib.Path:
                        f"{sorted(cfg.get('sample', {}))}")
   cfg["sample"].update(sample)
   meta = dict(meta, config=json.dumps(cfg))
-  _write_safetensors(p, p.with_name(f".{p.name}.tmp-{os.getpid()}"), load_file(str(p)), meta)
+  write_safetensors(p, p.with_name(f".{p.name}.tmp-{os.getpid()}"), load_file(str(p)), meta)
   return p
 
 
