@@ -90,10 +90,6 @@ def paint(video: np.ndarray, rgb, fault: str, rng: np.random.Generator,
   return out
 
 
-def background_rgb(spec: world.SceneSpec) -> tuple[int, int, int]:
-  return world.BACKGROUNDS[spec.background]
-
-
 def roughen(video: np.ndarray, rng: np.random.Generator, *, edge: float = 0.3,
             speckle: float = 0.01) -> np.ndarray:
   """A copy of `video` [T, H, W, 3] uint8 drawn the way a generator draws a right clip: ragged

@@ -49,7 +49,7 @@ def make_rows(seed: int, index: int, n_clips: int, *, height: int = 32, width: i
 
   for i in range(n_clips):
     clip = world.make_clip(seed, index + i, height, width, frames)
-    bg = faults.background_rgb(clip.spec)
+    bg = world.BACKGROUNDS[clip.spec.background]
     for o in clip.spec.objects:
       rgb = OBJECT_COLORS[o.color]
       video = clip.video
