@@ -5,8 +5,9 @@ The candidates are rerank_probe.py's (`--videos F`: [n, K, T, H, W, 3], prompt i
 the speedrun's held-out prompts 0..n-1). Each is captioned for every object colour and scored
 by log p(prompt's caption | video) (sorax/models/captioner.py); the oracle only grades.
 Prints one JSON line: all-right of one sample (the mean over candidates), of the captioner's
-pick at K = 2 and K, and of the oracle's best (the ceiling), plus the captioner's own accuracy
-on candidates (does its present/absent agree with the oracle's colour check).
+pick at K = 2 and K, and of the oracle's best (the ceiling), the pairwise AUC (a right
+candidate scored above a wrong one of the same prompt), and the captioner's own agreement with
+what the oracle reads in the candidates, per head (`agree_shape`, ...: oracle_agreement).
 
     python benchmarks/captioner_rerank.py --videos runs/cand_v16_128x4.npy [--captioner F]
 """
@@ -26,6 +27,38 @@ from speedrun import heldout_prompts  # noqa: E402  (a sibling benchmark, not a 
 
 from sorax.data import oracle  # noqa: E402
 from sorax.models import captioner as cap  # noqa: E402
+
+
+def oracle_agreement(model, videos, specs) -> dict[str, float]:
+  """How often the captioner's answer (argmax) about an asked object is what the oracle reads
+  in the candidate, per head, over the objects whose colour the oracle finds: shape, size,
+  motion (where the oracle reads a world motion) and broken (where it reads none). The oracle
+  only grades here; the captioner never saw it."""
+  import jax.numpy as jnp  # noqa: PLC0415
+
+  from sorax.data.spec import SHAPES, SIZES  # noqa: PLC0415
+  hits = {"shape": [], "size": [], "motion": [], "broken": []}
+  for i in range(videos.shape[0]):
+    objs = specs[i].objects
+    cols = jnp.asarray([cap.COLORS.index(o.color) for o in objs], jnp.int32)
+    for j in range(videos.shape[1]):
+      read = oracle.explain_video(videos[i, j], specs[i])["objects"]
+      lg = cap._logits(model, jnp.asarray(np.repeat(videos[i, j][None], len(objs), 0)), cols)
+      lg = {k: np.asarray(v).argmax(-1) for k, v in lg.items() if k != "present"}
+      for r, res in enumerate(read):
+        if not res["color"]:
+          continue
+        if res["shape"] is not None:
+          hits["shape"].append(SHAPES[lg["shape"][r]] == res["shape"])
+        if res["size"] is not None:
+          hits["size"].append(SIZES[lg["size"][r]] == res["size"])
+        said = cap.MOTION_CLASSES[lg["motion"][r]]
+        if res["motion"] is not None:
+          hits["motion"].append(said == res["motion"])
+        else:
+          hits["broken"].append(said == "broken")
+  return {f"agree_{k}": round(float(np.mean(v)), 4) if v else float("nan")
+          for k, v in hits.items()}
 
 
 def write_sheet(path, videos, prompts, right, scores, n_prompts: int) -> None:
@@ -84,6 +117,7 @@ def main() -> None:
         total += 1
   line["pairwise_auc"] = round(wins / max(total, 1), 4)
   line["score_s"] = round(t_score, 1)
+  line.update(oracle_agreement(model, videos, specs))
   if args.out:
     np.savez(args.out, right=right, scores=scores)
   if args.sheet:

@@ -40,6 +40,26 @@ def test_fault_touches_only_its_colour(fault):
     assert (per_frame >= before).all() and (per_frame > before).sum() >= 2
   elif fault in ("vanish", "flicker"):
     assert (per_frame <= before).all() and (per_frame == 0).any()
+  elif fault == "jitter":  # moved away in some frames, not all: the track breaks both ways
+    moved = np.any(np.all(out == red, -1) != np.all(video == red, -1), (1, 2))
+    assert 2 <= moved.sum() < T
+
+
+def test_fault_on_a_noisy_sample_finds_the_colour_and_leaves_no_exact_paint():
+  _, video = _clip()
+  red, bg = OBJECT_COLORS["red"], world.BACKGROUNDS["navy"]
+  rng = np.random.default_rng(4)
+  noisy = np.clip(video.astype(np.int16) + rng.integers(-6, 7, video.shape), 0, 255)
+  noisy = noisy.astype(np.uint8)
+  assert not faults.color_mask(noisy, red).any()
+  assert (faults.color_mask(noisy, red, tol=24) == np.all(video == red, -1)).all()
+  with pytest.raises(ValueError, match="not in the video"):
+    faults.paint(noisy, red, "copy", rng, bg)
+  out = faults.paint(noisy, red, "copy", rng, bg, tol=24, noise=4)
+  changed = np.any(out != noisy, -1)
+  assert changed.any()
+  assert np.abs(out[changed].astype(int) - red).max() <= 4  # painted near red, jittered
+  assert not np.all(out[changed] == red, -1).all()
 
 
 def test_fault_refuses_a_missing_colour_and_unknown_fault():
@@ -65,6 +85,21 @@ def test_rows_follow_the_spec():
   broken = rows["motion"] == cap.BROKEN
   assert broken.any() and not rows["known"][broken].any()
   assert (rows["present"][rows["known"] > 0] == 1).all()
+
+
+def test_rows_from_a_bank_take_its_videos_and_specs():
+  clips = [world.make_clip(9, i, H, W, T) for i in range(3)]
+  videos = np.stack([c.video for c in clips]) ^ 1  # off the palette by one: not a world render
+  rows = trainer.make_rows(0, 0, 8, bank=(videos, [c.spec for c in clips]), bank_share=1.0,
+                           fault_rate=0.0)
+  for r in range(0, len(rows["video"]), trainer.ROWS):
+    j = [i for i in range(3) if (rows["video"][r] == videos[i]).all()]
+    assert len(j) == 1  # every clip is one of the bank's, unroughened
+    objs = clips[j[0]].spec.objects
+    assert [cap.COLORS[c] for c in rows["color"][r:r + len(objs)]] == [o.color for o in objs]
+  mixed = trainer.make_rows(0, 0, 40, bank=(videos, [c.spec for c in clips]), bank_share=0.5)
+  from_bank = [any((v == b).all() for b in videos) for v in mixed["video"][::trainer.ROWS]]
+  assert 0 < sum(from_bank) < 40
 
 
 def test_colour_planes_pick_the_asked_colour():

@@ -16,12 +16,14 @@ import numpy as np
 
 from sorax.data import world
 
-FAULTS = ("copy", "jump", "vanish", "flicker")
+FAULTS = ("copy", "jump", "vanish", "flicker", "jitter")
 
 
-def color_mask(video: np.ndarray, rgb) -> np.ndarray:
-  """bool [T, H, W]: the pixels of exactly this colour (renders are pixel-exact)."""
-  return np.all(video == np.asarray(rgb, np.uint8), -1)
+def color_mask(video: np.ndarray, rgb, tol: int = 0) -> np.ndarray:
+  """bool [T, H, W]: the pixels within `tol` of this colour in every channel (0: exactly it;
+  renders are pixel-exact, a generator's samples are not)."""
+  diff = np.abs(video.astype(np.int16) - np.asarray(rgb, np.int16))
+  return np.all(diff <= tol, -1)
 
 
 def _shift(mask: np.ndarray, dy: int, dx: int) -> np.ndarray:
@@ -51,42 +53,65 @@ def _frames(rng: np.random.Generator, t: int, least: int) -> np.ndarray:
 
 
 def paint(video: np.ndarray, rgb, fault: str, rng: np.random.Generator,
-          background) -> np.ndarray:
+          background, *, tol: int = 0, noise: int = 0) -> np.ndarray:
   """A copy of `video` [T, H, W, 3] uint8 with the object of colour `rgb` broken by `fault`.
 
-  copy: a second copy of the object, shifted by >= its size, in a run of >= 2 frames.
+  copy: a second copy of the object, shifted by >= its size, in a run of >= 2 frames (on the
+    canvas: up to 16 shifts are tried).
   jump: from a frame on, the object is drawn shifted by >= 4 px (and no longer where it was).
   vanish: from a frame on, the object is gone (painted over with the background).
   flicker: the object is shown only in a run of frames, gone in the others.
-  The colour must be in the video; `background` is the RGB the vanished pixels become.
+  jitter: in scattered frames (>= 2, not all) the object is drawn away from its track by >= its
+    size, then back: one object, two tracks, swapped frame by frame.
+  The colour must be in the video (within `tol`, color_mask); `background` is the RGB the
+  vanished pixels become. `noise` > 0 adds U(-noise, noise) to every painted pixel, so a fault
+  in a generator's (noisy) sample is not told by its exact colours.
   """
   if fault not in FAULTS:
     raise ValueError(f"unknown fault {fault!r}; expected one of {FAULTS}")
   t, h, w, _ = video.shape
-  mask = color_mask(video, rgb)
+  mask = color_mask(video, rgb, tol)
   if not mask.any():
     raise ValueError(f"colour {tuple(rgb)} is not in the video: nothing to break")
   out = video.copy()
   col = np.asarray(rgb, np.uint8)
   bg = np.asarray(background, np.uint8)
+  painted = np.zeros(mask.shape, bool)
+
+  def put(where, rgb_):
+    out[where] = rgb_
+    painted[where] = True
+
+  extent = np.sqrt(mask.sum((1, 2)).max())  # about the object's side, px
   if fault == "copy":
-    extent = np.sqrt(mask.sum((1, 2)).max())  # about the object's side, px
-    dy, dx = _offset(rng, h, w, max(3.0, 1.2 * extent))
     frames = _frames(rng, t, 2)
-    ghost = _shift(mask, dy, dx) & frames[:, None, None]
-    out[ghost] = col
-  elif fault == "jump":
-    k = int(rng.integers(1, t - 1))
-    dy, dx = _offset(rng, h, w, 4.0)
-    tail = mask[k:]
-    out[k:][tail] = bg
-    out[k:][_shift(tail, dy, dx)] = col
+    for _ in range(16):  # a copy shifted off the canvas would be no fault at all
+      dy, dx = _offset(rng, h, w, max(3.0, 1.2 * extent))
+      ghost = _shift(mask, dy, dx) & frames[:, None, None] & ~mask
+      if ghost.sum() >= 2:
+        break
+    put(ghost, col)
+  elif fault in ("jump", "jitter"):
+    if fault == "jump":
+      k = int(rng.integers(1, t - 1))
+      moved = np.arange(t) >= k
+      dy, dx = _offset(rng, h, w, 4.0)
+    else:
+      moved = np.zeros(t, bool)
+      moved[rng.choice(t, size=int(rng.integers(2, max(3, t // 2))), replace=False)] = True
+      dy, dx = _offset(rng, h, w, max(3.0, 1.2 * extent))
+    away = mask & moved[:, None, None]
+    put(away, bg)
+    put(_shift(away, dy, dx), col)
   elif fault == "vanish":
     k = int(rng.integers(2, t - 2))
-    out[k:][mask[k:]] = bg
+    put(mask & (np.arange(t) >= k)[:, None, None], bg)
   else:  # flicker
     keep = _frames(rng, t, 2)
-    out[mask & ~keep[:, None, None]] = bg
+    put(mask & ~keep[:, None, None], bg)
+  if noise > 0 and painted.any():
+    shake = rng.integers(-noise, noise + 1, size=(int(painted.sum()), 3))
+    out[painted] = np.clip(out[painted].astype(np.int16) + shake, 0, 255).astype(np.uint8)
   return out
 
 

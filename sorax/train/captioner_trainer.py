@@ -3,13 +3,16 @@
 Every clip gives `ROWS` rows, one per asked colour: each object of the clip (broken by a fault
 of sorax/data/faults.py with probability `fault_rate`, its motion then `broken` and its shape
 and size not asked), then absent colours to fill the rows. Clips are drawn fresh every step
-(the world is a pure function of (seed, index)); the held-out check uses another seed.
+(the world is a pure function of (seed, index)); the held-out check uses another seed. With
+`--bank F` (sorax/train/captioner_bank.py) a share of the clips are world clips restyled by the
+DiT, so the captioner learns to read the hand it judges; the bank's last clips are held out.
 
     python -m sorax.train.captioner_trainer [--steps 3000] [--out sorax/assets/captioner_world32.safetensors]
+        [--bank runs/cap_bank.npz --bank-share 0.5] [--init F]
 
-Prints one JSON line per `--log-every` steps (loss, the held-out accuracy of every head) and
-saves the weights atomically at the end and every `--save-every` steps.
-"""
+Prints one JSON line per `--log-every` steps (loss, the held-out accuracy of every head, on
+styled clips too with --bank) and saves the weights atomically at the end and every
+`--save-every` steps."""
 
 from __future__ import annotations
 
@@ -27,42 +30,62 @@ from flax import nnx
 from sorax.data import faults, world
 from sorax.data.spec import MOTIONS, OBJECT_COLORS, SHAPES, SIZES
 from sorax.models import captioner as cap
+from sorax.train import captioner_bank
 
 ROWS = 4  # per clip: up to 3 objects, then absent colours
 
 
+def bank_specs(bank: dict[str, np.ndarray], height: int, width: int, frames: int) -> list:
+  """The spec of every clip of a bank (sorax/train/captioner_bank.py): world clip (seed, index)."""
+  return [world.make_clip(int(s), int(i), height, width, frames).spec
+          for s, i in zip(bank["seed"], bank["index"])]
+
+
+STYLED_TOL, STYLED_NOISE = 24, 4  # a styled clip's colours are within ~8 of the palette
+
+
 def make_rows(seed: int, index: int, n_clips: int, *, height: int = 32, width: int = 32,
-              frames: int = 17, fault_rate: float = 0.4,
-              rough_rate: float = 0.5) -> dict[str, np.ndarray]:
-  """Clips index .. index + n_clips - 1 of the world `seed`, as n_clips * ROWS rows: video
-  uint8 [N, T, H, W, 3], color / present / shape / size / motion int [N], and `known` [N]
-  (1 where shape and size are asked: a present, unbroken object). A share `rough_rate` of the
-  rows is roughened as a generator draws (faults.roughen: ragged edges, stray pixels)."""
+              frames: int = 17, fault_rate: float = 0.4, rough_rate: float = 0.5,
+              bank: tuple[np.ndarray, list] | None = None,
+              bank_share: float = 0.0) -> dict[str, np.ndarray]:
+  """n_clips clips as n_clips * ROWS rows: video uint8 [N, T, H, W, 3], color / present /
+  shape / size / motion int [N], and `known` [N] (1 where shape and size are asked: a present,
+  unbroken object). Each clip is, with probability `bank_share`, a random clip of `bank`
+  (videos [M, T, H, W, 3] in the DiT's hand, their specs), else world clip index + i of the
+  world `seed`. A share `rough_rate` of the world rows is roughened as a generator draws
+  (faults.roughen: ragged edges, stray pixels); bank rows are rough already."""
   rng = np.random.default_rng([seed, index, 7])
   rows = {k: [] for k in ("video", "color", "present", "shape", "size", "motion", "known")}
 
-  def add(video, color, present=0, shape=0, size=0, motion=0, known=0):
-    if rng.random() < rough_rate:
+  def add(video, color, present=0, shape=0, size=0, motion=0, known=0, styled=False):
+    if not styled and rng.random() < rough_rate:
       video = faults.roughen(video, rng)
     for k, v in zip(rows, (video, cap.COLORS.index(color), present, shape, size, motion, known)):
       rows[k].append(v)
 
   for i in range(n_clips):
-    clip = world.make_clip(seed, index + i, height, width, frames)
-    bg = world.BACKGROUNDS[clip.spec.background]
-    for o in clip.spec.objects:
+    styled = bank is not None and rng.random() < bank_share
+    if styled:
+      j = int(rng.integers(len(bank[0])))
+      video, spec = bank[0][j], bank[1][j]
+    else:
+      clip = world.make_clip(seed, index + i, height, width, frames)
+      video, spec = clip.video, clip.spec
+    tol, noise = (STYLED_TOL, STYLED_NOISE) if styled else (0, 0)
+    bg = world.BACKGROUNDS[spec.background]
+    for o in spec.objects:
       rgb = OBJECT_COLORS[o.color]
-      video = clip.video
-      if rng.random() < fault_rate and faults.color_mask(video, rgb).any():
-        video = faults.paint(video, rgb, str(rng.choice(faults.FAULTS)), rng, bg)
-        add(video, o.color, 1, 0, 0, cap.BROKEN, 0)
+      if rng.random() < fault_rate and faults.color_mask(video, rgb, tol).any():
+        broken = faults.paint(video, rgb, str(rng.choice(faults.FAULTS)), rng, bg, tol=tol,
+                              noise=noise)
+        add(broken, o.color, 1, 0, 0, cap.BROKEN, 0, styled=styled)
       else:
         add(video, o.color, 1, SHAPES.index(o.shape), SIZES.index(o.size),
-            MOTIONS.index(o.motion), 1)
-    asked = {o.color for o in clip.spec.objects}
+            MOTIONS.index(o.motion), 1, styled=styled)
+    asked = {o.color for o in spec.objects}
     absent = [c for c in cap.COLORS if c not in asked]
-    for c in rng.choice(absent, size=ROWS - len(clip.spec.objects), replace=False):
-      add(clip.video, str(c))
+    for c in rng.choice(absent, size=ROWS - len(spec.objects), replace=False):
+      add(video, str(c), styled=styled)
   return {k: np.stack(v) if k == "video" else np.asarray(v, np.int32) for k, v in rows.items()}
 
 
@@ -125,6 +148,12 @@ def main(argv=None) -> None:
   ap.add_argument("--widths", type=int, nargs="+", help="per stage (default: CaptionerConfig's)")
   ap.add_argument("--merges", nargs="+", help="per stage, t,h,w (e.g. 1,4,4 1,2,2 2,1,1)")
   ap.add_argument("--hidden", type=int)
+  ap.add_argument("--bank", default=None,
+                  help="clips in the DiT's hand (sorax/train/captioner_bank.py); its last "
+                       "--bank-heldout clips are held out")
+  ap.add_argument("--bank-share", type=float, default=0.5, help="share of clips from --bank")
+  ap.add_argument("--bank-heldout", type=int, default=128)
+  ap.add_argument("--init", default=None, help="start from these captioner weights")
   args = ap.parse_args(argv)
   over = {}
   if args.widths:
@@ -133,32 +162,56 @@ def main(argv=None) -> None:
     over["merges"] = tuple(tuple(int(v) for v in m.split(",")) for m in args.merges)
   if args.hidden:
     over["hidden"] = args.hidden
-  cfg = cap.CaptionerConfig(**over)
-  model = cap.Captioner(cfg, rngs=nnx.Rngs(args.seed))
+  if args.init:
+    if over:
+      raise ValueError("--init takes the config of its weights; drop --widths/--merges/--hidden")
+    model = cap.load(args.init)
+    cfg = model.cfg
+  else:
+    cfg = cap.CaptionerConfig(**over)
+    model = cap.Captioner(cfg, rngs=nnx.Rngs(args.seed))
+  rows_kw = dict(height=cfg.height, width=cfg.width, frames=cfg.frames,
+                 fault_rate=args.fault_rate, rough_rate=args.rough_rate)
+  bank = held_styled = None
+  if args.bank:
+    b = captioner_bank.load_bank(args.bank)
+    if b["video"].shape[1:4] != (cfg.frames, cfg.height, cfg.width):
+      raise ValueError(f"bank {args.bank} holds clips {b['video'].shape[1:4]}, the captioner "
+                       f"takes {(cfg.frames, cfg.height, cfg.width)}")
+    if len(b["video"]) <= args.bank_heldout:
+      raise ValueError(f"bank {args.bank} has {len(b['video'])} clips: too few to hold out "
+                       f"{args.bank_heldout}")
+    specs = bank_specs(b, cfg.height, cfg.width, cfg.frames)
+    cut = len(specs) - args.bank_heldout
+    bank = (b["video"][:cut], specs[:cut])
+    held_styled = make_rows(args.seed + 1_000_003, 0, args.bank_heldout,
+                            bank=(b["video"][cut:], specs[cut:]), bank_share=1.0, **rows_kw)
   sched = optax.warmup_cosine_decay_schedule(0.0, args.lr, min(200, args.steps // 10 + 1),
                                              args.steps, 0.05 * args.lr)
   optimizer = nnx.Optimizer(model, optax.adamw(sched, weight_decay=1e-4), wrt=nnx.Param)
-  held = make_rows(args.seed + 1_000_003, 0, args.eval_clips, height=cfg.height,
-                   width=cfg.width, frames=cfg.frames, fault_rate=args.fault_rate,
-                   rough_rate=args.rough_rate)
+  held = make_rows(args.seed + 1_000_003, 0, args.eval_clips, **rows_kw)
   t0, logs = time.perf_counter(), []
   for step in range(1, args.steps + 1):
-    batch = make_rows(args.seed, step * args.clips, args.clips, height=cfg.height,
-                      width=cfg.width, frames=cfg.frames, fault_rate=args.fault_rate,
-                      rough_rate=args.rough_rate)
+    batch = make_rows(args.seed, step * args.clips, args.clips, bank=bank,
+                      bank_share=args.bank_share, **rows_kw)
     loss, parts = train_step(model, optimizer, jax.tree.map(jnp.asarray, batch))
     logs.append(float(loss))
     if step % args.log_every == 0 or step == args.steps:
       line = {"step": step, "loss": round(float(np.mean(logs)), 4),
               **{k: round(float(v), 4) for k, v in parts.items()},
               "heldout": {k: round(v, 4) for k, v in accuracy(model, held).items()},
+              **({"heldout_styled": {k: round(v, 4) for k, v in
+                                     accuracy(model, held_styled).items()}}
+                 if held_styled is not None else {}),
               "s": round(time.perf_counter() - t0, 1)}
       print(json.dumps(line), flush=True)
       logs = []
     if step % args.save_every == 0 or step == args.steps:
       cap.save(args.out, model, meta={"step": step, "seed": args.seed,
                                       "fault_rate": args.fault_rate,
-                                      "rough_rate": args.rough_rate})
+                                      "rough_rate": args.rough_rate,
+                                      "bank": args.bank or "", "bank_share": args.bank_share,
+                                      "init": args.init or ""})
   print(f"saved {args.out}", file=sys.stderr)
 
 
