@@ -43,6 +43,12 @@ def test_fault_touches_only_its_colour(fault):
   elif fault == "jitter":  # moved away in some frames, not all: the track breaks both ways
     moved = np.any(np.all(out == red, -1) != np.all(video == red, -1), (1, 2))
     assert 2 <= moved.sum() < T
+  elif fault == "wobble":  # the same object, its centre off its track by up to >= 3 px
+    def centres(v):
+      return np.array([np.argwhere(np.all(f == red, -1)).mean(0) for f in v])
+    seen = per_frame > 0
+    off = centres(out[seen]) - centres(video[seen])
+    assert np.ptp(off, 0).max() >= 2.5
 
 
 def test_fault_on_a_noisy_sample_finds_the_colour_and_leaves_no_exact_paint():

@@ -16,7 +16,7 @@ import numpy as np
 
 from sorax.data import world
 
-FAULTS = ("copy", "jump", "vanish", "flicker", "jitter")
+FAULTS = ("copy", "jump", "vanish", "flicker", "jitter", "wobble")
 
 
 def color_mask(video: np.ndarray, rgb, tol: int = 0) -> np.ndarray:
@@ -63,6 +63,9 @@ def paint(video: np.ndarray, rgb, fault: str, rng: np.random.Generator,
   flicker: the object is shown only in a run of frames, gone in the others.
   jitter: in scattered frames (>= 2, not all) the object is drawn away from its track by >= its
     size, then back: one object, two tracks, swapped frame by frame.
+  wobble: the object's track takes a random walk of one-pixel steps on top of its motion, over
+    >= 3 px on one axis: a track no world motion draws (a mover that drifts sideways or steps
+    back, a static object that wanders).
   The colour must be in the video (within `tol`, color_mask); `background` is the RGB the
   vanished pixels become. `noise` > 0 adds U(-noise, noise) to every painted pixel, so a fault
   in a generator's (noisy) sample is not told by its exact colours.
@@ -103,6 +106,18 @@ def paint(video: np.ndarray, rgb, fault: str, rng: np.random.Generator,
     away = mask & moved[:, None, None]
     put(away, bg)
     put(_shift(away, dy, dx), col)
+  elif fault == "wobble":
+    for _ in range(16):
+      walk = np.cumsum(rng.integers(-1, 2, size=(t, 2)), 0)
+      walk -= walk[0]
+      if np.ptp(walk, 0).max() >= 3:
+        break
+    to = np.zeros_like(mask)
+    for k, (dy, dx) in enumerate(walk):
+      to[k] = _shift(mask[k], int(dy), int(dx))
+    off = np.any(walk != 0, 1)[:, None, None]
+    put(mask & off, bg)
+    put(to & off, col)
   elif fault == "vanish":
     k = int(rng.integers(2, t - 2))
     put(mask & (np.arange(t) >= k)[:, None, None], bg)

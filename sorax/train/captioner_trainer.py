@@ -41,7 +41,7 @@ def bank_specs(bank: dict[str, np.ndarray], height: int, width: int, frames: int
           for s, i in zip(bank["seed"], bank["index"])]
 
 
-STYLED_TOL, STYLED_NOISE = 24, 4  # a styled clip's colours are within ~8 of the palette
+STYLED_TOL, STYLED_NOISE = 40, 4  # object colours are >= 80 from any other palette colour
 
 
 def make_rows(seed: int, index: int, n_clips: int, *, height: int = 32, width: int = 32,
