@@ -42,7 +42,7 @@ def main() -> None:
   pipe = Pipeline.load(args.checkpoint)
   prompts = [f"{size} {color} {shape} {m} on a black background"
              for m in MOTIONS for color, shape, size in OBJECTS]
-  videos = np.asarray(pipe.generate(prompts, seed=args.seed))
+  videos = np.asarray(pipe.generate(prompts, seed=args.seed, best_of=1))
   right = 0
   for p, v in zip(prompts, videos):
     spec = world.parse_terse(p)

@@ -70,7 +70,7 @@ def main(argv=None) -> int:
     trainer, steps, train_s = train_for(cfg, workdir, args.minutes)
     pipe = pipeline_of(trainer, steps)
     t1 = time.perf_counter()
-    samples = [pipe.generate(captions, seed=s) for s in range(args.seeds)]
+    samples = [pipe.generate(captions, seed=s, best_of=1) for s in range(args.seeds)]
     eval_s = time.perf_counter() - t1
     trainer.close()
 

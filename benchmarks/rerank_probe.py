@@ -102,7 +102,7 @@ def main() -> None:
     videos = np.load(args.videos)
   else:
     videos = np.stack([pipe.generate(prompts, seed=args.first_seed + s, cfg_scale=args.cfg,
-                                     batch_size=32)
+                                     batch_size=32, best_of=1)
                        for s in range(k)], 1)  # [n, k, T, H, W, 3]
     if args.videos:
       np.save(args.videos, videos)

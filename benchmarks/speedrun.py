@@ -44,7 +44,7 @@ def heldout_prompts(n: int, height: int, width: int, frames: int):
 def evaluate(pipe: Pipeline, n: int, *, steps=None, cfg_scale=None, batch_size: int = 32):
   d = pipe.cfg.data
   prompts, specs = heldout_prompts(n, d.height, d.width, d.frames)
-  videos = pipe.generate(prompts, seed=0, steps=steps, cfg_scale=cfg_scale,
+  videos = pipe.generate(prompts, seed=0, steps=steps, cfg_scale=cfg_scale, best_of=1,
                          batch_size=batch_size)
   results = [oracle.score_video(v, s) for v, s in zip(videos, specs)]
   return json_safe(oracle.score_videos(list(videos), specs)), results, prompts, specs, videos

@@ -50,7 +50,7 @@ def main() -> None:
     for word in (neg, pos):
       prompts = [f"{z} {c} {s} {word} on a black background" for c, s, z in OBJECTS]
       # One call per word with the same seed and batch: object i gets the same noise in both.
-      videos = np.asarray(pipe.generate(prompts, seed=args.seed, cfg_scale=args.cfg))
+      videos = np.asarray(pipe.generate(prompts, seed=args.seed, cfg_scale=args.cfg, best_of=1))
       d[word] = np.array([displacement(v, c, axis) for (c, _, _), v in zip(OBJECTS, videos)])
     corr = float(np.corrcoef(d[neg], d[pos])[0, 1]) if d[neg].std() and d[pos].std() else 0.0
     corrs.append(corr)
