@@ -189,3 +189,21 @@ def test_the_shipped_captioner_reads_world_clips_and_prefers_the_true_caption():
     miss.append((wrong,) + c.spec.objects[1:])
   near = cap.score_videos(model, videos, miss)
   assert np.mean(true > near) >= 0.9
+
+
+def test_trainer_cli_takes_a_bank_and_resumes_from_weights(tmp_path, capsys):
+  import json  # noqa: PLC0415
+  clips = [world.make_clip(71, i, H, W, T) for i in range(5)]
+  np.savez(tmp_path / "bank.npz", video=np.stack([c.video for c in clips]),
+           seed=np.full(5, 71), index=np.arange(5), strength=np.full(5, 0.5, np.float32))
+  small = ["--clips", "2", "--eval-clips", "4", "--log-every", "2", "--bank",
+           str(tmp_path / "bank.npz"), "--bank-heldout", "2"]
+  trainer.main(["--steps", "2", "--widths", "8", "16", "16", "--hidden", "32",
+                "--out", str(tmp_path / "a.safetensors"), *small])
+  line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+  assert line["step"] == 2 and set(line["heldout_styled"]) == set(line["heldout"])
+  trainer.main(["--steps", "2", "--init", str(tmp_path / "a.safetensors"),
+                "--out", str(tmp_path / "b.safetensors"), *small])
+  assert cap.load(tmp_path / "b.safetensors").cfg.widths == (8, 16, 16)
+  with pytest.raises(ValueError, match="too few to hold out"):
+    trainer.main(["--steps", "1", "--out", str(tmp_path / "c.safetensors"), *small[:-1], "5"])

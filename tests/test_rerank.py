@@ -9,6 +9,7 @@ import pytest
 from flax import nnx
 
 from sorax import sample as sample_lib
+from sorax.data import world
 from sorax.data.captions import parse_terse
 from sorax.diffusion import rerank
 from sorax.models import captioner as cap
@@ -114,3 +115,29 @@ def test_the_captioner_judges_the_prompts_it_reads_and_the_dit_the_others(pipe):
     del pipe.__dict__["captioner"]
   with pytest.raises(ValueError, match="unknown judge"):
     pipe.generate([read], steps=2, best_of=2, judge="oracle")
+
+
+def test_captioner_bank_is_built_in_chunks_and_resumed(pipe, tmp_path):
+  from sorax.train import captioner_bank as bank_lib  # noqa: PLC0415
+  out = tmp_path / "bank.npz"
+  d = pipe.cfg.data
+  first = bank_lib.build(pipe, out, 3, seed=5, strength=(0.3, 0.5), chunk=2)
+  assert first["video"].shape == (3, d.frames, d.height, d.width, 3)
+  assert list(first["index"]) == [0, 1, 2] and set(first["seed"]) == {5}
+  assert ((first["strength"] >= 0.3) & (first["strength"] <= 0.5)).all()
+  more = bank_lib.build(pipe, out, 5, seed=5, chunk=2)  # resumes: 3 kept, 2 added
+  assert list(more["index"]) == [0, 1, 2, 3, 4]
+  np.testing.assert_array_equal(more["video"][:3], first["video"])
+  np.testing.assert_array_equal(bank_lib.load_bank(out)["video"], more["video"])
+  with pytest.raises(ValueError, match="seed"):
+    bank_lib.build(pipe, out, 6, seed=6)
+  # Strength 0: SDEdit from t = 0 returns its start, and the pixel codec is lossless.
+  zero = bank_lib.build(pipe, tmp_path / "zero.npz", 2, seed=5, strength=(0.0, 0.0))
+  for i in range(2):
+    np.testing.assert_array_equal(zero["video"][i],
+                                  world.make_clip(5, i, d.height, d.width, d.frames).video)
+  with pytest.raises(FileNotFoundError, match="captioner_bank"):
+    bank_lib.load_bank(tmp_path / "none.npz")
+  np.savez(tmp_path / "x.npz", video=np.zeros((1, 2, 4, 4, 3), np.uint8))
+  with pytest.raises(ValueError, match="missing arrays"):
+    bank_lib.load_bank(tmp_path / "x.npz")

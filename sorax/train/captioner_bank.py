@@ -49,6 +49,36 @@ def _save(path: pathlib.Path, bank: dict[str, np.ndarray]) -> None:
   tmp.replace(path)
 
 
+def build(pipe, out, clips: int, *, seed: int = BANK_SEED,
+          strength: tuple[float, float] = (0.3, 0.6), chunk: int = 32) -> dict[str, np.ndarray]:
+  """Grows the bank at `out` to `clips` clips restyled by `pipe` (a sorax.sample.Pipeline; its
+  policy is not asked: world captions only), resuming what is there, and returns it."""
+  out = pathlib.Path(out)
+  bank = load_bank(out) if out.is_file() else None
+  if bank is not None and int(bank["seed"][0]) != seed:
+    raise ValueError(f"{out} holds world seed {int(bank['seed'][0])}, not --seed {seed}")
+  done = 0 if bank is None else len(bank["video"])
+  d = pipe.cfg.data
+  rng = np.random.default_rng([seed, done])
+  t0 = time.perf_counter()
+  while done < clips:
+    n = min(chunk, clips - done)
+    batch = [world.make_clip(seed, done + i, d.height, d.width, d.frames) for i in range(n)]
+    s = float(rng.uniform(*strength))
+    video = pipe.generate([c.captions["terse"] for c in batch],
+                          known=pipe.encode(np.stack([c.video for c in batch])),
+                          strength=s, batch_size=n, seed=done, best_of=1)
+    new = {"video": video, "seed": np.full(n, seed, np.int64),
+           "index": np.arange(done, done + n, dtype=np.int64),
+           "strength": np.full(n, s, np.float32)}
+    bank = new if bank is None else {k: np.concatenate([bank[k], new[k]]) for k in new}
+    _save(out, bank)
+    done += n
+    print(f"{done}/{clips} clips, {time.perf_counter() - t0:.0f} s", file=sys.stderr,
+          flush=True)
+  return bank
+
+
 def main(argv=None) -> None:
   ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   ap.add_argument("--clips", type=int, default=1536)
@@ -60,33 +90,10 @@ def main(argv=None) -> None:
   ap.add_argument("--chunk", type=int, default=32)
   args = ap.parse_args(argv)
   from sorax.sample import Pipeline  # noqa: PLC0415 (the DiT is only needed here)
-
-  out = pathlib.Path(args.out)
-  bank = load_bank(out) if out.is_file() else None
-  if bank is not None and int(bank["seed"][0]) != args.seed:
-    raise ValueError(f"{out} holds world seed {int(bank['seed'][0])}, not --seed {args.seed}")
-  done = 0 if bank is None else len(bank["video"])
   pipe = Pipeline.load(args.checkpoint)
   pipe.policy = None  # world captions only
-  d = pipe.cfg.data
-  rng = np.random.default_rng([args.seed, done])
-  t0 = time.perf_counter()
-  while done < args.clips:
-    n = min(args.chunk, args.clips - done)
-    clips = [world.make_clip(args.seed, done + i, d.height, d.width, d.frames)
-             for i in range(n)]
-    strength = float(rng.uniform(*args.strength))
-    video = pipe.generate([c.captions["terse"] for c in clips],
-                          known=pipe.encode(np.stack([c.video for c in clips])),
-                          strength=strength, batch_size=n, seed=done, best_of=1)
-    new = {"video": video, "seed": np.full(n, args.seed, np.int64),
-           "index": np.arange(done, done + n, dtype=np.int64),
-           "strength": np.full(n, strength, np.float32)}
-    bank = new if bank is None else {k: np.concatenate([bank[k], new[k]]) for k in new}
-    _save(out, bank)
-    done += n
-    print(f"{done}/{args.clips} clips, {time.perf_counter() - t0:.0f} s", file=sys.stderr,
-          flush=True)
+  build(pipe, args.out, args.clips, seed=args.seed, strength=tuple(args.strength),
+        chunk=args.chunk)
 
 
 if __name__ == "__main__":
