@@ -2,10 +2,12 @@
 
 A video DiT that has learned the world still draws some objects as no world object moves:
 two copies at once (the commonest fault of the shipped model: BUILD_NOTES, "Why straight
-tracks fail"), a jump from one place to another, an object that vanishes mid-frame, or a blob
-that comes and goes. Each fault here takes a rendered clip and one object colour and returns
-the clip with that colour's pixels so broken; a captioner trained on both learns to tell a
-world object from a broken one (sorax/models/captioner.py's `broken` motion).
+tracks fail"), a jump from one place to another, an object that vanishes mid-frame, a blob
+that comes and goes, one drawn on two tracks by turns, or a track that drifts and steps back.
+Each fault here takes a clip (a render, or with `tol` / `noise` a generator's noisy redrawing
+of one) and one object colour and returns the clip with that colour's pixels so broken; a
+captioner trained on both learns to tell a world object from a broken one
+(sorax/models/captioner.py's `broken` motion).
 
 numpy only; knows no model. Videos are uint8 [T, H, W, 3]; the colour is an RGB triple.
 """
