@@ -29,11 +29,12 @@ from sorax.data import oracle  # noqa: E402
 from sorax.models import captioner as cap  # noqa: E402
 
 
-def oracle_agreement(model, videos, specs) -> dict[str, float]:
+def oracle_agreement(model, videos, specs, reads) -> dict[str, float]:
   """How often the captioner's answer (argmax) about an asked object is what the oracle reads
   in the candidate, per head, over the objects whose colour the oracle finds: shape, size,
   motion (where the oracle reads a world motion) and broken (where it reads none). The oracle
-  only grades here; the captioner never saw it."""
+  only grades here; the captioner never saw it. reads[i][j]: oracle.explain_video of
+  candidate j of prompt i."""
   import jax.numpy as jnp  # noqa: PLC0415
 
   from sorax.data.spec import SHAPES, SIZES  # noqa: PLC0415
@@ -42,7 +43,7 @@ def oracle_agreement(model, videos, specs) -> dict[str, float]:
     objs = specs[i].objects
     cols = jnp.asarray([cap.COLORS.index(o.color) for o in objs], jnp.int32)
     for j in range(videos.shape[1]):
-      read = oracle.explain_video(videos[i, j], specs[i])["objects"]
+      read = reads[i][j]["objects"]
       lg = cap._logits(model, jnp.asarray(np.repeat(videos[i, j][None], len(objs), 0)), cols)
       lg = {k: np.asarray(v).argmax(-1) for k, v in lg.items() if k != "present"}
       for r, res in enumerate(read):
@@ -112,8 +113,8 @@ def main() -> None:
                                       weights=weights)
                      for j in range(k)], 1)  # [n, K], higher is better
   t_score = time.perf_counter() - t0
-  right = np.array([[bool(oracle.score_video(videos[i, j], specs[i])["all_right"])
-                     for j in range(k)] for i in range(n)])
+  reads = [[oracle.explain_video(videos[i, j], specs[i]) for j in range(k)] for i in range(n)]
+  right = np.array([[bool(r["checks"]["all_right"]) for r in row] for row in reads])
   line = {"benchmark": "captioner_rerank", "videos": args.videos,
           "captioner": args.captioner or cap.ASSET, "weights": weights or cap.SCORE_WEIGHTS,
           "prompts": n, "k": k,
@@ -133,7 +134,7 @@ def main() -> None:
   line["pairwise_auc"] = round(wins / max(total, 1), 4)
   line["score_s"] = round(t_score, 1)
   if not args.no_agreement:
-    line.update(oracle_agreement(model, videos, specs))
+    line.update(oracle_agreement(model, videos, specs, reads))
   if args.out:
     np.savez(args.out, right=right, scores=scores)
   if args.sheet:

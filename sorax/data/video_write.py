@@ -64,7 +64,7 @@ def _check_video(video: Any, fps: Any) -> np.ndarray:
 
 
 @contextlib.contextmanager
-def _atomic_output(path: str | os.PathLike) -> Iterator[str]:
+def atomic_output(path: str | os.PathLike) -> Iterator[str]:
   """Yields a temp path next to `path`; on clean exit renames it onto `path`, else deletes it."""
   final = os.path.abspath(os.fspath(path))
   directory = os.path.dirname(final)
@@ -130,7 +130,7 @@ def write_mp4(path: str | os.PathLike, video: np.ndarray, fps: int = 8, crf: int
   _, h, w, _ = video.shape
   pix_fmt = "yuv420p" if h % 2 == 0 and w % 2 == 0 else "yuv444p"
   rate = Fraction(fps).limit_denominator(1001)
-  with _atomic_output(path) as tmp:
+  with atomic_output(path) as tmp:
     with av.open(tmp, mode="w", format="mp4", options={"movflags": "+faststart"}) as container:
       stream = container.add_stream("libx264", rate=rate)
       stream.width, stream.height, stream.pix_fmt = w, h, pix_fmt
@@ -215,7 +215,7 @@ def write_gif(path: str | os.PathLike, video: np.ndarray, fps: int = 8) -> None:
   _, h, w, _ = video.shape
   rate = Fraction(fps).limit_denominator(1001)
   indices, palette = _palettize(video)
-  with _atomic_output(path) as tmp:
+  with atomic_output(path) as tmp:
     with av.open(tmp, mode="w", format="gif", options={"loop": "0"}) as container:
       stream = container.add_stream("gif", rate=rate)
       stream.width, stream.height, stream.pix_fmt = w, h, "pal8"
@@ -246,6 +246,6 @@ def write_png(path: str | os.PathLike, image: np.ndarray) -> None:
   rows = b"".join(b"\x00" + image[i].tobytes() for i in range(h))  # filter 0 per row
   blob = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
           + chunk(b"IDAT", zlib.compress(rows, 6)) + chunk(b"IEND", b""))
-  with _atomic_output(path) as tmp:
+  with atomic_output(path) as tmp:
     with open(tmp, "wb") as f:
       f.write(blob)

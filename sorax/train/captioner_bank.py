@@ -2,8 +2,8 @@
 
 The captioner judges the DiT's samples, whose objects have ragged edges, stray pixels and
 streaks that world clips never have: trained on world clips alone it reads 48% of their shapes
-and 62% of their motions differently from the oracle (BUILD_NOTES, "The captioner on DiT
-samples"). SDEdit gives clips in the DiT's own hand whose labels are still known: world clip
+and 62% of their motions differently from the oracle (BUILD_NOTES, "The captioner
+trained on the DiT's hand"). SDEdit gives clips in the DiT's own hand whose labels are still known: world clip
 (seed, index) is encoded, noised to t = strength and denoised by the shipped DiT under its own
 terse caption; at strength <= 0.6 the objects keep their colour, shape, size and motion (the
 oracle reads 0.88 of them all right at 0.5) while taking the DiT's look.
@@ -18,7 +18,6 @@ every chunk and a rerun resumes from it (same --seed; clips are drawn in index o
 from __future__ import annotations
 
 import argparse
-import os
 import pathlib
 import sys
 import time
@@ -26,6 +25,7 @@ import time
 import numpy as np
 
 from sorax.data import world
+from sorax.data.video_write import atomic_output
 
 BANK_SEED = 71  # the world seed of the bank's clips (not the held-out seed)
 
@@ -44,9 +44,8 @@ def load_bank(path) -> dict[str, np.ndarray]:
 
 
 def _save(path: pathlib.Path, bank: dict[str, np.ndarray]) -> None:
-  tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}.npz")
-  np.savez(tmp, **bank)
-  tmp.replace(path)
+  with atomic_output(path) as tmp, open(tmp, "wb") as f:
+    np.savez(f, **bank)
 
 
 def build(pipe, out, clips: int, *, seed: int = BANK_SEED,
