@@ -7,10 +7,11 @@ setting, also appended to --log.
         --grid "heun:24:3" "heun:24:2" "renoise:48:3:eta=0.5" "heun:24:3:lo=0.1,hi=0.8"
 
 A grid item is SAMPLER:STEPS:CFG[:eta=E][,lo=L][,hi=H][,guide=logits][,best=K][,judge=J]
-[,late=T,eta2=E2]
-(late/eta2: renoise's eta is E2 on the steps that start below t = T). Heun costs two model
-calls a step, the first-order samplers one, so "heun:24" and "euler:48" / "renoise:48" cost the
-same. best=K keeps one of K samples a prompt (K x the cost), picked by judge=J (self: the
+[,late=T,eta2=E2][,shift=S]
+(late/eta2: renoise's eta is E2 on the steps that start below t = T; shift: the time warp of
+the sampler's steps, > 1 spends more of them at high noise; default the training warp).
+Heun costs two model calls a step, the first-order samplers one, so "heun:24" and "euler:48" /
+"renoise:48" cost the same. best=K keeps one of K samples a prompt (K x the cost), picked by judge=J (self: the
 model's own pick, the default; captioner: the learned world captioner's). --skip N drops
 the first N prompts (a fresh part of the same fixed set, e.g. to check a choice made on them).
 """
@@ -38,12 +39,13 @@ def parse_item(item: str) -> dict:
   if len(parts) not in (3, 4):
     raise SystemExit(f"grid item {item!r}: want SAMPLER:STEPS:CFG[:k=v,...]")
   out = dict(sampler=parts[0], steps=int(parts[1]), cfg_scale=float(parts[2]), eta=None,
-             lo=0.0, hi=1.0, guide=None, best=1, judge=None, late=None, eta2=None)
+             lo=0.0, hi=1.0, guide=None, best=1, judge=None, late=None, eta2=None,
+             shift=None)
   for kv in (parts[3].split(",") if len(parts) == 4 else []):
     k, _, v = kv.partition("=")
-    if k not in ("eta", "lo", "hi", "guide", "best", "judge", "late", "eta2"):
+    if k not in ("eta", "lo", "hi", "guide", "best", "judge", "late", "eta2", "shift"):
       raise SystemExit(f"grid item {item!r}: unknown key {k!r} (eta, lo, hi, guide, best, "
-                       "judge, late, eta2)")
+                       "judge, late, eta2, shift)")
     out[k] = v if k in ("guide", "judge") else int(v) if k == "best" else float(v)
   if (out["late"] is None) != (out["eta2"] is None):
     raise SystemExit(f"grid item {item!r}: late and eta2 go together")
@@ -79,7 +81,8 @@ def main() -> None:
                            sampler=it["sampler"], eta=it["eta"],
                            eta_late=(() if it["late"] is None else (it["late"], it["eta2"])),
                            guidance_interval=(it["lo"], it["hi"]), guide=it["guide"],
-                           best_of=it["best"], judge=it["judge"], batch_size=32)
+                           best_of=it["best"], judge=it["judge"], time_shift=it["shift"],
+                           batch_size=32)
     if args.videos and i == 0:
       tmp = pathlib.Path(args.videos + ".tmp.npy")
       np.save(tmp, np.asarray(videos)[:, None])

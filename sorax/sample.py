@@ -114,7 +114,7 @@ class Pipeline:
                quiet: int = 0,
                guidance_interval: tuple[float, float] | None = None,
                guide: str | None = None, best_of: int | None = None,
-               judge: str | None = None) -> np.ndarray:
+               judge: str | None = None, time_shift: float | None = None) -> np.ndarray:
     """-> uint8 [len(prompts), T, H, W, 3]. Sizes default to the training clip size.
     Raises PolicyViolation (naming the category) before generating anything when a prompt is
     refused by `self.policy`.
@@ -142,6 +142,10 @@ class Pipeline:
     `sample.judge`, else "self"; JUDGES) picks: "self" is the DiT's denoising error, "captioner"
     the learned captioner's log p(prompt | candidate) for prompts it reads (terse world
     captions at its clip size), the DiT's error for the others.
+
+    `time_shift` warps the sampler's times as training warps its t (samplers.schedule; > 1
+    spends more steps at high noise); default `sample.time_shift`, else the training warp at
+    this size (flow.resolution_shift).
     """
     if self.policy is not None:
       self.policy.enforce_prompts(prompts)
@@ -197,7 +201,11 @@ class Pipeline:
              if best_of > 1 and judge == "captioner" else [None] * n)
     grid = P.grid_shape(latent_shape, patch)
     n_tok = int(np.prod(grid))
-    shift = flow.resolution_shift(n_tok, c.diffusion.base_tokens, c.diffusion.base_shift)
+    time_shift = c.sample.get("time_shift", None) if time_shift is None else time_shift
+    shift = (flow.resolution_shift(n_tok, c.diffusion.base_tokens, c.diffusion.base_shift)
+             if time_shift is None else float(time_shift))
+    if not shift > 0:
+      raise ValueError(f"time_shift={time_shift} must be > 0")
     conditioned = given is not None and bool(given.any())
     fn = _sampling_fn(self.graphdef, latent_shape, patch, steps, float(cfg_scale), sampler,
                       shift, c.diffusion.prediction, conditioned, float(strength),

@@ -141,3 +141,28 @@ def test_captioner_bank_is_built_in_chunks_and_resumed(pipe, tmp_path):
   np.savez(tmp_path / "x.npz", video=np.zeros((1, 2, 4, 4, 3), np.uint8))
   with pytest.raises(ValueError, match="missing arrays"):
     bank_lib.load_bank(tmp_path / "x.npz")
+
+
+def test_time_shift_defaults_to_the_training_warp_and_changes_the_steps(pipe):
+  from sorax.diffusion import flow  # noqa: PLC0415
+  prompts = ["small red circle moving left on a navy background"]
+  c = pipe.cfg
+  grid = np.prod(np.asarray(pipe.latent_shape(c.data.frames, c.data.height, c.data.width)[:3])
+                 // np.asarray(c.model.patch))
+  trained = flow.resolution_shift(int(grid), c.diffusion.base_tokens, c.diffusion.base_shift)
+  plain = pipe.generate(prompts, seed=5, steps=3)
+  np.testing.assert_array_equal(plain, pipe.generate(prompts, seed=5, steps=3,
+                                                     time_shift=trained))
+  assert not np.array_equal(plain, pipe.generate(prompts, seed=5, steps=3,
+                                                 time_shift=trained * 4))
+  with c.unlocked():  # the config's default (what a shipped file's metadata may carry)
+    c.sample.time_shift = trained * 4
+  try:
+    np.testing.assert_array_equal(pipe.generate(prompts, seed=5, steps=3),
+                                  pipe.generate(prompts, seed=5, steps=3, time_shift=trained * 4))
+  finally:
+    with c.unlocked():
+      del c.sample["time_shift"]
+  with pytest.raises(ValueError, match="time_shift=0"):
+    pipe.generate(prompts, steps=3, time_shift=0)
+  assert "time_shift" in weights.SAMPLE_SETTINGS
