@@ -207,3 +207,54 @@ def test_trainer_cli_takes_a_bank_and_resumes_from_weights(tmp_path, capsys):
   assert cap.load(tmp_path / "b.safetensors").cfg.widths == (8, 16, 16)
   with pytest.raises(ValueError, match="too few to hold out"):
     trainer.main(["--steps", "1", "--out", str(tmp_path / "c.safetensors"), *small[:-1], "5"])
+
+
+def test_track_features_follow_the_object_and_ignore_specks():
+  spec = SceneSpec("navy", False, (ObjectSpec("red", "square", "large", "right", (0.2, 0.5)),))
+  video = world.render(spec, H, W, T)
+  cx, cy, size = world.object_track(spec.objects[0], H, W, T)
+  red = jnp.asarray([cap.COLORS.index("red")])
+  def feats(v):
+    planes = cap.colour_planes(jnp.asarray(v[None], jnp.float32) / 255.0, red)
+    return np.asarray(cap.track_features(planes[..., 0]))[0]  # [T, 10]
+  f = feats(video)
+  seen = f[:, 0] > 0
+  assert seen[:4].all()  # starts inside; may leave the canvas on the right
+  whole = cx + size / 2 <= W  # before it starts to leave the canvas
+  np.testing.assert_allclose(f[whole, 2] * W, cx[whole], atol=0.6)  # centroid x in pixels
+  np.testing.assert_allclose(f[whole, 3] * H, cy[whole], atol=0.6)
+  np.testing.assert_allclose(f[whole, 7] * W, cx[whole] + size[whole] / 2 - 0.5, atol=1.0)
+  assert np.all(np.diff(f[seen, 2]) > 0)  # moving right
+  np.testing.assert_allclose(f[:4, 1], (0.32 / 0.16) ** 2, rtol=0.2)  # area: ~4 small squares
+  specked = video.copy()
+  specked[:, 2, 30] = specked[:, 29, 1] = OBJECT_COLORS["red"]  # one-pixel specks far away
+  np.testing.assert_allclose(feats(specked), f, atol=1e-6)
+  gone = video.copy()
+  gone[5:] = world.BACKGROUNDS["navy"]  # the object vanishes
+  g = feats(gone)
+  assert (g[5:, 0] == 0).all() and (g[5:, 2:4] == 0.5).all()
+
+
+def test_a_track_branch_starts_as_a_no_op_and_round_trips(tmp_path):
+  cfg = cap.CaptionerConfig(widths=(8, 16, 16), hidden=32)
+  model = cap.Captioner(cfg, rngs=nnx.Rngs(0))
+  grown = cap.with_tracks(model, 16)
+  assert grown.cfg.tracks == 16 and model.cfg.tracks == 0
+  batch = jax.tree.map(jnp.asarray, trainer.make_rows(0, 0, 2))
+  a = cap._logits(model, batch["video"], batch["color"])
+  b = cap._logits(grown, batch["video"], batch["color"])
+  for k in a:
+    np.testing.assert_allclose(np.asarray(a[k]), np.asarray(b[k]), rtol=1e-6, atol=1e-6)
+  opt = nnx.Optimizer(grown, __import__("optax").adam(3e-3), wrt=nnx.Param)
+  for _ in range(3):
+    trainer.train_step(grown, opt, batch)
+  assert float(jnp.abs(grown.track_out.kernel[...]).max()) > 0  # the branch trains
+  cap.save(tmp_path / "t.safetensors", grown)
+  back = cap.load(tmp_path / "t.safetensors")
+  assert back.cfg.tracks == 16
+  c = cap._logits(grown, batch["video"], batch["color"])
+  d = cap._logits(back, batch["video"], batch["color"])
+  for k in c:
+    np.testing.assert_allclose(np.asarray(c[k]), np.asarray(d[k]), rtol=1e-5, atol=1e-6)
+  with pytest.raises(ValueError, match="already has a track branch"):
+    cap.with_tracks(grown, 8)

@@ -56,6 +56,11 @@ class CaptionerConfig:
   frames: int = 17
   height: int = 32
   width: int = 32
+  # Width of the track branch (0: none): an MLP on the asked colour's per-frame track
+  # (`track_features`: area, centroid, spread, box), added to the hidden layer. The merged
+  # stages see 4x4-pixel cells, so a one-pixel drift or a step back is blurred before any
+  # layer can compare frames; the track keeps it (BUILD_NOTES, "The captioner reads tracks").
+  tracks: int = 0
 
 
 def _merge(h: jax.Array, m: tuple[int, int, int]) -> jax.Array:
@@ -82,6 +87,40 @@ def colour_planes(video: jax.Array, color: jax.Array) -> jax.Array:
   return jnp.stack([mine, other, wall], -1)
 
 
+TRACK_FEATURES = 10  # per frame: seen, area, centroid (x, y), spread (x, y), box (x0, x1, y0, y1)
+
+
+def track_features(mine: jax.Array) -> jax.Array:
+  """[B, T, H, W] match to the asked colour (colour_planes' first plane) -> [B, T, 10]: per
+  frame whether the colour is seen, its area (in units of a small object's), the centroid and
+  the spread (std) of its pixels and their bounding box, in canvas fractions. Pixels count only
+  where at least 4 of their 3x3 neighbourhood (themselves included) match (a crude opening, as
+  a scorer reads solid blobs), so stray specks move no coordinate; frames where nothing is left read as
+  unseen, with the canvas centre as centroid."""
+  b, t, h, w = mine.shape
+  nb = jax.lax.reduce_window(jnp.pad(mine, ((0, 0), (0, 0), (1, 1), (1, 1))), 0.0, jax.lax.add,
+                             (1, 1, 3, 3), (1, 1, 1, 1), "VALID")
+  m = mine * (nb > 3.5)
+  ys = (jnp.arange(h, dtype=jnp.float32) + 0.5) / h
+  xs = (jnp.arange(w, dtype=jnp.float32) + 0.5) / w
+  area = jnp.sum(m, (2, 3))  # [B, T] in pixels
+  seen = area > 4.0
+  den = jnp.maximum(area, 1e-6)
+  cx = jnp.sum(m * xs, (2, 3)) / den
+  cy = jnp.sum(m * ys[:, None], (2, 3)) / den
+  sx = jnp.sqrt(jnp.maximum(jnp.sum(m * xs ** 2, (2, 3)) / den - cx ** 2, 0.0))
+  sy = jnp.sqrt(jnp.maximum(jnp.sum(m * ys[:, None] ** 2, (2, 3)) / den - cy ** 2, 0.0))
+  on = m > 0.5
+  x0 = jnp.min(jnp.where(on, xs, 1.0), (2, 3))
+  x1 = jnp.max(jnp.where(on, xs, 0.0), (2, 3))
+  y0 = jnp.min(jnp.where(on, ys[:, None], 1.0), (2, 3))
+  y1 = jnp.max(jnp.where(on, ys[:, None], 0.0), (2, 3))
+  small = (0.16 * min(h, w)) ** 2
+  feats = [seen.astype(jnp.float32), area / small, cx, cy, 4 * sx, 4 * sy, x0, x1, y0, y1]
+  centre = jnp.asarray([0, 0, 0.5, 0.5, 0, 0, 0.5, 0.5, 0.5, 0.5], jnp.float32)
+  return jnp.where(seen[..., None], jnp.stack(feats, -1), centre)
+
+
 class Captioner(nnx.Module):
   """(video [B, T, H, W, 3] in [0, 1], color int [B]) -> dict of logits: present [B],
   shape [B, 4], size [B, 2], motion [B, 10] (MOTION_CLASSES)."""
@@ -99,6 +138,12 @@ class Captioner(nnx.Module):
       cin, t, h, w = width, -(-t // mt), h // mh, w // mw
     self.norm = nnx.LayerNorm(cin * t * h * w, rngs=rngs)
     self.hidden = nnx.Linear(cin * t * h * w, cfg.hidden, rngs=rngs)
+    if cfg.tracks:
+      self.track_in = nnx.Linear(cfg.frames * TRACK_FEATURES, cfg.tracks, rngs=rngs)
+      # Zero-initialised into the hidden layer: a captioner given a track branch keeps its
+      # function until training moves it (captioner_trainer --init F --tracks N).
+      self.track_out = nnx.Linear(cfg.tracks, cfg.hidden, kernel_init=nnx.initializers.zeros,
+                                  rngs=rngs)
     self.heads = nnx.Linear(cfg.hidden, 1 + len(SHAPES) + len(SIZES) + len(MOTION_CLASSES),
                             rngs=rngs)
 
@@ -107,10 +152,14 @@ class Captioner(nnx.Module):
     if video.shape[1:] != (c.frames, c.height, c.width, 3):
       raise ValueError(f"captioner takes videos [B, {c.frames}, {c.height}, {c.width}, 3], "
                        f"got {video.shape}")
-    h = colour_planes(video, color)
+    planes = h = colour_planes(video, color)
     for stage, m in zip(self.stages, c.merges):
       h = jax.nn.gelu(stage(_merge(h, m)))
-    h = jax.nn.gelu(self.hidden(self.norm(h.reshape(h.shape[0], -1))))
+    h = self.hidden(self.norm(h.reshape(h.shape[0], -1)))
+    if c.tracks:
+      f = track_features(planes[..., 0]).reshape(h.shape[0], -1)
+      h = h + self.track_out(jax.nn.gelu(self.track_in(f)))
+    h = jax.nn.gelu(h)
     out = self.heads(h)
     s0, s1, s2 = 1, 1 + len(SHAPES), 1 + len(SHAPES) + len(SIZES)
     return {"present": out[:, 0], "shape": out[:, s0:s1], "size": out[:, s1:s2],
@@ -201,6 +250,21 @@ def load(path=None) -> Captioner:
   nnx.replace_by_pure_dict(state, pure)
   nnx.update(model, state)
   return model
+
+
+def with_tracks(model: Captioner, tracks: int, *, seed: int = 0) -> Captioner:
+  """A copy of `model` with a track branch of width `tracks` (0: none), every other weight
+  kept; a new branch adds nothing until trained (its output layer starts at zero)."""
+  if model.cfg.tracks and tracks:
+    raise ValueError(f"captioner already has a track branch of width {model.cfg.tracks}")
+  new = Captioner(dataclasses.replace(model.cfg, tracks=tracks), rngs=nnx.Rngs(seed))
+  old = nnx.to_pure_dict(nnx.state(model, nnx.Param))
+  state = nnx.state(new, nnx.Param)
+  pure = nnx.to_pure_dict(state)
+  pure.update({k: v for k, v in old.items() if k in pure})
+  nnx.replace_by_pure_dict(state, pure)
+  nnx.update(new, state)
+  return new
 
 
 @nnx.jit

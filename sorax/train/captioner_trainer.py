@@ -8,7 +8,7 @@ and size not asked), then absent colours to fill the rows. Clips are drawn fresh
 DiT, so the captioner learns to read the hand it judges; the bank's last clips are held out.
 
     python -m sorax.train.captioner_trainer [--steps 3000] [--out sorax/assets/captioner_world32.safetensors]
-        [--bank runs/cap_bank.npz --bank-share 0.5] [--init F]
+        [--bank runs/cap_bank.npz --bank-share 0.5] [--init F] [--tracks 128]
 
 Prints one JSON line per `--log-every` steps (loss, the held-out accuracy of every head, on
 styled clips too with --bank) and saves the weights atomically at the end and every
@@ -154,6 +154,9 @@ def main(argv=None) -> None:
   ap.add_argument("--bank-share", type=float, default=0.5, help="share of clips from --bank")
   ap.add_argument("--bank-heldout", type=int, default=128)
   ap.add_argument("--init", default=None, help="start from these captioner weights")
+  ap.add_argument("--tracks", type=int, default=None,
+                  help="width of the track branch (CaptionerConfig.tracks; with --init: added "
+                       "to the loaded captioner, zero-initialised, if it has none)")
   args = ap.parse_args(argv)
   over = {}
   if args.widths:
@@ -166,8 +169,12 @@ def main(argv=None) -> None:
     if over:
       raise ValueError("--init takes the config of its weights; drop --widths/--merges/--hidden")
     model = cap.load(args.init)
+    if args.tracks is not None and args.tracks != model.cfg.tracks:
+      model = cap.with_tracks(model, args.tracks, seed=args.seed)
     cfg = model.cfg
   else:
+    if args.tracks is not None:
+      over["tracks"] = args.tracks
     cfg = cap.CaptionerConfig(**over)
     model = cap.Captioner(cfg, rngs=nnx.Rngs(args.seed))
   rows_kw = dict(height=cfg.height, width=cfg.width, frames=cfg.frames,
@@ -211,7 +218,7 @@ def main(argv=None) -> None:
                                       "fault_rate": args.fault_rate,
                                       "rough_rate": args.rough_rate,
                                       "bank": args.bank or "", "bank_share": args.bank_share,
-                                      "init": args.init or ""})
+                                      "init": args.init or "", "tracks": cfg.tracks})
   print(f"saved {args.out}", file=sys.stderr)
 
 
