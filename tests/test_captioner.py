@@ -93,6 +93,21 @@ def test_rows_follow_the_spec():
   assert (rows["present"][rows["known"] > 0] == 1).all()
 
 
+def test_benign_faults_are_painted_but_keep_their_labels():
+  kw = dict(fault_rate=1.0, rough_rate=0.0)
+  honest = trainer.make_rows(4, 0, 6, fault_kinds=("copy",), **kw)
+  lenient = trainer.make_rows(4, 0, 6, fault_kinds=("copy",), benign=("copy",), **kw)
+  np.testing.assert_array_equal(honest["video"], lenient["video"])  # the same paint
+  objects = honest["present"] > 0
+  assert (honest["motion"][objects] == cap.BROKEN).all()
+  assert not (lenient["motion"][objects] == cap.BROKEN).any()
+  assert (lenient["known"][objects] == 1).all()
+  clean = trainer.make_rows(4, 0, 6, fault_rate=0.0, rough_rate=0.0)
+  for k in ("motion", "shape", "size", "present"):  # the labels of the unpainted clips
+    np.testing.assert_array_equal(lenient[k], clean[k])
+  assert not np.array_equal(lenient["video"], clean["video"])
+
+
 def test_rows_from_a_bank_take_its_videos_and_specs():
   clips = [world.make_clip(9, i, H, W, T) for i in range(3)]
   videos = np.stack([c.video for c in clips]) ^ 1  # off the palette by one: not a world render

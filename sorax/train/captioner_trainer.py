@@ -47,7 +47,9 @@ STYLED_TOL, STYLED_NOISE = 40, 4  # object colours are >= 80 from any other pale
 def make_rows(seed: int, index: int, n_clips: int, *, height: int = 32, width: int = 32,
               frames: int = 17, fault_rate: float = 0.4, rough_rate: float = 0.5,
               bank: tuple[np.ndarray, list] | None = None,
-              bank_share: float = 0.0) -> dict[str, np.ndarray]:
+              bank_share: float = 0.0,
+              fault_kinds: tuple[str, ...] = faults.FAULTS,
+              benign: tuple[str, ...] = ()) -> dict[str, np.ndarray]:
   """n_clips clips as n_clips * ROWS rows: video uint8 [N, T, H, W, 3], color / present /
   shape / size / motion int [N], and `known` [N] (1 where shape and size are asked: a present,
   unbroken object). Each clip is, with probability `bank_share`, a random clip of `bank`
@@ -76,9 +78,13 @@ def make_rows(seed: int, index: int, n_clips: int, *, height: int = 32, width: i
     for o in spec.objects:
       rgb = OBJECT_COLORS[o.color]
       if rng.random() < fault_rate and faults.color_mask(video, rgb, tol).any():
-        broken = faults.paint(video, rgb, str(rng.choice(faults.FAULTS)), rng, bg, tol=tol,
-                              noise=noise)
-        add(broken, o.color, 1, 0, 0, cap.BROKEN, 0, styled=styled)
+        kind = str(rng.choice(fault_kinds))
+        broken = faults.paint(video, rgb, kind, rng, bg, tol=tol, noise=noise)
+        if kind in benign:  # painted, but read as the object it was (a lenient reading)
+          add(broken, o.color, 1, SHAPES.index(o.shape), SIZES.index(o.size),
+              MOTIONS.index(o.motion), 1, styled=styled)
+        else:
+          add(broken, o.color, 1, 0, 0, cap.BROKEN, 0, styled=styled)
       else:
         add(video, o.color, 1, SHAPES.index(o.shape), SIZES.index(o.size),
             MOTIONS.index(o.motion), 1, styled=styled)
@@ -140,6 +146,11 @@ def main(argv=None) -> None:
   ap.add_argument("--lr", type=float, default=1e-3)
   ap.add_argument("--seed", type=int, default=0)
   ap.add_argument("--fault-rate", type=float, default=0.4)
+  ap.add_argument("--faults", nargs="+", default=list(faults.FAULTS), choices=faults.FAULTS,
+                  help="the fault kinds painted (sorax/data/faults.py; default all)")
+  ap.add_argument("--benign-faults", nargs="*", default=[], choices=faults.FAULTS,
+                  help="fault kinds labelled as the object they were, not `broken` (an "
+                       "experiment: the oracle reads most copies and gaps as right)")
   ap.add_argument("--rough-rate", type=float, default=0.5)
   ap.add_argument("--out", default=cap.ASSET)
   ap.add_argument("--log-every", type=int, default=250)
@@ -178,7 +189,8 @@ def main(argv=None) -> None:
     cfg = cap.CaptionerConfig(**over)
     model = cap.Captioner(cfg, rngs=nnx.Rngs(args.seed))
   rows_kw = dict(height=cfg.height, width=cfg.width, frames=cfg.frames,
-                 fault_rate=args.fault_rate, rough_rate=args.rough_rate)
+                 fault_rate=args.fault_rate, rough_rate=args.rough_rate,
+                 fault_kinds=tuple(args.faults), benign=tuple(args.benign_faults))
   bank = held_styled = None
   if args.bank:
     b = captioner_bank.load_bank(args.bank)
@@ -217,6 +229,8 @@ def main(argv=None) -> None:
       cap.save(args.out, model, meta={"step": step, "seed": args.seed,
                                       "fault_rate": args.fault_rate,
                                       "rough_rate": args.rough_rate,
+                                      "faults": ",".join(args.faults),
+                                      "benign_faults": ",".join(args.benign_faults),
                                       "bank": args.bank or "", "bank_share": args.bank_share,
                                       "init": args.init or "", "tracks": cfg.tracks})
   print(f"saved {args.out}", file=sys.stderr)
