@@ -11,8 +11,8 @@ A grid item is SAMPLER:STEPS:CFG[:eta=E][,lo=L][,hi=H][,guide=logits][,best=K][,
 (late/eta2: renoise's eta is E2 on the steps that start below t = T; shift: the time warp of
 the sampler's steps, > 1 spends more of them at high noise; default the training warp).
 Heun costs two model calls a step, the first-order samplers one, so "heun:24" and "euler:48" /
-"renoise:48" cost the same. best=K keeps one of K samples a prompt (K x the cost), picked by judge=J (self: the
-model's own pick, the default; captioner: the learned world captioner's). --skip N drops
+"renoise:48" cost the same. best=K keeps one of K samples a prompt (K x the cost), picked by
+judge=J (self: the model's own pick, the default; captioner: the learned world captioner's). --skip N drops
 the first N prompts (a fresh part of the same fixed set, e.g. to check a choice made on them).
 """
 

@@ -31,7 +31,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx, traverse_util
 
-from sorax.data.spec import MOTIONS, OBJECT_COLORS, SHAPES, SIZES, WALL_COLOR, ObjectSpec
+from sorax.data.spec import (MOTIONS, OBJECT_COLORS, SHAPES, SIZE_FRACTION, SIZES, WALL_COLOR,
+                             ObjectSpec)
 from sorax.models import weights
 
 COLORS = tuple(OBJECT_COLORS)
@@ -95,8 +96,8 @@ def track_features(mine: jax.Array) -> jax.Array:
   frame whether the colour is seen, its area (in units of a small object's), the centroid and
   the spread (std) of its pixels and their bounding box, in canvas fractions. Pixels count only
   where at least 4 of their 3x3 neighbourhood (themselves included) match (a crude opening, as
-  a scorer reads solid blobs), so stray specks move no coordinate; frames where nothing is left read as
-  unseen, with the canvas centre as centroid."""
+  a scorer reads solid blobs), so stray specks move no coordinate; frames where nothing is
+  left read as unseen, with the canvas centre as centroid."""
   b, t, h, w = mine.shape
   nb = jax.lax.reduce_window(jnp.pad(mine, ((0, 0), (0, 0), (1, 1), (1, 1))), 0.0, jax.lax.add,
                              (1, 1, 3, 3), (1, 1, 1, 1), "VALID")
@@ -115,7 +116,7 @@ def track_features(mine: jax.Array) -> jax.Array:
   x1 = jnp.max(jnp.where(on, xs, 0.0), (2, 3))
   y0 = jnp.min(jnp.where(on, ys[:, None], 1.0), (2, 3))
   y1 = jnp.max(jnp.where(on, ys[:, None], 0.0), (2, 3))
-  small = (0.16 * min(h, w)) ** 2
+  small = (SIZE_FRACTION["small"] * min(h, w)) ** 2
   feats = [seen.astype(jnp.float32), area / small, cx, cy, 4 * sx, 4 * sy, x0, x1, y0, y1]
   centre = jnp.asarray([0, 0, 0.5, 0.5, 0, 0, 0.5, 0.5, 0.5, 0.5], jnp.float32)
   return jnp.where(seen[..., None], jnp.stack(feats, -1), centre)

@@ -77,16 +77,15 @@ def make_rows(seed: int, index: int, n_clips: int, *, height: int = 32, width: i
     bg = world.BACKGROUNDS[spec.background]
     for o in spec.objects:
       rgb = OBJECT_COLORS[o.color]
+      seen, broken = video, False
       if rng.random() < fault_rate and faults.color_mask(video, rgb, tol).any():
         kind = str(rng.choice(fault_kinds))
-        broken = faults.paint(video, rgb, kind, rng, bg, tol=tol, noise=noise)
-        if kind in benign:  # painted, but read as the object it was (a lenient reading)
-          add(broken, o.color, 1, SHAPES.index(o.shape), SIZES.index(o.size),
-              MOTIONS.index(o.motion), 1, styled=styled)
-        else:
-          add(broken, o.color, 1, 0, 0, cap.BROKEN, 0, styled=styled)
+        seen = faults.paint(video, rgb, kind, rng, bg, tol=tol, noise=noise)
+        broken = kind not in benign  # benign: painted, but read as the object it was
+      if broken:
+        add(seen, o.color, 1, 0, 0, cap.BROKEN, 0, styled=styled)
       else:
-        add(video, o.color, 1, SHAPES.index(o.shape), SIZES.index(o.size),
+        add(seen, o.color, 1, SHAPES.index(o.shape), SIZES.index(o.size),
             MOTIONS.index(o.motion), 1, styled=styled)
     asked = {o.color for o in spec.objects}
     absent = [c for c in cap.COLORS if c not in asked]
