@@ -114,7 +114,9 @@ class Pipeline:
                quiet: int = 0,
                guidance_interval: tuple[float, float] | None = None,
                guide: str | None = None, best_of: int | None = None,
-               judge: str | None = None, time_shift: float | None = None) -> np.ndarray:
+               judge: str | None = None, time_shift: float | None = None,
+               best_of_stop: float | None = None, best_of_min: int | None = None,
+               report: dict | None = None, rows: Sequence[int] | None = None) -> np.ndarray:
     """-> uint8 [len(prompts), T, H, W, 3]. Sizes default to the training clip size.
     Raises PolicyViolation (naming the category) before generating anything when a prompt is
     refused by `self.policy`.
@@ -141,7 +143,16 @@ class Pipeline:
     video only: with `known` latents the default is 1 and K > 1 is refused. `judge` (default
     `sample.judge`, else "self"; JUDGES) picks: "self" is the DiT's denoising error, "captioner"
     the learned captioner's log p(prompt | candidate) for prompts it reads (terse world
-    captions at its clip size), the DiT's error for the others.
+    captions at its clip size), the DiT's error for the others. Candidate j of prompt i is
+    the same sample in any batch or prompt list position: its noise comes from (seed + j, i).
+
+    `best_of_stop` (default `sample.best_of_stop`; None: every prompt draws K) makes best of K
+    adaptive where the captioner judges: a prompt stops drawing once it has `best_of_min`
+    (default `sample.best_of_min`, else 4) candidates and the kept one's log p reaches the
+    stop; prompts it cannot read draw `best_of_min`. `report`, a dict, receives per prompt the
+    candidates drawn (`draws`) and the kept one's captioner log p (`log_p`, nan where unread).
+    `rows` (default 0, 1, ...) are the prompts' positions for the noise: prompts[k] drawn with
+    rows[k] = i is exactly prompt i of an earlier, longer list (to redraw part of a list).
 
     `time_shift` warps the sampler's times as training warps its t (samplers.schedule; > 1
     spends more steps at high noise); default `sample.time_shift`, else the training warp at
@@ -194,6 +205,10 @@ class Pipeline:
     if best_of > 1 and known is not None:
       raise ValueError("best_of > 1 applies to text-to-video only; the verbs on given frames "
                        "take one sample (best_of=1)")
+    if best_of_stop is None:
+      best_of_stop = c.sample.get("best_of_stop", None)
+    if best_of_min is None:
+      best_of_min = c.sample.get("best_of_min", None)
     judge = judge or c.sample.get("judge", "self")
     if judge not in JUDGES:
       raise ValueError(f"unknown judge {judge!r}; choose from {JUDGES}")
@@ -211,42 +226,79 @@ class Pipeline:
                       shift, c.diffusion.prediction, conditioned, float(strength),
                       tuple(self.tokenizer.null_tokens), eta, interval, guide, eta_late,
                       int(quiet) if conditioned else 0)
-    out = []
     tok_dim = P.token_dim(latent_shape[-1], patch)
-    for start in range(0, n, batch_size):
-      chunk = list(prompts[start:start + batch_size])
-      b = len(chunk)
-      ids, mask = self.tokenizer.encode(chunk, c.data.text_len)
+    bs = max(1, min(batch_size, n))
+    index = np.arange(n) if rows is None else np.asarray(rows, np.int64)
+    if index.shape != (n,) or (n and index.min() < 0):
+      raise ValueError(f"rows must be {n} non-negative positions, one per prompt")
+
+    def draw(rows: np.ndarray, s: int, read: bool):
+      """Candidate `s` (a seed) of prompts `rows` (indices into `prompts`, at most bs) ->
+      (latents [b, ...], uint8 videos [b, T, H, W, 3], captioner log p [b] or None). Row i's
+      noise comes from (s, i) alone, so it is the same sample in any batch; the batch is padded
+      to a power of two (at most bs) so that few shapes compile."""
+      b = len(rows)
+      padded = np.concatenate([rows, np.repeat(rows[-1:], min(bs, 1 << (b - 1).bit_length()) - b)])
+      ids, mask = self.tokenizer.encode([prompts[i] for i in padded], c.data.text_len)
       if known is None:
-        ktok = jnp.zeros((b, n_tok, tok_dim))
+        ktok = jnp.zeros((len(padded), n_tok, tok_dim))
       else:
-        ktok, _ = P.patchify_batch(jnp.asarray(known[start:start + b], jnp.float32), patch)
-      g = np.zeros((b, latent_shape[0]), bool) if given is None else given[start:start + b]
-      gtok = cond.token_mask(jnp.asarray(g), grid, patch)
-      latents = []
-      for j in range(best_of):  # candidate j is exactly the plain sample of seed + j
-        key = jax.random.PRNGKey(seed + j)
-        noise = jax.random.normal(jax.random.fold_in(key, start), (b, n_tok, tok_dim))
-        latents.append(fn(self.params, noise, ids, mask, ktok, gtok,
-                          jax.random.fold_in(jax.random.fold_in(key, start), 1)))
-      if best_of == 1:
-        out.append(decode_to_pixels(self.codec, latents[0], frames))
-        continue
-      videos = np.stack([decode_to_pixels(self.codec, lat, frames) for lat in latents])
-      objs = asked[start:start + b]
-      chosen = np.zeros(b, np.int64)
-      if any(o is None for o in objs):  # the DiT judges the prompts the captioner cannot read
+        ktok, _ = P.patchify_batch(jnp.asarray(known[padded], jnp.float32), patch)
+      g = np.zeros((len(padded), latent_shape[0]), bool) if given is None else given[padded]
+      keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.PRNGKey(s), i))(
+          jnp.asarray(index[padded], jnp.uint32))
+      noise = jax.vmap(lambda k: jax.random.normal(k, (n_tok, tok_dim)))(keys)
+      lat = fn(self.params, noise, ids, mask, ktok, cond.token_mask(jnp.asarray(g), grid, patch),
+               jax.vmap(lambda k: jax.random.fold_in(k, 1))(keys))
+      videos = decode_to_pixels(self.codec, lat, frames)
+      lp = (cap_lib.score_videos(self.captioner, videos, [asked[i] for i in padded])[:b]
+            if read else None)
+      return lat[:b], videos[:b], lp
+
+    adaptive = best_of > 1 and best_of_stop is not None and judge == "captioner"
+    k_min = min(best_of, 4 if best_of_min is None else int(best_of_min)) if adaptive else best_of
+    if k_min < 1:
+      raise ValueError(f"best_of_min={best_of_min} must be a positive integer")
+    out: list[Any] = [None] * n
+    draws, kept_lp = np.zeros(n, np.int64), np.full(n, np.nan)
+    read = np.asarray([i for i in range(n) if asked[i] is not None], np.int64)
+    unread = np.asarray([i for i in range(n) if asked[i] is None], np.int64)
+    # Prompts no captioner reads (all of them at best of 1): a fixed number of candidates (with
+    # a stopping rule, the minimum: there is nothing to stop on), the DiT's own pick.
+    k = 1 if best_of == 1 else k_min
+    for start in range(0, len(unread), bs):
+      rows = unread[start:start + bs]
+      cands = [draw(rows, seed + j, False) for j in range(k)]
+      chosen = np.zeros(len(rows), np.int64)
+      if k > 1:
+        ids, mask = self.tokenizer.encode([prompts[i] for i in rows], c.data.text_len)
         score = _score_fn(self.graphdef, latent_shape, patch, c.diffusion.prediction)
-        skey = jax.random.fold_in(jax.random.fold_in(jax.random.PRNGKey(seed), start), 2)
-        scores = jnp.stack([score(self.params, lat, ids, mask, skey) for lat in latents])
-        chosen = np.array(rerank.pick(scores))  # [b]; a writable copy
-      read = [i for i, o in enumerate(objs) if o is not None]
-      if read:
-        lp = np.stack([cap_lib.score_videos(self.captioner, videos[j, read],
-                                            [objs[i] for i in read]) for j in range(best_of)])
-        chosen[read] = np.argmax(lp, 0)  # ties go to the earlier candidate, as rerank.pick
-      out.append(videos[chosen, np.arange(b)])
-    return np.concatenate(out, axis=0)
+        skeys = score_keys(seed, index[rows])
+        chosen = np.array(rerank.pick(jnp.stack([score(self.params, lat, ids, mask, skeys)
+                                                 for lat, _, _ in cands])))
+      for r, i in enumerate(rows):
+        out[i] = cands[chosen[r]][1][r]
+      draws[rows] = k
+    # Prompts the captioner reads: candidates in rounds, each kept if the captioner finds it more
+    # likely than the best so far (ties: the earlier). With `best_of_stop`, a prompt stops
+    # drawing after k_min candidates once its best log p reaches the stop.
+    for block in range(0, len(read), 8 * bs):  # bounded memory for long prompt lists
+      active = read[block:block + 8 * bs]
+      for j in range(best_of):
+        if not active.size:
+          break
+        for start in range(0, len(active), bs):
+          rows = active[start:start + bs]
+          _, videos, lp = draw(rows, seed + j, True)
+          for r, i in enumerate(rows):
+            if not lp[r] <= kept_lp[i]:  # also true while kept_lp is nan (nothing kept yet)
+              out[i], kept_lp[i] = videos[r], lp[r]
+          draws[rows] += 1
+        if adaptive and j + 1 >= k_min:
+          active = active[kept_lp[active] < best_of_stop]
+    if report is not None:
+      report.update(draws=draws, log_p=kept_lp)
+    return np.stack(out)
 
   @functools.cached_property
   def captioner(self):
@@ -334,13 +386,14 @@ def _encoder(codec):
 
 @functools.lru_cache(maxsize=8)
 def _score_fn(graphdef, latent_shape, patch, prediction):
-  """-> jitted (params, latent [B, t, h, w, c], ids, mask, key) -> [B] rerank score: the
-  prompted x0 error at rerank.SCORE_TIMES, the same noise for every candidate (same key)."""
+  """-> jitted (params, latent [B, t, h, w, c], ids, mask, keys [B, 2]) -> [B] rerank score:
+  the prompted x0 error at rerank.SCORE_TIMES; row b's noise from keys[b] (the same key for
+  every candidate of a prompt: score_keys)."""
   pos = P.positions(P.grid_shape(latent_shape, patch))
   times = jnp.asarray(rerank.SCORE_TIMES, jnp.float32)
 
   @jax.jit
-  def run(params, latent, ids, mask, key):
+  def run(params, latent, ids, mask, keys):
     model = nnx.merge(graphdef, params)
     x0, _ = P.patchify_batch(latent, patch)
     positions = jnp.broadcast_to(pos, (x0.shape[0],) + pos.shape)
@@ -356,10 +409,19 @@ def _score_fn(graphdef, latent_shape, patch, prediction):
                            prediction)
       return x_t - t[:, None, None] * v
 
-    noise = jax.random.normal(key, (rerank.SCORE_DRAWS, times.shape[0]) + x0.shape)
+    noise = jax.vmap(lambda k: jax.random.normal(
+        k, (rerank.SCORE_DRAWS, times.shape[0]) + x0.shape[1:]))(keys)  # [B, D, T, N, P]
+    noise = jnp.moveaxis(noise, 0, 2)  # [D, T, B, N, P]
     return rerank.denoise_error(x0_fn, x0, noise, times)
 
   return run
+
+
+def score_keys(seed: int, rows) -> jax.Array:
+  """The self judge's noise keys [len(rows), 2] for prompts `rows` (indices into the prompt
+  list): the same for every candidate of a prompt, and independent of the batch."""
+  return jax.vmap(lambda i: jax.random.fold_in(jax.random.fold_in(jax.random.PRNGKey(seed), i),
+                                               2))(jnp.asarray(rows, jnp.uint32))
 
 
 @functools.lru_cache(maxsize=16)

@@ -102,6 +102,21 @@ def test_renoise_late_eta_applies_below_the_switch_only():
     samplers.renoise(v, x1, ts, key, 2.0, late=(0.5, -1.0))
 
 
+def test_renoise_row_keys_make_each_row_independent_of_its_batch():
+  v = _gaussian_velocity(2.0, 0.5)
+  x1 = jax.random.normal(jax.random.PRNGKey(2), (4, 3))
+  ts = samplers.schedule(12)
+  keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.PRNGKey(5), i))(jnp.arange(4))
+  full = samplers.renoise(v, x1, ts, keys, 2.0)
+  # Rows 1 and 3 drawn alone (with their own keys) are the same rows of the full batch.
+  part = samplers.renoise(v, x1[jnp.asarray([1, 3])], ts, keys[jnp.asarray([1, 3])], 2.0)
+  np.testing.assert_allclose(part, full[jnp.asarray([1, 3])], rtol=1e-6, atol=1e-6)
+  # One shared key draws other noise (the rows' keys are what is used).
+  assert float(jnp.abs(samplers.renoise(v, x1, ts, keys[0], 2.0) - full).max()) > 1e-3
+  with pytest.raises(ValueError, match="row keys"):
+    samplers.renoise(v, x1, ts, keys[:3], 2.0)
+
+
 def test_renoise_scale_zero_is_euler_per_element():
   v = _gaussian_velocity(2.0, 0.5)
   x1 = jax.random.normal(jax.random.PRNGKey(2), (8, 2))

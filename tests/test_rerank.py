@@ -62,7 +62,7 @@ def test_best_of_returns_the_candidate_its_score_ranks_first(pipe):
   ids, mask = pipe.tokenizer.encode(prompts, c.data.text_len)
   shape = pipe.latent_shape(c.data.frames, c.data.height, c.data.width)
   score = sample_lib._score_fn(pipe.graphdef, shape, tuple(c.model.patch), c.diffusion.prediction)
-  skey = jax.random.fold_in(jax.random.fold_in(jax.random.PRNGKey(7), 0), 2)
+  skey = sample_lib.score_keys(7, np.arange(len(prompts)))
   lat = [jnp.asarray(pipe.encode(v)) for v in plain]
   scores = np.stack([np.asarray(score(pipe.params, x, ids, mask, skey)) for x in lat])
   for i in range(len(prompts)):
@@ -115,6 +115,59 @@ def test_the_captioner_judges_the_prompts_it_reads_and_the_dit_the_others(pipe):
     del pipe.__dict__["captioner"]
   with pytest.raises(ValueError, match="unknown judge"):
     pipe.generate([read], steps=2, best_of=2, judge="oracle")
+
+
+def test_a_prompts_sample_does_not_depend_on_the_batch_it_is_drawn_in(pipe):
+  prompts = ["small red circle moving left on a navy background",
+             "large blue square static on a gray background",
+             "medium green triangle moving up on a white background"]
+  whole = pipe.generate(prompts, seed=4, steps=2, batch_size=3)
+  np.testing.assert_array_equal(pipe.generate(prompts, seed=4, steps=2, batch_size=1), whole)
+  np.testing.assert_array_equal(pipe.generate(prompts, seed=4, steps=2, batch_size=2), whole)
+  # Part of the list redrawn at its positions.
+  np.testing.assert_array_equal(pipe.generate(prompts[2:], seed=4, steps=2, rows=[2]), whole[2:])
+  assert not np.array_equal(pipe.generate(prompts[2:], seed=4, steps=2), whole[2:])
+  with pytest.raises(ValueError, match="rows"):
+    pipe.generate(prompts[2:], steps=2, rows=[1, 2])
+
+
+def test_best_of_stops_drawing_for_a_prompt_once_the_captioner_is_sure(pipe):
+  d = pipe.cfg.data
+  small = cap.CaptionerConfig(merges=((1, 4, 4),), widths=(8,), hidden=16, frames=d.frames,
+                              height=d.height, width=d.width)
+  prompts = ["small red circle moving left on a navy background",
+             "large blue square on a black background", "a red ball rolls to the left"]
+  pipe.__dict__["captioner"] = cap.Captioner(small, rngs=nnx.Rngs(1))  # the cached property
+  try:
+    plain = [pipe.generate(prompts, seed=7 + j, steps=2) for j in range(4)]
+    lp = np.stack([cap.score_videos(pipe.captioner, p[:2], [parse_terse(q).objects
+                                                           for q in prompts[:2]])
+                   for p in plain])  # [4 candidates, 2 read prompts]
+    best2 = lp[:2].max(0)
+    # A stop between the two prompts' best of 2: the surer one stops at 2, the other draws 4.
+    sure = int(np.argmax(best2))
+    stop = float(best2.mean())
+    assert best2[sure] >= stop > best2[1 - sure]
+    report = {}
+    got = pipe.generate(prompts, seed=7, steps=2, best_of=4, judge="captioner",
+                        best_of_stop=stop, best_of_min=2, report=report)
+    assert report["draws"][sure] == 2 and report["draws"][1 - sure] == 4
+    assert report["draws"][2] == 2  # unread: best_of_min candidates, judged by the DiT
+    np.testing.assert_array_equal(got[sure], plain[int(np.argmax(lp[:2, sure]))][sure])
+    np.testing.assert_array_equal(got[1 - sure], plain[int(np.argmax(lp[:, 1 - sure]))][1 - sure])
+    np.testing.assert_allclose(report["log_p"][:2], [lp[:2, sure].max() if i == sure
+                                                     else lp[:, i].max() for i in range(2)],
+                               rtol=1e-5)
+    assert np.isnan(report["log_p"][2])
+    # No stop: every read prompt draws all four.
+    report = {}
+    pipe.generate(prompts, seed=7, steps=2, best_of=4, judge="captioner", report=report)
+    assert list(report["draws"]) == [4, 4, 4]
+    with pytest.raises(ValueError, match="best_of_min"):
+      pipe.generate(prompts, steps=2, best_of=4, judge="captioner", best_of_stop=0.0,
+                    best_of_min=0)
+  finally:
+    del pipe.__dict__["captioner"]
 
 
 def test_captioner_bank_is_built_in_chunks_and_resumed(pipe, tmp_path):

@@ -92,7 +92,11 @@ def renoise(v: VelocityFn, x: jax.Array, ts: jax.Array, key: jax.Array,
   `late` (t_switch, eta_late): steps that start below t_switch use eta_late instead (e.g. much
   fresh noise while the layout is decided, less while the colours settle). `scale` (broadcast
   to x, in [0, 1]) multiplies eta per element: 0 samples those elements without fresh noise
-  (the verbs use it next to given frames)."""
+  (the verbs use it next to given frames).
+
+  `key` is one PRNG key for the whole batch, or one key per row ([B, 2] raw keys): then row b's
+  fresh noise depends on its own key alone, so a sample does not change with the rows drawn
+  beside it (what lets best-of-K draw more candidates for some prompts only)."""
   if not eta >= 0.0:
     raise ValueError(f"eta={eta} must be >= 0")
   etas = jnp.full((ts.shape[0] - 1,), eta, jnp.float32)
@@ -112,11 +116,16 @@ def renoise(v: VelocityFn, x: jax.Array, ts: jax.Array, key: jax.Array,
     r = (1.0 - t) * t_next / jnp.maximum((1.0 - t_next) * t, 1e-12)
     e = eta_t if scale is None else eta_t * scale
     c = t_next * jnp.minimum(e * jnp.sqrt(jnp.clip(1.0 - r ** 2, 0.0, 1.0)), 1.0)
-    z = jax.random.normal(k, x.shape, x.dtype)
+    z = (jax.random.normal(k, x.shape, x.dtype) if not per_row
+         else jax.vmap(lambda kb: jax.random.normal(kb, x.shape[1:], x.dtype))(k))
     x_next = (1.0 - t_next) * x0 + jnp.sqrt(jnp.maximum(t_next ** 2 - c ** 2, 0.0)) * eps + c * z
     return (jnp.where(t_next > 0, x_next, x0), s), None
 
-  keys = jax.random.split(key, ts.shape[0] - 1)
+  per_row = key.ndim == 2
+  if per_row and key.shape[0] != x.shape[0]:
+    raise ValueError(f"{key.shape[0]} row keys for a batch of {x.shape[0]}")
+  keys = (jnp.swapaxes(jax.vmap(lambda kb: jax.random.split(kb, ts.shape[0] - 1))(key), 0, 1)
+          if per_row else jax.random.split(key, ts.shape[0] - 1))  # [S, (B,) 2]
   (x, _), _ = jax.lax.scan(step, (x, s0), (ts[:-1], ts[1:], keys, etas))
   return x
 

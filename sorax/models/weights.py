@@ -149,7 +149,7 @@ def _save_orbax(out: pathlib.Path, tmp: pathlib.Path, tensors, meta) -> pathlib.
 # Sampling settings a file's `sample` block may gain after it was written (the config's
 # `sample` block; older files lack the later ones).
 SAMPLE_SETTINGS = ("steps", "sampler", "cfg", "seed", "eta", "eta_late", "guidance_interval",
-                   "guide", "best_of", "judge", "time_shift")
+                   "guide", "best_of", "judge", "time_shift", "best_of_stop", "best_of_min")
 
 
 def set_sample_defaults(path: str | os.PathLike, **sample) -> pathlib.Path:
