@@ -7,13 +7,16 @@ setting, also appended to --log.
         --grid "heun:24:3" "heun:24:2" "renoise:48:3:eta=0.5" "heun:24:3:lo=0.1,hi=0.8"
 
 A grid item is SAMPLER:STEPS:CFG[:eta=E][,lo=L][,hi=H][,guide=logits][,best=K][,judge=J]
-[,late=T,eta2=E2][,shift=S]
+[,late=T,eta2=E2][,shift=S][,stop=L,kmin=M]
 (late/eta2: renoise's eta is E2 on the steps that start below t = T; shift: the time warp of
 the sampler's steps, > 1 spends more of them at high noise; default the training warp).
 Heun costs two model calls a step, the first-order samplers one, so "heun:24" and "euler:48" /
 "renoise:48" cost the same. best=K keeps one of K samples a prompt (K x the cost), picked by
-judge=J (self: the model's own pick, the default; captioner: the learned world captioner's). --skip N drops
-the first N prompts (a fresh part of the same fixed set, e.g. to check a choice made on them).
+judge=J (self: the model's own pick, the default; captioner: the learned world captioner's);
+stop=L makes it adaptive (a prompt stops after kmin candidates once the captioner's log p of
+the kept one reaches L; the line's mean_draws is the cost). --skip N drops
+the first N prompts (a fresh part of the same fixed set, e.g. to check a choice made on them;
+each prompt keeps its own noise, the same as with no --skip).
 """
 
 from __future__ import annotations
@@ -39,14 +42,16 @@ def parse_item(item: str) -> dict:
   if len(parts) not in (3, 4):
     raise SystemExit(f"grid item {item!r}: want SAMPLER:STEPS:CFG[:k=v,...]")
   out = dict(sampler=parts[0], steps=int(parts[1]), cfg_scale=float(parts[2]), eta=None,
-             lo=0.0, hi=1.0, guide=None, best=1, judge=None, late=None, eta2=None,
+             lo=0.0, hi=1.0, guide=None, best=1, judge=None, late=None, eta2=None, stop=None,
+             kmin=None,
              shift=None)
   for kv in (parts[3].split(",") if len(parts) == 4 else []):
     k, _, v = kv.partition("=")
-    if k not in ("eta", "lo", "hi", "guide", "best", "judge", "late", "eta2", "shift"):
+    if k not in ("eta", "lo", "hi", "guide", "best", "judge", "late", "eta2", "shift", "stop",
+                 "kmin"):
       raise SystemExit(f"grid item {item!r}: unknown key {k!r} (eta, lo, hi, guide, best, "
-                       "judge, late, eta2, shift)")
-    out[k] = v if k in ("guide", "judge") else int(v) if k == "best" else float(v)
+                       "judge, late, eta2, shift, stop, kmin)")
+    out[k] = v if k in ("guide", "judge") else int(v) if k in ("best", "kmin") else float(v)
   if (out["late"] is None) != (out["eta2"] is None):
     raise SystemExit(f"grid item {item!r}: late and eta2 go together")
   return out
@@ -77,12 +82,14 @@ def main() -> None:
   log.parent.mkdir(parents=True, exist_ok=True)
   for i, (g, it) in enumerate(zip(args.grid, items)):
     t0 = time.perf_counter()
+    report: dict = {}
     videos = pipe.generate(prompts, seed=args.seed, steps=it["steps"], cfg_scale=it["cfg_scale"],
                            sampler=it["sampler"], eta=it["eta"],
                            eta_late=(() if it["late"] is None else (it["late"], it["eta2"])),
                            guidance_interval=(it["lo"], it["hi"]), guide=it["guide"],
                            best_of=it["best"], judge=it["judge"], time_shift=it["shift"],
-                           batch_size=32)
+                           best_of_stop=it["stop"], best_of_min=it["kmin"], report=report,
+                           rows=np.arange(args.skip, args.prompts), batch_size=32)
     if args.videos and i == 0:
       tmp = pathlib.Path(args.videos + ".tmp.npy")
       np.save(tmp, np.asarray(videos)[:, None])
@@ -91,6 +98,7 @@ def main() -> None:
     line = {"benchmark": "sampler_sweep", "checkpoint": args.checkpoint or "shipped",
             "setting": g, **it, "prompts": args.prompts, "skip": args.skip, "seed": args.seed,
             "sample_s": round(time.perf_counter() - t0, 1),
+            "mean_draws": round(float(report["draws"].mean()), 3),
             **{k: (None if v is None else round(v, 4)) for k, v in rates.items()}}
     if args.breakdown:
       line["breakdown"] = breakdown(videos, specs)

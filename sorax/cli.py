@@ -80,6 +80,10 @@ def _add_sample(sub):
   p.add_argument("--judge", choices=JUDGE_NAMES, default=None,
                  help="who picks among --best-of K: the DiT itself ('self') or the learned "
                       "world captioner ('captioner'; default: the checkpoint's sample.judge)")
+  p.add_argument("--best-of-stop", type=float, default=None,
+                 help="with the captioner judging, a prompt stops drawing once the kept "
+                      "sample's log p reaches this (after 4 candidates; default: the "
+                      "checkpoint's sample.best_of_stop, none: all K)")
   p.add_argument("--batch-size", type=int, default=8)
   p.add_argument("--gif", action="store_true", help="also write <i>.gif")
   p.add_argument("--png", action="store_true", help="also write <i>.png (the first frame)")
@@ -230,15 +234,17 @@ def cmd_sample(args, overrides: Sequence[str]) -> int:
   pipe = Pipeline.load(args.checkpoint)
   pipe.policy = safety.policy
   t0 = time.perf_counter()
+  report: dict = {}
   videos = pipe.generate([p for _, p in prompts], frames=args.frames, height=args.height,
                          width=args.width, steps=args.steps, cfg_scale=args.cfg,
                          sampler=args.sampler, eta=args.eta, seed=args.seed,
-                         batch_size=args.batch_size, best_of=args.best_of, judge=args.judge)
+                         batch_size=args.batch_size, best_of=args.best_of, judge=args.judge,
+                         best_of_stop=args.best_of_stop, report=report)
   files = save_videos(videos, [str(i) for i, _ in prompts], pathlib.Path(args.out),
                       safety=safety, prompts=[p for _, p in prompts], pipe=pipe, gif=args.gif,
                       png=args.png)
   print(json.dumps({"videos": files, "seconds": round(time.perf_counter() - t0, 2),
-                    "checkpoint_step": pipe.step, "watermark": safety.watermark is not None,
+                    "samples_drawn": int(report["draws"].sum()), "checkpoint_step": pipe.step, "watermark": safety.watermark is not None,
                     "c2pa": safety.signing is not None}))
   return 0
 

@@ -110,6 +110,7 @@ def test_train_sample_score_end_to_end(capsys, tmp_path):
   assert rc == 0, err
   names = sorted(p.name for p in (tmp_path / "out").iterdir())
   assert names == ["0.gif", "0.mp4", "2.gif", "2.mp4"]  # <line index>.mp4, blank line skipped
+  assert json.loads(out.strip().splitlines()[-1])["samples_drawn"] == 2
   from sorax.data.video_io import read_video
   assert read_video(tmp_path / "out" / "2.mp4").shape == (2, 16, 24, 3)
   rc, out, err = run(capsys, "eval", "--checkpoint", str(work), "--out", str(tmp_path / "ev"),
