@@ -4,15 +4,17 @@ often is what it keeps all right?
 Candidates are drawn round by round for the held-out prompts [skip, skip + n) (the speedrun's
 fixed set, terse captions, 32x32x17): every prompt gets --k-all candidates, and a prompt whose
 best captioner log p so far is below --bound draws on, up to --k-max. Candidate j of prompt i
-is exactly the one Pipeline.generate draws (seed j, row i: its noise depends on nothing else),
-so every policy below is what generate would return, not an approximation of it:
+is the one Pipeline.generate draws (seed j, row i: its noise depends on nothing else), so
+every policy below is what generate returns (checked on prompts 512-519: the same draws and
+picks; log p within 0.002, the float rounding of another batch size):
   fixed K <= k_all (best_of=K, no stop), and
   stop S <= bound with best_of_min M and best_of K <= k_max (best_of_stop=S).
 Each candidate's captioner log p and oracle checks are cached in --cache (.npz, resumed round
 by round), so a second call only prints. Prints one JSON line per policy: all-right, each
 check, by object count, and the mean candidates drawn (the cost, in units of one sample).
 
-    python benchmarks/adaptive_best_of.py --prompts 512 --skip 384 --cache runs/adaptive384.npz
+    python benchmarks/adaptive_best_of.py --prompts 512 --skip 384 --cache runs/adaptive384.npz \
+        [--plot docs/figures/F.png]
 """
 
 from __future__ import annotations
@@ -67,6 +69,53 @@ def summarize(name: str, kept, drawn, checks, n_obj) -> dict:
   return line
 
 
+def plot(path: str, lines: list[dict], title: str) -> None:
+  """All-right against mean candidates drawn (the cost): the fixed best-of-K curve as a line,
+  each stopping rule as a dot, the oracle's ceiling as a dashed level. A PNG drawn with PIL."""
+  from PIL import Image, ImageDraw  # noqa: PLC0415
+  w, h, m = 640, 420, 56
+  img = Image.new("RGB", (w, h), "white")
+  d = ImageDraw.Draw(img)
+  xmax = max(l["mean_draws"] for l in lines) * 1.05
+  fixed = [l for l in lines if l["policy"].startswith("best of")]
+  ys = [l["all_right"] for l in lines]
+  ylo, yhi = np.floor(min(ys) * 10) / 10, min(1.0, np.ceil(max(ys) * 10) / 10)
+
+  def xy(x, y):
+    return m + (w - 2 * m) * x / xmax, h - m - (h - 2 * m) * (y - ylo) / (yhi - ylo)
+
+  d.rectangle([m, m, w - m, h - m], outline="black")
+  for k in range(0, int(xmax) + 1, 2):
+    x, _ = xy(k, ylo)
+    d.line([x, h - m, x, h - m + 4], fill="black")
+    d.text((x - 4, h - m + 8), str(k), fill="black")
+  for y in np.arange(ylo, yhi + 1e-9, 0.1):
+    _, yy = xy(0, y)
+    d.line([m - 4, yy, m, yy], fill="black")
+    d.text((8, yy - 6), f"{y:.1f}", fill="black")
+  d.text((w // 2 - 90, h - 22), "mean candidates drawn per prompt", fill="black")
+  d.text((m, 16), title, fill="black")
+  d.text((8, m - 18), "all-right", fill="black")
+  d.line([xy(l["mean_draws"], l["all_right"]) for l in fixed], fill=(40, 90, 200), width=2)
+  for l in fixed:
+    x, y = xy(l["mean_draws"], l["all_right"])
+    d.ellipse([x - 3, y - 3, x + 3, y + 3], fill=(40, 90, 200))
+    d.text((x + 5, y + 4), l["policy"], fill=(40, 90, 200))
+  for l in lines:
+    if l["policy"].startswith("stop"):
+      x, y = xy(l["mean_draws"], l["all_right"])
+      d.ellipse([x - 3, y - 3, x + 3, y + 3], fill=(200, 60, 40))
+    elif l["policy"].startswith("oracle"):
+      _, y = xy(0, l["all_right"])
+      for x0 in range(m, w - m, 12):
+        d.line([x0, y, x0 + 6, y], fill="gray")
+      d.text((m + 4, y - 14), l["policy"], fill="gray")
+  d.text((w - m - 210, h - m - 16), "red: stopping rules (stop, min, max)", fill=(200, 60, 40))
+  tmp = pathlib.Path(path + ".tmp.png")
+  img.save(tmp)
+  tmp.replace(path)
+
+
 def main() -> None:
   ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
   ap.add_argument("--checkpoint", default=None, help="weights file (default: shipped)")
@@ -80,6 +129,7 @@ def main() -> None:
   ap.add_argument("--k-mins", type=int, nargs="+", default=[2, 4])
   ap.add_argument("--cache", default="runs/adaptive_best_of.npz")
   ap.add_argument("--log", default="runs/adaptive_best_of.jsonl")
+  ap.add_argument("--plot", default=None, help="also draw all-right against cost here (.png)")
   args = ap.parse_args()
   if max(args.stops) > args.bound:
     raise SystemExit(f"--stops {args.stops} must be <= --bound {args.bound} to be exact")
@@ -141,6 +191,9 @@ def main() -> None:
               "run_s": round(time.perf_counter() - t_all, 1)}
       print(json.dumps(line), flush=True)
       f.write(json.dumps(line) + "\n")
+  if args.plot:
+    plot(args.plot, lines, f"best of K by the captioner, held-out prompts {args.skip}-"
+                           f"{args.prompts - 1} (v16)")
 
 
 if __name__ == "__main__":

@@ -191,9 +191,11 @@ def get_config(arg: str = "demo") -> ml_collections.ConfigDict:
     c.optim.update(lr=6e-4, warmup_steps=500, ema_decay=0.999)
   elif variant == "world32":
     c.data.update(frames=17, text_len=48)
-    # Best of 8 by the learned world captioner: +0.23 all-right over one sample on fresh
-    # held-out prompts (BUILD_NOTES, "A learned judge"); `--best-of 1` is 8x faster.
-    c.sample.update(best_of=8, judge="captioner")
+    # Best of up to 16 by the learned world captioner, stopping once it is sure (log p >= -3
+    # after at least 4): +0.06 all-right over a fixed best of 8 at 1.1x its cost, +0.25 over
+    # one sample, on 256 fresh held-out prompts (BUILD_NOTES, "Best of K that stops when the
+    # judge is sure"); `--best-of 1` is ~9x faster.
+    c.sample.update(best_of=16, judge="captioner", best_of_stop=-3.0, best_of_min=4)
     c.codec.update(name="space_to_depth", temporal=2, spatial=4, causal=True)
     c.diffusion.base_tokens = 144
   elif variant == "base":

@@ -144,7 +144,8 @@ class Pipeline:
     `sample.judge`, else "self"; JUDGES) picks: "self" is the DiT's denoising error, "captioner"
     the learned captioner's log p(prompt | candidate) for prompts it reads (terse world
     captions at its clip size), the DiT's error for the others. Candidate j of prompt i is
-    the same sample in any batch or prompt list position: its noise comes from (seed + j, i).
+    the same sample in any batch: its noise comes from (seed + j, i) alone (other batch sizes
+    may round the model's float math differently: the shipped model's log p agreed to 0.002).
 
     `best_of_stop` (default `sample.best_of_stop`; None: every prompt draws K) makes best of K
     adaptive where the captioner judges: a prompt stops drawing once it has `best_of_min`
@@ -152,7 +153,7 @@ class Pipeline:
     stop; prompts it cannot read draw `best_of_min`. `report`, a dict, receives per prompt the
     candidates drawn (`draws`) and the kept one's captioner log p (`log_p`, nan where unread).
     `rows` (default 0, 1, ...) are the prompts' positions for the noise: prompts[k] drawn with
-    rows[k] = i is exactly prompt i of an earlier, longer list (to redraw part of a list).
+    rows[k] = i is prompt i of an earlier, longer list again (to redraw part of a list).
 
     `time_shift` warps the sampler's times as training warps its t (samplers.schedule; > 1
     spends more steps at high noise); default `sample.time_shift`, else the training warp at
