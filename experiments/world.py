@@ -172,7 +172,9 @@ def get_config(arg: str = "demo") -> ml_collections.ConfigDict:
   # judge: who picks among best_of K: "self" (the DiT's own denoising error) or "captioner"
   # (the learned world captioner, sorax/models/captioner.py; terse world captions only).
   # best_of K > 1: K samples a prompt, the one the model explains best is kept (K x the
-  # sampling time; sorax/diffusion/rerank.py).
+  # sampling time; sorax/diffusion/rerank.py). best_of_stop L (with the captioner judging,
+  # optional): a prompt stops drawing once it has best_of_min (default 4) and the kept one's
+  # log p reaches L, so K is the most a prompt may cost.
   c.sample = ml_collections.ConfigDict(dict(steps=96, sampler="renoise", eta=2.0, cfg=2.5,
                                             seed=0, guide="velocity", best_of=1,
                                             judge="self"))

@@ -118,8 +118,10 @@ def evaluate_checkpoint(checkpoint: str | pathlib.Path | None, out: str | pathli
   rng = np.random.default_rng(0)
   prompts = [world.caption(s, "terse", rng) for s in specs]
   safety.check_prompts(prompts)
+  report: dict = {}
   videos = pipe.generate(prompts, seed=pipe.cfg.sample.seed if seed is None else seed,
-                         steps=steps, cfg_scale=cfg_scale, best_of=best_of, judge=judge)
+                         steps=steps, cfg_scale=cfg_scale, best_of=best_of, judge=judge,
+                         report=report)
   out_dir = pathlib.Path(out)
   files = save_videos(videos, [str(i) for i in range(len(videos))], out_dir, safety=safety,
                       prompts=prompts, pipe=pipe, gif=gif)
@@ -130,7 +132,8 @@ def evaluate_checkpoint(checkpoint: str | pathlib.Path | None, out: str | pathli
   results = [oracle.score_video(v, s) for v, s in zip(videos, specs)]
   rates = json_safe(oracle.score_videos(list(videos), specs))
   summary = {"checkpoint": str(checkpoint or "shipped"), "train_steps": pipe.step,
-             "all_right": rates["all_right"], "rates": rates, "videos": str(out_dir)}
+             "all_right": rates["all_right"], "rates": rates, "videos": str(out_dir),
+             "samples_drawn": int(report["draws"].sum())}
   if sheet:
     from sorax.contact_sheet import contact_sheet
     image = contact_sheet(videos, prompts, notes=[verdict(r) for r in results])

@@ -118,6 +118,7 @@ def test_train_sample_score_end_to_end(capsys, tmp_path):
   assert rc == 0, err
   summary = json.loads(out.strip().splitlines()[-1])
   assert summary["rates"]["n"] == 2 and 0.0 <= summary["all_right"] <= 1.0
+  assert summary["samples_drawn"] == 4  # best of 2, two prompts
   rc, out, err = run(capsys, "score", "--videos", str(tmp_path / "ev"), "--prompts",
                      str(tmp_path / "ev" / "prompts.jsonl"))
   assert rc == 0, err
