@@ -68,6 +68,8 @@ def loop_ratio(video: np.ndarray) -> float:
 def run_verb(name, pipe, specs, prompts, h, w, f, kw):
   rows = []
   groups = cond.frame_groups(pipe.codec, f)
+  if name in ("edit", "t2v"):  # no given frames to join
+    kw = {k: v for k, v in kw.items() if k != "best_of"}
   for i, (spec, prompt) in enumerate(zip(specs, prompts)):
     kw_i = dict(kw, seed=i)
     gt = world.render(spec, h, w, f)
@@ -141,6 +143,9 @@ def main(argv=None) -> int:
                   help="renoise's eta is E on the steps below t = T (default: the checkpoint's)")
   ap.add_argument("--quiet", type=int, default=None,
                   help="latent frames next to given ones sampled without fresh noise")
+  ap.add_argument("--best-of", type=int, default=None,
+                  help="candidates per window, the smoothest join kept (verbs.window; default "
+                       "verbs.VERB_BEST_OF)")
   ap.add_argument("--out", default=None, help="append the JSON lines to this file")
   args = ap.parse_args(argv)
   pipe = Pipeline.load(args.checkpoint)
@@ -152,7 +157,7 @@ def main(argv=None) -> int:
   prompts = [world.caption(s, "terse", rng) for s in specs]
   kw = {"steps": args.steps, "sampler": args.sampler, "eta": args.eta, "quiet": args.quiet,
         "eta_late": (tuple(float(v) for v in args.eta_late.split(",")) if args.eta_late
-                     else () if args.eta_late == "" else None)}
+                     else () if args.eta_late == "" else None), "best_of": args.best_of}
   lines = []
   for name in args.verbs.split(","):
     t0 = time.perf_counter()

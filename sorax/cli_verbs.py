@@ -52,6 +52,11 @@ def add_parsers(sub) -> None:
     p.add_argument("--cfg", type=float, help="classifier-free guidance scale")
     p.add_argument("--sampler", choices=SAMPLER_NAMES)
     p.add_argument("--eta", type=float, help=ETA_HELP)
+    if verb != "edit":
+      p.add_argument("--best-of", type=int, default=None,
+                     help="draw K candidates for each window and keep the one that joins the "
+                          "given frames most smoothly (K x the time; default "
+                          "sorax.verbs.VERB_BEST_OF)")
     p.add_argument("--gif", action="store_true", help="also write <verb>.gif")
     add_safety(p)
 
@@ -92,6 +97,9 @@ def cmd_verb(args, overrides: Sequence[str]) -> int:
   from sorax.sample import Pipeline, save_videos
   if args.steps is not None and args.steps < 1:
     raise CLIError(f"--steps must be a positive integer, got {args.steps}")
+  best_of = getattr(args, "best_of", None)
+  if best_of is not None and best_of < 1:
+    raise CLIError(f"--best-of must be a positive integer, got {best_of}")
   check_eta(args.eta)
   safety = load_safety(args, overrides)
   safety.check_prompts([args.prompt])  # before loading or reading anything
@@ -100,6 +108,8 @@ def cmd_verb(args, overrides: Sequence[str]) -> int:
   h, w = int(pipe.cfg.data.height), int(pipe.cfg.data.width)
   kw = dict(seed=args.seed, steps=args.steps, cfg_scale=args.cfg, sampler=args.sampler,
             eta=args.eta)
+  if args.verb != "edit":
+    kw["best_of"] = verbs.VERB_BEST_OF if best_of is None else best_of
   t0 = time.perf_counter()
   verb = args.verb
   if verb == "animate":

@@ -101,6 +101,8 @@ def parse_range(text: str, frames: int) -> tuple[int, int]:
 # of 2.2-3.4, all-right as good). `eta_late=()` / `quiet=0` in a verb's kwargs turn them off.
 VERB_ETA_LATE = (0.5, 0.0)
 VERB_QUIET = 1
+# Candidates a window draws by default (`window(best_of=)`), the smoothest join kept.
+VERB_BEST_OF = 1
 
 
 def _sampling(kw: dict) -> dict:
@@ -111,20 +113,53 @@ def _sampling(kw: dict) -> dict:
   return out
 
 
+# The smallest step (mean absolute change, 0-255 levels) a join is measured against: given
+# frames that barely move would otherwise make any change at the join look like a jump.
+JOIN_FLOOR = 0.5
+
+
+def join_score(video: np.ndarray, known: Sequence[bool]) -> float:
+  """How much `video` [F, H, W, 3] jumps where made frames meet given ones: the largest mean
+  absolute change across a boundary between a known and an unknown frame, over the median
+  change between consecutive given frames (the given video's own pace; the made frames' where
+  fewer than two frames are given), floored at JOIN_FLOOR. About 1: the join moves like the
+  video; lower is smoother. 0 where nothing is given or nothing made."""
+  known = np.asarray(known, bool)
+  v = video.astype(np.float32)
+  d = np.abs(v[1:] - v[:-1]).mean(axis=(1, 2, 3))  # d[k]: frames k -> k + 1
+  joins = known[1:] != known[:-1]
+  if not joins.any():
+    return 0.0
+  inside = d[known[1:] & known[:-1]]
+  if not inside.size:
+    inside = d[~known[1:] & ~known[:-1]]
+  pace = max(float(np.median(inside)) if inside.size else 0.0, JOIN_FLOOR)
+  return float(d[joins].max() / pace)
+
+
 def window(pipe, prompt: str, pixels: np.ndarray, known: Sequence[bool], *, seed: int = 0,
-           **kw) -> np.ndarray:
+           best_of: int | None = None, **kw) -> np.ndarray:
   """One clip of the model's length: `pixels` uint8 [F, H, W, 3] where `known` [F] is True;
   the latent frames whose pixels are all known are held, the rest generated. Known pixel frames
-  are returned exactly as given. -> uint8 [F, H, W, 3]."""
+  are returned exactly as given. `best_of` K > 1 draws K candidates in one batch (candidate 0
+  is the plain sample) and keeps the one that joins the given frames most smoothly
+  (`join_score`; default VERB_BEST_OF). -> uint8 [F, H, W, 3]."""
+  best_of = VERB_BEST_OF if best_of is None else int(best_of)
+  if best_of < 1:
+    raise ValueError(f"best_of={best_of} must be a positive integer")
   frames = len(pixels)
   known = np.asarray(known, bool)
   given = cond.latent_given(pipe.codec, known)
   latent = pipe.encode(np.where(known[:, None, None, None], pixels, 0).astype(np.uint8)[None])
   h, w = pixels.shape[1:3]
-  out = pipe.generate([prompt], frames=frames, height=h, width=w, seed=seed, known=latent,
-                      given=given[None], **_sampling(kw))[0]
-  out[known] = pixels[known]
-  return out
+  # K rows of one prompt: row j's noise is (seed, j), so row 0 is the plain sample.
+  outs = pipe.generate([prompt] * best_of, frames=frames, height=h, width=w, seed=seed,
+                       known=np.repeat(latent, best_of, 0),
+                       given=np.repeat(given[None], best_of, 0), batch_size=best_of,
+                       **_sampling(kw))
+  outs[:, known] = pixels[known]
+  pick = int(np.argmin([join_score(o, known) for o in outs])) if best_of > 1 else 0
+  return outs[pick]
 
 
 def _clip_frames(pipe) -> int:
@@ -272,6 +307,8 @@ def edit(pipe, video: np.ndarray, prompt: str, strength: float, *, seed: int = 0
   0 returns the input (up to the codec), 1 ignores it. Windows are edited independently."""
   if not 0.0 <= strength <= 1.0:
     raise ValueError(f"strength={strength} must be in [0, 1]")
+  if kw.pop("best_of", None) not in (None, 1):
+    raise ValueError("edit draws one sample a window: it has no given frames to join")
   frames = _clip_frames(pipe)
   h, w = video.shape[1:3]
   parts = []

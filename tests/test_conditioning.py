@@ -157,6 +157,45 @@ def test_extend_keeps_the_video_and_adds_the_asked_length(pipe, direction):
   assert len(again) == 13 + 4
 
 
+def test_join_score_measures_the_jump_against_the_given_pace():
+  # A square moving 1 px a frame; the first 4 frames are given.
+  frames = np.zeros((8, 16, 16, 3), np.uint8)
+  for k in range(8):
+    frames[k, 4:8, k:k + 4] = 255
+  known = np.arange(8) < 4
+  assert verbs.join_score(frames, known) == pytest.approx(1.0)  # moves on at the same pace
+  jumped = frames.copy()
+  jumped[4:] = np.roll(frames[4:], 5, axis=2)  # the made frames start 5 px further on
+  assert verbs.join_score(jumped, known) > 3.0
+  assert verbs.join_score(frames, np.ones(8, bool)) == 0.0  # nothing made
+  assert verbs.join_score(frames, np.zeros(8, bool)) == 0.0  # nothing given
+  # One given frame (animate): the made frames' own pace.
+  assert verbs.join_score(frames, np.arange(8) == 0) == pytest.approx(1.0)
+
+
+def test_window_best_of_keeps_the_smoothest_candidate(pipe):
+  video = _video(4)
+  known = np.arange(5) < 3
+  pixels = np.where(known[:, None, None, None], video, 0).astype(np.uint8)
+  one = verbs.window(pipe, "red circle", pixels, known, seed=2)
+  best = verbs.window(pipe, "red circle", pixels, known, seed=2, best_of=3)
+  # The candidates are rows 0..2 of one batch of the prompt (row 0: the plain sample).
+  latent = pipe.encode(pixels[None])
+  given = np.repeat(cond.latent_given(pipe.codec, known)[None], 3, 0)
+  cands = pipe.generate(["red circle"] * 3, seed=2, known=np.repeat(latent, 3, 0), given=given,
+                        **verbs._sampling({}))
+  cands[:, known] = pixels[known]
+  np.testing.assert_array_equal(one, cands[0])
+  scores = [verbs.join_score(c, known) for c in cands]
+  assert len(set(scores)) == 3
+  np.testing.assert_array_equal(best, cands[int(np.argmin(scores))])
+  np.testing.assert_array_equal(best[known], video[known])
+  with pytest.raises(ValueError, match="best_of"):
+    verbs.window(pipe, "red circle", pixels, known, best_of=0)
+  with pytest.raises(ValueError, match="one sample"):
+    verbs.edit(pipe, video, "red circle", 0.5, best_of=2)
+
+
 def test_fill_changes_only_the_missing_frames(pipe):
   video = _video(5, frames=9)
   out = verbs.fill(pipe, video, (3, 4), "red circle")
