@@ -36,7 +36,8 @@ from sorax.data import oracle  # noqa: E402
 CHECKS = ("all_right", "color", "shape", "size", "motion", "no_extra")
 
 
-def keep(lp: np.ndarray, k_max: int, stop: float | None, k_min: int) -> tuple[np.ndarray, np.ndarray]:
+def keep(lp: np.ndarray, k_max: int, stop: float | None,
+         k_min: int) -> tuple[np.ndarray, np.ndarray]:
   """lp [n, K] (nan: not drawn) -> (kept candidate [n], candidates drawn [n]) of best of k_max
   with the stopping rule, as Pipeline.generate: keep the first maximum so far; stop after k_min
   once it reaches `stop`."""

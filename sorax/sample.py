@@ -233,21 +233,21 @@ class Pipeline:
     if index.shape != (n,) or (n and index.min() < 0):
       raise ValueError(f"rows must be {n} non-negative positions, one per prompt")
 
-    def draw(rows: np.ndarray, s: int, read: bool):
-      """Candidate `s` (a seed) of prompts `rows` (indices into `prompts`, at most bs) ->
-      (latents [b, ...], uint8 videos [b, T, H, W, 3], captioner log p [b] or None). Row i's
-      noise comes from (s, i) alone, so it is the same sample in any batch; the batch is padded
-      to a power of two (at most bs) so that few shapes compile."""
-      b = len(rows)
-      padded = np.concatenate([rows, np.repeat(rows[-1:], min(bs, 1 << (b - 1).bit_length()) - b)])
+    def draw(idx: np.ndarray, s: int, read: bool):
+      """Candidate `s` (a seed) of prompts `idx` (indices into `prompts`, at most bs) ->
+      (latents [b, ...], uint8 videos [b, T, H, W, 3], captioner log p [b] or None). Prompt i's
+      noise comes from row_keys(s, index[i]) alone, so it is the same sample in any batch; the
+      batch is padded to a power of two (at most bs) so that few shapes compile."""
+      b = len(idx)
+      pad = min(bs, 1 << (b - 1).bit_length()) - b
+      padded = np.concatenate([idx, np.repeat(idx[-1:], pad)])
       ids, mask = self.tokenizer.encode([prompts[i] for i in padded], c.data.text_len)
       if known is None:
         ktok = jnp.zeros((len(padded), n_tok, tok_dim))
       else:
         ktok, _ = P.patchify_batch(jnp.asarray(known[padded], jnp.float32), patch)
       g = np.zeros((len(padded), latent_shape[0]), bool) if given is None else given[padded]
-      keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.PRNGKey(s), i))(
-          jnp.asarray(index[padded], jnp.uint32))
+      keys = row_keys(s, index[padded])
       noise = jax.vmap(lambda k: jax.random.normal(k, (n_tok, tok_dim)))(keys)
       lat = fn(self.params, noise, ids, mask, ktok, cond.token_mask(jnp.asarray(g), grid, patch),
                jax.vmap(lambda k: jax.random.fold_in(k, 1))(keys))
@@ -418,11 +418,17 @@ def _score_fn(graphdef, latent_shape, patch, prediction):
   return run
 
 
+def row_keys(seed: int, rows) -> jax.Array:
+  """One PRNG key per prompt position, [len(rows), 2]: fold_in(PRNGKey(seed), row). A sample's
+  noise comes from its own key alone, so it does not depend on the batch it is drawn in."""
+  return jax.vmap(lambda i: jax.random.fold_in(jax.random.PRNGKey(seed), i))(
+      jnp.asarray(rows, jnp.uint32))
+
+
 def score_keys(seed: int, rows) -> jax.Array:
   """The self judge's noise keys [len(rows), 2] for prompts `rows` (indices into the prompt
   list): the same for every candidate of a prompt, and independent of the batch."""
-  return jax.vmap(lambda i: jax.random.fold_in(jax.random.fold_in(jax.random.PRNGKey(seed), i),
-                                               2))(jnp.asarray(rows, jnp.uint32))
+  return jax.vmap(lambda k: jax.random.fold_in(k, 2))(row_keys(seed, rows))
 
 
 @functools.lru_cache(maxsize=16)
