@@ -143,7 +143,7 @@ def main() -> None:
   prompts, specs = heldout_prompts(args.prompts, d.height, d.width, d.frames)
   prompts, specs = prompts[args.skip:], specs[args.skip:]
   n, kmax = len(prompts), args.k_max
-  objs = [parse_terse(p).objects for p in prompts]
+  asked = [parse_terse(p) for p in prompts]
   n_obj = np.asarray([len(s.objects) for s in specs])
   cache = pathlib.Path(args.cache)
   if cache.is_file():
@@ -162,7 +162,8 @@ def main() -> None:
     t0 = time.perf_counter()
     videos = pipe.generate([prompts[i] for i in want], seed=j, best_of=1, batch_size=32,
                            rows=args.skip + want)
-    lp[want, j] = cap.score_videos(pipe.captioner, videos, [objs[i] for i in want])
+    lp[want, j] = cap.score_videos(pipe.captioner, videos, [asked[i].objects for i in want],
+                                   walls=[asked[i].wall for i in want])
     for r, i in enumerate(want):
       res = oracle.score_video(videos[r], specs[i])
       checks[i, j] = [np.nan if res[c] is None else float(res[c]) for c in CHECKS]

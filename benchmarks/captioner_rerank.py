@@ -32,20 +32,23 @@ from sorax.models import captioner as cap  # noqa: E402
 def oracle_agreement(model, videos, specs, reads) -> dict[str, float]:
   """How often the captioner's answer (argmax) about an asked object is what the oracle reads
   in the candidate, per head, over the objects whose colour the oracle finds: shape, size,
-  motion (where the oracle reads a world motion) and broken (where it reads none). The oracle
+  motion (where the oracle reads a world motion) and broken (where it reads none); and, for a
+  captioner with a wall reader, whether a wall stands, per candidate. The oracle
   only grades here; the captioner never saw it. reads[i][j]: oracle.explain_video of
   candidate j of prompt i."""
   import jax.numpy as jnp  # noqa: PLC0415
 
   from sorax.data.spec import SHAPES, SIZES  # noqa: PLC0415
-  hits = {"shape": [], "size": [], "motion": [], "broken": []}
+  hits = {"shape": [], "size": [], "motion": [], "broken": [], "wall": []}
   for i in range(videos.shape[0]):
     objs = specs[i].objects
     cols = jnp.asarray([cap.COLORS.index(o.color) for o in objs], jnp.int32)
     for j in range(videos.shape[1]):
       read = reads[i][j]["objects"]
       lg = cap._logits(model, jnp.asarray(np.repeat(videos[i, j][None], len(objs), 0)), cols)
-      lg = {k: np.asarray(v).argmax(-1) for k, v in lg.items() if k != "present"}
+      if "wall" in lg:  # the wall reader (CaptionerConfig.wall): a wall stands, or not
+        hits["wall"].append(bool(np.asarray(lg["wall"])[0] > 0) == bool(reads[i][j]["wall"]))
+      lg = {k: np.asarray(v).argmax(-1) for k, v in lg.items() if k not in ("present", "wall")}
       for r, res in enumerate(read):
         if not res["color"]:
           continue
@@ -110,7 +113,7 @@ def main() -> None:
   model = cap.load(args.captioner)
   t0 = time.perf_counter()
   scores = np.stack([cap.score_videos(model, videos[:, j], [s.objects for s in specs],
-                                      weights=weights)
+                                      weights=weights, walls=[s.wall for s in specs])
                      for j in range(k)], 1)  # [n, K], higher is better
   t_score = time.perf_counter() - t0
   reads = [[oracle.explain_video(videos[i, j], specs[i]) for j in range(k)] for i in range(n)]

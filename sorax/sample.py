@@ -252,7 +252,8 @@ class Pipeline:
       lat = fn(self.params, noise, ids, mask, ktok, cond.token_mask(jnp.asarray(g), grid, patch),
                jax.vmap(lambda k: jax.random.fold_in(k, 1))(keys))
       videos = decode_to_pixels(self.codec, lat, frames)
-      lp = (cap_lib.score_videos(self.captioner, videos, [asked[i] for i in padded])[:b]
+      lp = (cap_lib.score_videos(self.captioner, videos, [asked[i].objects for i in padded],
+                                 walls=[asked[i].wall for i in padded])[:b]
             if read else None)
       return lat[:b], videos[:b], lp
 
@@ -308,15 +309,16 @@ class Pipeline:
 
   def _captioned(self, prompts: Sequence[str], frames: int, height: int,
                  width: int) -> list[Any]:
-    """Per prompt, the objects the captioner is asked about, or None where it cannot judge:
-    a prompt that is not a terse world caption, or a clip not of the captioner's size."""
+    """Per prompt, the scene the captioner is asked about (its objects and wall), or None where
+    it cannot judge: a prompt that is not a terse world caption, or a clip not of the
+    captioner's size."""
     cc = self.captioner.cfg
     if (frames, height, width) != (cc.frames, cc.height, cc.width):
       return [None] * len(prompts)
     out = []
     for p in prompts:
       try:
-        out.append(parse_terse(p).objects)
+        out.append(parse_terse(p))
       except ValueError:
         out.append(None)
     return out

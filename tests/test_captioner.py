@@ -189,6 +189,7 @@ def test_the_shipped_captioner_reads_world_clips_and_prefers_the_true_caption():
   rows = trainer.make_rows(123_456, 0, 48, fault_rate=0.0, rough_rate=0.0)
   acc = trainer.accuracy(model, rows)
   assert acc["present"] >= 0.98 and acc["motion"] >= 0.9 and acc["shape"] >= 0.75, acc
+  assert model.cfg.wall and acc["wall"] >= 0.98, acc  # it reads the wall, for the judge
   clips = [world.make_clip(123_457, i, H, W, T) for i in range(24)]
   videos = np.stack([c.video for c in clips])
   true = cap.score_videos(model, videos, [c.spec.objects for c in clips])
@@ -273,3 +274,53 @@ def test_a_track_branch_starts_as_a_no_op_and_round_trips(tmp_path):
     np.testing.assert_allclose(np.asarray(c[k]), np.asarray(d[k]), rtol=1e-5, atol=1e-6)
   with pytest.raises(ValueError, match="already has a track branch"):
     cap.with_tracks(grown, 8)
+
+
+def test_a_wall_reader_trained_alone_keeps_every_object_answer(tmp_path):
+  model = cap.Captioner(cap.CaptionerConfig(widths=(8, 16, 16), hidden=32), rngs=nnx.Rngs(0))
+  grown = cap.with_wall(model)
+  assert grown.cfg.wall and not model.cfg.wall
+  with pytest.raises(ValueError, match="already has a wall reader"):
+    cap.with_wall(grown)
+  rows = trainer.make_rows(5, 0, 8, fault_rate=0.0, rough_rate=0.0)  # seed 5: walls and none
+  assert 0 < rows["wall"].mean() < 1
+  batch = jax.tree.map(jnp.asarray, rows)
+  before = cap._logits(model, batch["video"], batch["color"])
+  only = nnx.All(nnx.Param, nnx.PathContains("wall_head"))
+  opt = nnx.Optimizer(grown, __import__("optax").adam(0.1), wrt=only)
+  wall_loss = nnx.jit(lambda m, b: trainer.loss_fn(m, b)[1]["wall"])
+  first = float(wall_loss(grown, batch))
+  for _ in range(40):
+    trainer.train_step(grown, opt, batch)
+  assert float(wall_loss(grown, batch)) < 0.3 * first
+  after = cap._logits(grown, batch["video"], batch["color"])
+  for k in before:  # the object answers are untouched, bit for bit
+    np.testing.assert_array_equal(np.asarray(before[k]), np.asarray(after[k]))
+  # Every colour row of a video reads the same wall.
+  z = np.asarray(after["wall"]).reshape(8, trainer.ROWS)
+  np.testing.assert_allclose(z, z[:, :1].repeat(trainer.ROWS, 1), atol=1e-5)
+  cap.save(tmp_path / "w.safetensors", grown)
+  back = cap.load(tmp_path / "w.safetensors")
+  np.testing.assert_allclose(np.asarray(cap._logits(back, batch["video"], batch["color"])["wall"]),
+                             np.asarray(after["wall"]), rtol=1e-5, atol=1e-5)
+
+
+def test_score_videos_judges_the_asked_wall_only_with_a_wall_reader():
+  clips = [world.make_clip(5, i, H, W, T) for i in range(8)]
+  videos = np.stack([c.video for c in clips])
+  objects = [c.spec.objects for c in clips]
+  walls = np.asarray([c.spec.wall for c in clips])
+  model = cap.Captioner(cap.CaptionerConfig(widths=(8, 16, 16), hidden=32, wall=True),
+                        rngs=nnx.Rngs(0))
+  plain = cap.score_videos(model, videos, objects)
+  asked = cap.score_videos(model, videos, objects, walls=walls)
+  flipped = cap.score_videos(model, videos, objects, walls=~walls)
+  z = np.asarray(cap._logits(model, jnp.asarray(videos), jnp.zeros(8, jnp.int32))["wall"])
+  log_p = np.where(walls, -np.logaddexp(0, -z), -np.logaddexp(0, z))
+  np.testing.assert_allclose(asked - plain, log_p, rtol=1e-4, atol=1e-5)
+  np.testing.assert_allclose(np.exp(asked - plain) + np.exp(flipped - plain), 1.0, atol=1e-5)
+  no_wall = cap.score_videos(model, videos, objects, walls=walls, weights={**cap.SCORE_WEIGHTS,
+                                                                           "wall": 0.0})
+  np.testing.assert_array_equal(no_wall, plain)
+  with pytest.raises(ValueError, match="walls for"):
+    cap.score_videos(model, videos, objects, walls=walls[:3])

@@ -92,8 +92,8 @@ def test_best_of_default_comes_from_the_config_and_bad_values_are_refused(pipe):
 def test_the_captioner_judges_the_prompts_it_reads_and_the_dit_the_others(pipe):
   d = pipe.cfg.data
   small = cap.CaptionerConfig(merges=((1, 4, 4),), widths=(8,), hidden=16, frames=d.frames,
-                              height=d.height, width=d.width)
-  read = "small red circle moving left on a navy background"
+                              height=d.height, width=d.width, wall=True)
+  read = "small red circle moving left on a navy background, behind a gray wall"
   unread = "a red ball rolls to the left"  # not a terse world caption
   prompts = [read, unread]
   pipe.__dict__["captioner"] = cap.Captioner(small, rngs=nnx.Rngs(1))  # the cached property
@@ -102,8 +102,13 @@ def test_the_captioner_judges_the_prompts_it_reads_and_the_dit_the_others(pipe):
     best = pipe.generate(prompts, seed=7, steps=2, best_of=3, judge="captioner")
     by_self = pipe.generate(prompts, seed=7, steps=2, best_of=3, judge="self")
     objs = parse_terse(read).objects
-    lp = [cap.score_videos(pipe.captioner, p[:1], [objs])[0] for p in plain]
+    lp = [cap.score_videos(pipe.captioner, p[:1], [objs], walls=[True])[0] for p in plain]
     assert len(set(lp)) == 3  # the judge tells the candidates apart
+    # The judge asks the wall reader about the prompt's wall as well.
+    assert lp != [cap.score_videos(pipe.captioner, p[:1], [objs])[0] for p in plain]
+    report = {}
+    pipe.generate(prompts, seed=7, steps=2, best_of=3, judge="captioner", report=report)
+    np.testing.assert_allclose(report["log_p"][0], max(lp), rtol=1e-5)
     np.testing.assert_array_equal(best[0], plain[int(np.argmax(lp))][0])
     np.testing.assert_array_equal(best[1], by_self[1])
     # A clip size the captioner was not built for: the DiT judges every prompt.

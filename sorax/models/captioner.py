@@ -7,11 +7,14 @@ does (two copies at once, a jump, a blob that comes and goes). It is trained on 
 and their specs alone, with those faults painted in (sorax/train/captioner_trainer.py), and
 knows neither the DiT nor the oracle.
 
+A wall reader (`CaptionerConfig.wall`) answers one more question per video: does a gray wall
+stand in it (a linear read of the wall-gray plane's column profile).
+
 Its use: best-of-K (`Pipeline.generate(best_of=K, judge="captioner")`, sorax/sample.py) keeps
 the candidate whose caption the captioner finds most likely for the prompt (`score_videos`:
-every asked object present with its shape and motion, every other colour absent); the
-DALL-E-style "generate, then let a learned judge pick", with a judge that reads the picture and
-the words.
+every asked object present with its shape and motion, every other colour absent, the wall as
+asked); the DALL-E-style "generate, then let a learned judge pick", with a judge that reads the
+picture and the words.
 
 The input is the video seen through the asked colour: three planes per pixel (how close it is
 to the asked colour, to any other object colour, to the wall's gray), so one set of weights
@@ -62,6 +65,11 @@ class CaptionerConfig:
   # stages see 4x4-pixel cells, so a one-pixel drift or a step back is blurred before any
   # layer can compare frames; the track keeps it (BUILD_NOTES, "The captioner reads tracks").
   tracks: int = 0
+  # The wall reader: one logit for "a gray wall stands in the clip", a linear map of the
+  # wall plane's column profile (its mean over frames and rows), so a wall drawn faint, in part
+  # of the frames or not at all reads as less likely. The object answers never see the wall
+  # question, so a prompt's wall went unjudged before it (BUILD_NOTES, "The judge reads the wall").
+  wall: bool = False
 
 
 def _merge(h: jax.Array, m: tuple[int, int, int]) -> jax.Array:
@@ -124,7 +132,8 @@ def track_features(mine: jax.Array) -> jax.Array:
 
 class Captioner(nnx.Module):
   """(video [B, T, H, W, 3] in [0, 1], color int [B]) -> dict of logits: present [B],
-  shape [B, 4], size [B, 2], motion [B, 10] (MOTION_CLASSES)."""
+  shape [B, 4], size [B, 2], motion [B, 10] (MOTION_CLASSES), and with `cfg.wall` wall [B]
+  (the same for every colour of a video)."""
 
   def __init__(self, cfg: CaptionerConfig = CaptionerConfig(), *, rngs: nnx.Rngs):
     if len(cfg.merges) != len(cfg.widths):
@@ -145,6 +154,8 @@ class Captioner(nnx.Module):
       # function until training moves it (captioner_trainer --init F --tracks N).
       self.track_out = nnx.Linear(cfg.tracks, cfg.hidden, kernel_init=nnx.initializers.zeros,
                                   rngs=rngs)
+    if cfg.wall:
+      self.wall_head = nnx.Linear(cfg.width, 1, rngs=rngs)
     self.heads = nnx.Linear(cfg.hidden, 1 + len(SHAPES) + len(SIZES) + len(MOTION_CLASSES),
                             rngs=rngs)
 
@@ -163,8 +174,11 @@ class Captioner(nnx.Module):
     h = jax.nn.gelu(h)
     out = self.heads(h)
     s0, s1, s2 = 1, 1 + len(SHAPES), 1 + len(SHAPES) + len(SIZES)
-    return {"present": out[:, 0], "shape": out[:, s0:s1], "size": out[:, s1:s2],
-            "motion": out[:, s2:]}
+    logits = {"present": out[:, 0], "shape": out[:, s0:s1], "size": out[:, s1:s2],
+              "motion": out[:, s2:]}
+    if c.wall:
+      logits["wall"] = self.wall_head(planes[..., 2].mean((1, 2)))[:, 0]  # [B, W] -> [B]
+    return logits
 
 
 def targets(objects: Sequence[ObjectSpec]) -> dict[str, np.ndarray]:
@@ -183,8 +197,10 @@ def targets(objects: Sequence[ObjectSpec]) -> dict[str, np.ndarray]:
 # How much each answer counts in a candidate's score (score_videos). Size is left out: on the
 # shipped DiT's samples the captioner reads a quarter of the asked-large objects the oracle reads
 # large as small (their ragged edges), and within a prompt its size term ranks right
-# candidates below wrong ones (pairwise 0.33-0.36; BUILD_NOTES, "A learned judge").
-SCORE_WEIGHTS = {"present": 1.0, "shape": 1.0, "size": 0.0, "motion": 1.0}
+# candidates below wrong ones (pairwise 0.33-0.36; BUILD_NOTES, "A learned judge"). The wall
+# counts once per video, where the captioner has a wall reader and the caller says which wall
+# the prompt asks for (score_videos' `walls`).
+SCORE_WEIGHTS = {"present": 1.0, "shape": 1.0, "size": 0.0, "motion": 1.0, "wall": 1.0}
 
 
 def row_logprob(logits: dict[str, jax.Array], want: dict[str, jax.Array],
@@ -268,6 +284,20 @@ def with_tracks(model: Captioner, tracks: int, *, seed: int = 0) -> Captioner:
   return new
 
 
+def with_wall(model: Captioner, *, seed: int = 0) -> Captioner:
+  """A copy of `model` with a wall reader (CaptionerConfig.wall), every other weight kept."""
+  if model.cfg.wall:
+    raise ValueError("captioner already has a wall reader")
+  new = Captioner(dataclasses.replace(model.cfg, wall=True), rngs=nnx.Rngs(seed))
+  old = nnx.to_pure_dict(nnx.state(model, nnx.Param))
+  state = nnx.state(new, nnx.Param)
+  pure = nnx.to_pure_dict(state)
+  pure.update({k: v for k, v in old.items() if k in pure})
+  nnx.replace_by_pure_dict(state, pure)
+  nnx.update(new, state)
+  return new
+
+
 @nnx.jit
 def _logits(model: Captioner, video: jax.Array, color: jax.Array) -> dict[str, jax.Array]:
   return model(video.astype(jnp.float32) / 255.0, color)
@@ -275,11 +305,17 @@ def _logits(model: Captioner, video: jax.Array, color: jax.Array) -> dict[str, j
 
 def score_videos(model: Captioner, videos: np.ndarray,
                  objects: Sequence[Sequence[ObjectSpec]], *, batch: int = 32,
-                 weights: dict[str, float] | None = None) -> np.ndarray:
+                 weights: dict[str, float] | None = None,
+                 walls: Sequence[bool] | None = None) -> np.ndarray:
   """log p(video i's caption is the one `objects[i]` asks for) -> float [n]: each asked object
   present with its shape, size and motion, every other colour absent (a sum over COLORS), each
-  answer weighted by `weights` (default SCORE_WEIGHTS). videos uint8 [n, T, H, W, 3]."""
+  answer weighted by `weights` (default SCORE_WEIGHTS); with `walls` (the asked wall per video)
+  and a captioner that reads the wall, plus weights["wall"] * log p(the wall is as asked).
+  videos uint8 [n, T, H, W, 3]."""
   weights = SCORE_WEIGHTS if weights is None else weights
+  if walls is not None and len(walls) != len(objects):
+    raise ValueError(f"{len(walls)} walls for {len(objects)} prompts")
+  read_wall = walls is not None and model.cfg.wall and weights.get("wall", 0.0) != 0.0
   videos = np.asarray(videos)
   if videos.ndim != 5 or len(videos) != len(objects):
     raise ValueError(f"videos {videos.shape} must be [n, T, H, W, 3] for {len(objects)} prompts")
@@ -294,4 +330,8 @@ def score_videos(model: Captioner, videos: np.ndarray,
     logits = _logits(model, jnp.asarray(rows), jnp.asarray(colors[:b * c]))
     w = {k: jnp.asarray(np.concatenate([wi[k] for wi in want[s:s + b]])) for k in want[0]}
     out[s:s + b] = np.asarray(row_logprob(logits, w, weights)).reshape(b, c).sum(1)
+    if read_wall:
+      asked = np.asarray(walls[s:s + b], bool)
+      z = np.asarray(logits["wall"]).reshape(b, c)[:, 0]  # every colour row reads the same wall
+      out[s:s + b] += weights["wall"] * np.where(asked, -np.logaddexp(0, -z), -np.logaddexp(0, z))
   return out

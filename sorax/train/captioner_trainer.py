@@ -51,18 +51,22 @@ def make_rows(seed: int, index: int, n_clips: int, *, height: int = 32, width: i
               fault_kinds: tuple[str, ...] = faults.FAULTS,
               benign: tuple[str, ...] = ()) -> dict[str, np.ndarray]:
   """n_clips clips as n_clips * ROWS rows: video uint8 [N, T, H, W, 3], color / present /
-  shape / size / motion int [N], and `known` [N] (1 where shape and size are asked: a present,
-  unbroken object). Each clip is, with probability `bank_share`, a random clip of `bank`
-  (videos [M, T, H, W, 3] in the DiT's hand, their specs), else world clip index + i of the
-  world `seed`. A share `rough_rate` of the world rows is roughened as a generator draws
-  (faults.roughen: ragged edges, stray pixels); bank rows are rough already."""
+  shape / size / motion int [N], `known` [N] (1 where shape and size are asked: a present,
+  unbroken object) and `wall` [N] (1 where the row's clip has a wall). Each clip is, with
+  probability `bank_share`, a random clip of `bank` (videos [M, T, H, W, 3] in the DiT's hand,
+  their specs), else world clip index + i of the world `seed`. A share `rough_rate` of the
+  world rows is roughened as a generator draws (faults.roughen: ragged edges, stray pixels);
+  bank rows are rough already."""
   rng = np.random.default_rng([seed, index, 7])
-  rows = {k: [] for k in ("video", "color", "present", "shape", "size", "motion", "known")}
+  rows = {k: [] for k in ("video", "color", "present", "shape", "size", "motion", "known",
+                          "wall")}
 
   def add(video, color, present=0, shape=0, size=0, motion=0, known=0, styled=False):
     if not styled and rng.random() < rough_rate:
       video = faults.roughen(video, rng)
-    for k, v in zip(rows, (video, cap.COLORS.index(color), present, shape, size, motion, known)):
+    wall = int(spec.wall)  # the clip being added (the loop's spec): faults never touch it
+    for k, v in zip(rows, (video, cap.COLORS.index(color), present, shape, size, motion, known,
+                           wall)):
       rows[k].append(v)
 
   for i in range(n_clips):
@@ -107,12 +111,18 @@ def loss_fn(model: cap.Captioner, batch) -> tuple[jax.Array, dict[str, jax.Array
 
   l_shape, l_size, l_motion = ce("shape", known), ce("size", known), ce("motion", present)
   loss = l_present + l_shape + l_size + l_motion
-  return loss, {"present": l_present, "shape": l_shape, "size": l_size, "motion": l_motion}
+  parts = {"present": l_present, "shape": l_shape, "size": l_size, "motion": l_motion}
+  if "wall" in out:
+    parts["wall"] = jnp.mean(optax.sigmoid_binary_cross_entropy(
+        out["wall"], batch["wall"].astype(jnp.float32)))
+    loss = loss + parts["wall"]
+  return loss, parts
 
 
 @nnx.jit
 def train_step(model, optimizer, batch):
-  (loss, parts), grads = nnx.value_and_grad(loss_fn, has_aux=True)(model, batch)
+  diff = nnx.DiffState(0, optimizer.wrt)  # the optimizer's parameters (all, or the wall reader)
+  (loss, parts), grads = nnx.value_and_grad(loss_fn, argnums=diff, has_aux=True)(model, batch)
   optimizer.update(model, grads)
   return loss, parts
 
@@ -129,7 +139,9 @@ def accuracy(model: cap.Captioner, batch) -> dict[str, float]:
   present, known = batch["present"] > 0, batch["known"] > 0
   broken = present & (batch["motion"] == cap.BROKEN)
   pm = out["motion"].argmax(-1)
-  return {
+  wall = ({"wall": float(np.mean((out["wall"] > 0) == (batch["wall"] > 0)))}
+          if "wall" in out else {})
+  return {**wall,
       "present": float(np.mean((out["present"] > 0) == present)),
       "shape": float(np.mean(out["shape"].argmax(-1)[known] == batch["shape"][known])),
       "size": float(np.mean(out["size"].argmax(-1)[known] == batch["size"][known])),
@@ -167,7 +179,16 @@ def main(argv=None) -> None:
   ap.add_argument("--tracks", type=int, default=None,
                   help="width of the track branch (CaptionerConfig.tracks; with --init: added "
                        "to the loaded captioner, zero-initialised, if it has none)")
+  ap.add_argument("--wall", action="store_true",
+                  help="add the wall reader (CaptionerConfig.wall; with --init: to the loaded "
+                       "captioner, if it has none)")
+  ap.add_argument("--only-wall", action="store_true",
+                  help="train the wall reader alone, every other weight frozen (the object "
+                       "answers stay bit for bit those of --init)")
   args = ap.parse_args(argv)
+  if args.only_wall and not (args.wall and args.init):
+    raise ValueError("--only-wall trains the wall reader of an --init captioner: add --wall "
+                     "and --init F")
   over = {}
   if args.widths:
     over["widths"] = tuple(args.widths)
@@ -181,10 +202,13 @@ def main(argv=None) -> None:
     model = cap.load(args.init)
     if args.tracks is not None and args.tracks != model.cfg.tracks:
       model = cap.with_tracks(model, args.tracks, seed=args.seed)
+    if args.wall and not model.cfg.wall:
+      model = cap.with_wall(model, seed=args.seed)
     cfg = model.cfg
   else:
     if args.tracks is not None:
       over["tracks"] = args.tracks
+    over["wall"] = args.wall
     cfg = cap.CaptionerConfig(**over)
     model = cap.Captioner(cfg, rngs=nnx.Rngs(args.seed))
   rows_kw = dict(height=cfg.height, width=cfg.width, frames=cfg.frames,
@@ -206,7 +230,8 @@ def main(argv=None) -> None:
                             bank=(b["video"][cut:], specs[cut:]), bank_share=1.0, **rows_kw)
   sched = optax.warmup_cosine_decay_schedule(0.0, args.lr, min(200, args.steps // 10 + 1),
                                              args.steps, 0.05 * args.lr)
-  optimizer = nnx.Optimizer(model, optax.adamw(sched, weight_decay=1e-4), wrt=nnx.Param)
+  wrt = nnx.All(nnx.Param, nnx.PathContains("wall_head")) if args.only_wall else nnx.Param
+  optimizer = nnx.Optimizer(model, optax.adamw(sched, weight_decay=1e-4), wrt=wrt)
   held = make_rows(args.seed + 1_000_003, 0, args.eval_clips, **rows_kw)
   t0, logs = time.perf_counter(), []
   for step in range(1, args.steps + 1):
@@ -231,7 +256,8 @@ def main(argv=None) -> None:
                                       "faults": ",".join(args.faults),
                                       "benign_faults": ",".join(args.benign_faults),
                                       "bank": args.bank or "", "bank_share": args.bank_share,
-                                      "init": args.init or "", "tracks": cfg.tracks})
+                                      "init": args.init or "", "tracks": cfg.tracks,
+                                      "wall": cfg.wall, "only_wall": args.only_wall})
   print(f"saved {args.out}", file=sys.stderr)
 
 
