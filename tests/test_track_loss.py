@@ -51,6 +51,6 @@ def test_backgrounds_absent_colours_and_given_tokens_are_skipped():
 
 
 def test_track_weight_needs_the_palette_head(tmp_path):
-  # Trained with the palette head in tests/test_train.py (test_palette_head_outputs_...).
+  # Trained with the palette head in tests/test_train_losses.py (test_palette_head_outputs_...).
   with pytest.raises(ValueError, match="track_weight reads tracks from the palette head"):
     Trainer(tiny("--config.diffusion.track_weight=1.0"), tmp_path)
