@@ -269,12 +269,10 @@ def load(path=None) -> Captioner:
   return model
 
 
-def with_tracks(model: Captioner, tracks: int, *, seed: int = 0) -> Captioner:
-  """A copy of `model` with a track branch of width `tracks` (0: none), every other weight
-  kept; a new branch adds nothing until trained (its output layer starts at zero)."""
-  if model.cfg.tracks and tracks:
-    raise ValueError(f"captioner already has a track branch of width {model.cfg.tracks}")
-  new = Captioner(dataclasses.replace(model.cfg, tracks=tracks), rngs=nnx.Rngs(seed))
+def _regrown(model: Captioner, seed: int, **changes) -> Captioner:
+  """A captioner of `model`'s config with `changes`, every weight the two share copied over
+  (new parts keep their fresh initialisation)."""
+  new = Captioner(dataclasses.replace(model.cfg, **changes), rngs=nnx.Rngs(seed))
   old = nnx.to_pure_dict(nnx.state(model, nnx.Param))
   state = nnx.state(new, nnx.Param)
   pure = nnx.to_pure_dict(state)
@@ -282,20 +280,21 @@ def with_tracks(model: Captioner, tracks: int, *, seed: int = 0) -> Captioner:
   nnx.replace_by_pure_dict(state, pure)
   nnx.update(new, state)
   return new
+
+
+def with_tracks(model: Captioner, tracks: int, *, seed: int = 0) -> Captioner:
+  """A copy of `model` with a track branch of width `tracks` (0: none), every other weight
+  kept; a new branch adds nothing until trained (its output layer starts at zero)."""
+  if model.cfg.tracks and tracks:
+    raise ValueError(f"captioner already has a track branch of width {model.cfg.tracks}")
+  return _regrown(model, seed, tracks=tracks)
 
 
 def with_wall(model: Captioner, *, seed: int = 0) -> Captioner:
   """A copy of `model` with a wall reader (CaptionerConfig.wall), every other weight kept."""
   if model.cfg.wall:
     raise ValueError("captioner already has a wall reader")
-  new = Captioner(dataclasses.replace(model.cfg, wall=True), rngs=nnx.Rngs(seed))
-  old = nnx.to_pure_dict(nnx.state(model, nnx.Param))
-  state = nnx.state(new, nnx.Param)
-  pure = nnx.to_pure_dict(state)
-  pure.update({k: v for k, v in old.items() if k in pure})
-  nnx.replace_by_pure_dict(state, pure)
-  nnx.update(new, state)
-  return new
+  return _regrown(model, seed, wall=True)
 
 
 @nnx.jit
