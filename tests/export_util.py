@@ -25,8 +25,7 @@ def randomize(params, seed: int = 0):
   flat = nnx.to_flat_state(params)
 
   def draw(path, v):
-    a = np.asarray(v[...])
-    noise = rng.standard_normal(a.shape).astype(np.float32)
+    noise = rng.standard_normal(v.get_value().shape).astype(np.float32)  # v may be abstract
     return (1.0 + 0.1 * noise) if path[-1] == "scale" else 0.15 * noise
 
   return nnx.from_flat_state([(k, v.replace(jax.numpy.asarray(draw(k, v)))) for k, v in flat])
@@ -37,7 +36,8 @@ def random_pipeline(*extra: str, seed: int = 0) -> Pipeline:
   cfg.lock()
   tok = Tokenizer()
   gcfg = generator_config(cfg, tok.vocab_size)
-  graphdef, params = nnx.split(Generator(gcfg, rngs=nnx.Rngs(seed)))
+  # Every weight is drawn by randomize: build the model abstractly (no eager init to compile).
+  graphdef, params = nnx.split(nnx.eval_shape(lambda: Generator(gcfg, rngs=nnx.Rngs(seed))))
   return Pipeline(cfg=cfg, graphdef=graphdef, params=randomize(params, seed), tokenizer=tok,
                   step=7, policy=None)
 

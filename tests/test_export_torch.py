@@ -101,7 +101,7 @@ def test_shipped_world_checkpoint_matches_jax_at_batch_1(tmp_path):
 def _tiny_vae(seed=0):
   cfg = vae_lib.VAEConfig(latent_channels=4, patch=2, widths=(8, 16), spatial_down=(True,),
                           temporal_down=(True,), blocks=1, refine=4)
-  graphdef, params = nnx.split(vae_lib.VAE(cfg, rngs=nnx.Rngs(seed)))
+  graphdef, params = nnx.split(nnx.eval_shape(lambda: vae_lib.VAE(cfg, rngs=nnx.Rngs(seed))))
   return VAECodec(cfg=cfg, graphdef=graphdef, params=randomize(params, seed))
 
 

@@ -16,12 +16,30 @@ from tests.test_train import tiny
 
 
 def test_object_and_motion_weights_change_the_loss(tmp_path):
-  """The same first batch and key: object weighting and motion weighting each change the loss
-  (so they are wired in), with finite losses."""
-  losses = _first_losses(tmp_path, {"plain": [], "obj": ["--config.diffusion.object_weight=4"],
-                                     "motion": ["--config.diffusion.motion_weight=4"]})
+  """The same first batch and key: with object and motion weights the loss changes (so they are
+  wired into the step; loss_weight's test says what each one weighs), and stays finite."""
+  losses = _first_losses(tmp_path, {"plain": [], "weighted": [
+      "--config.diffusion.object_weight=4", "--config.diffusion.motion_weight=4"]})
   assert all(np.isfinite(v) for v in losses.values()), losses
-  assert losses["obj"] != losses["plain"] and losses["motion"] != losses["plain"], losses
+  assert losses["weighted"] != losses["plain"], losses
+
+
+def test_loss_weight_adds_each_weight_on_its_own_pixels():
+  """1 on a still background pixel, + object_weight on an object pixel, + motion_weight where
+  the pixel changes between frames; each weight alone moves only its own pixels."""
+  import jax.numpy as jnp
+  from sorax.train.step import loss_weight
+  video = np.zeros((1, 2, 4, 4, 3), np.uint8)
+  video[..., :] = (12, 12, 12)  # black background
+  video[0, :, 0, 0] = (220, 40, 40)  # a still red object pixel
+  video[0, 1, 3, 3] = (220, 40, 40)  # a red pixel that appears in frame 1
+  w = np.asarray(loss_weight(jnp.asarray(video), 2.0, 5.0))
+  assert w.shape == (1, 2, 4, 4)
+  assert w[0, 0, 1, 1] == 1.0 and w[0, 0, 0, 0] == 3.0  # background; still object
+  assert w[0, 1, 3, 3] == 8.0 and w[0, 0, 3, 3] == 6.0  # moving object; background it leaves
+  np.testing.assert_array_equal(np.asarray(loss_weight(jnp.asarray(video), 0.0, 0.0)), 1.0)
+  only_obj = np.asarray(loss_weight(jnp.asarray(video), 2.0, 0.0))
+  assert only_obj[0, 0, 3, 3] == 1.0 and only_obj[0, 1, 3, 3] == 3.0
 
 
 @pytest.mark.slow  # an option the shipped recipe does not use; run by benchmarks/slow_tests.py
@@ -64,20 +82,6 @@ def test_text_identity_loss_reads_words_back():
   np.testing.assert_allclose(float(same), np.log(6), rtol=1e-5)
 
 
-def test_text_id_weight_trains_the_encoder_apart(tmp_path):
-  """With diffusion.text_id_weight the step reports the auxiliary loss, which falls on a fixed
-  batch; a frozen pretrained encoder refuses it with a clear error."""
-  tr = Trainer(tiny("--config.diffusion.text_id_weight=1.0", "--config.optim.lr=3e-3"), tmp_path)
-  batch = next(tr.data)
-  aux = [float(tr.train_step(batch)["text_id_loss"]) for _ in range(30)]
-  tr.close()
-  assert aux[-1] < 0.5 * aux[0], aux
-  from sorax.train.trainer import step_config
-  with pytest.raises(ValueError, match="text_id_weight trains the text encoder"):
-    step_config(tiny("--config.diffusion.text_id_weight=1.0",
-                     "--config.model.text_encoder=minilm"))
-
-
 def test_slot_loss_counts_only_stated_attributes():
   """Cross-entropy per group, -1 labels skipped; near 0 for confident right logits, log(n) per
   group for uniform ones."""
@@ -97,16 +101,24 @@ def test_slot_loss_counts_only_stated_attributes():
                              float(slot_loss(right, labels, classes)), atol=1e-6)
 
 
-def test_slot_weight_trains_the_slots_to_name_the_objects(tmp_path):
-  """With model.slots and diffusion.slot_weight the step reports the slot loss, which falls on
-  a fixed batch; a latent cache (no labels) is refused."""
+def test_slot_and_text_id_weights_train_their_heads(tmp_path):
+  """With model.slots + diffusion.slot_weight and diffusion.text_id_weight (one trainer, one
+  compile) the step reports both auxiliary losses, and each falls on a fixed batch; a frozen
+  pretrained encoder refuses text_id_weight with a clear error."""
   tr = Trainer(tiny("--config.model.slots=4", "--config.diffusion.slot_weight=1.0",
-                    "--config.optim.lr=3e-3"), tmp_path)
+                    "--config.diffusion.text_id_weight=1.0", "--config.optim.lr=3e-3"), tmp_path)
   batch = next(tr.data)
   assert batch["labels"].shape == (2, 4, 6)
-  aux = [float(tr.train_step(batch)["slot_loss"]) for _ in range(30)]
+  metrics = [tr.train_step(batch) for _ in range(45)]  # two losses share the updates
   tr.close()
-  assert aux[-1] < 0.3 * aux[0], aux
+  slot = [float(m["slot_loss"]) for m in metrics]
+  text_id = [float(m["text_id_loss"]) for m in metrics]
+  assert slot[-1] < 0.3 * slot[0], slot
+  assert text_id[-1] < 0.5 * text_id[0], text_id
+  from sorax.train.trainer import step_config
+  with pytest.raises(ValueError, match="text_id_weight trains the text encoder"):
+    step_config(tiny("--config.diffusion.text_id_weight=1.0",
+                     "--config.model.text_encoder=minilm"))
 
 
 @pytest.mark.slow  # an option the shipped recipe does not use; run by benchmarks/slow_tests.py

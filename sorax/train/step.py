@@ -95,6 +95,12 @@ def motion_mask(video: jax.Array) -> jax.Array:
   return (jnp.concatenate([none, step], 1) | jnp.concatenate([step, none], 1)).astype(jnp.float32)
 
 
+def loss_weight(video: jax.Array, object_weight: float, motion_weight: float) -> jax.Array:
+  """uint8 world video [B, T, H, W, 3] -> per-pixel loss weight float32 [B, T, H, W]:
+  1 + object_weight on object pixels + motion_weight on pixels that change between frames."""
+  return 1.0 + object_weight * object_mask(video) + motion_weight * motion_mask(video)
+
+
 def text_identity_loss(features: jax.Array, table: jax.Array, ids: jax.Array,
                        mask: jax.Array) -> jax.Array:
   """Mean cross-entropy of reading each token's id back from the text encoder's output.
@@ -295,7 +301,7 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
       if video is None:
         raise ValueError("diffusion.object_weight/motion_weight need rendered video, not a "
                          "latent cache")
-      w = 1.0 + cfg.object_weight * object_mask(video) + cfg.motion_weight * motion_mask(video)
+      w = loss_weight(video, cfg.object_weight, cfg.motion_weight)
       weight, _ = P.patchify_batch(fold(jnp.repeat(w[..., None], 3, axis=-1)), cfg.patch)
     return x0, positions, weight, labels, track
 
