@@ -12,7 +12,7 @@ from sorax.data import world as W
 
 SIZES = [(64, 64, 16), (48, 80, 24), (96, 64, 32)]
 N_CLIPS = 100
-N_MP4 = 50  # clips a size through H.264 (encoding is most of this file's time)
+N_MP4 = 24  # clips a size through H.264 (encoding is most of this file's time)
 SEED = 2024
 
 
