@@ -28,7 +28,7 @@ def main() -> None:
     clip = world.make_clip(args.seed, 50_000 + i, 32, 32, 17)
     spec, bg = clip.spec, world.BACKGROUNDS[clip.spec.background]
     for r, o in enumerate(spec.objects):
-      for f in faults.FAULTS:
+      for f in faults.DEFAULT_FAULTS:  # the recorded run's faults (stall came later)
         ex = oracle.explain_video(faults.paint(clip.video, OBJECT_COLORS[o.color], f, rng, bg),
                                   spec)
         reads[f].append((ex["objects"][r]["motion"] == o.motion, bool(ex["checks"]["all_right"])))

@@ -49,6 +49,20 @@ def test_fault_touches_only_its_colour(fault):
     seen = per_frame > 0
     off = centres(out[seen]) - centres(video[seen])
     assert np.ptp(off, 0).max() >= 2.5
+  elif fault == "stall":  # a late start: frames 0..k-1 show frame k's object, then the track
+    mine = np.all(out == red, -1)
+    k = next(j for j in range(1, T) if not np.array_equal(mine[j], mine[0])) - 1  # held
+    assert 1 <= k <= 4 and not np.array_equal(mine[0], np.all(video[0] == red, -1))
+    np.testing.assert_array_equal(mine[:k], np.broadcast_to(np.all(video[k] == red, -1),
+                                                             mine[:k].shape))
+    np.testing.assert_array_equal(out[k:], video[k:])
+
+
+def test_stall_on_a_static_object_wobbles_instead():
+  spec, video = _clip("static")
+  red, bg = OBJECT_COLORS["red"], world.BACKGROUNDS["navy"]
+  out = faults.paint(video, red, "stall", np.random.default_rng(2), bg)
+  assert np.any(out != video)  # still broken (a wobble), never an unchanged clip called broken
 
 
 def test_fault_on_a_noisy_sample_finds_the_colour_and_leaves_no_exact_paint():
@@ -91,6 +105,21 @@ def test_rows_follow_the_spec():
   broken = rows["motion"] == cap.BROKEN
   assert broken.any() and not rows["known"][broken].any()
   assert (rows["present"][rows["known"] > 0] == 1).all()
+
+
+def test_stalls_break_only_constant_speed_movers():
+  """A late start is painted on left/right/up/down objects only (a falling object starts at
+  rest; static, growing and shrinking ones have no start): with stall the only fault, every
+  such object is broken and every other keeps its motion."""
+  rows = trainer.make_rows(5, 0, 12, fault_kinds=("stall",), fault_rate=1.0, rough_rate=0.0)
+  objects = rows["present"] > 0
+  broken = objects & (rows["motion"] == cap.BROKEN)
+  kept = [cap.MOTION_CLASSES[m] for m in rows["motion"][objects & ~broken]]
+  assert broken.any() and kept
+  assert not set(kept) & set(trainer.STALL_MOTIONS), kept
+  n_movers = sum(o.motion in trainer.STALL_MOTIONS
+                 for i in range(12) for o in world.make_clip(5, i, H, W, T).spec.objects)
+  assert broken.sum() == n_movers
 
 
 def test_benign_faults_are_painted_but_keep_their_labels():
