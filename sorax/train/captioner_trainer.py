@@ -161,7 +161,8 @@ def main(argv=None) -> None:
   ap.add_argument("--lr", type=float, default=1e-3)
   ap.add_argument("--seed", type=int, default=0)
   ap.add_argument("--fault-rate", type=float, default=0.4)
-  ap.add_argument("--faults", nargs="+", default=list(faults.DEFAULT_FAULTS), choices=faults.FAULTS,
+  ap.add_argument("--faults", nargs="+", default=list(faults.DEFAULT_FAULTS),
+                  choices=faults.FAULTS,
                   help="the fault kinds painted (sorax/data/faults.py; default DEFAULT_FAULTS, "
                        "all but stall)")
   ap.add_argument("--benign-faults", nargs="*", default=[], choices=faults.FAULTS,
