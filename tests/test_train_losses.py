@@ -48,6 +48,16 @@ def test_joint_image_training_changes_the_loss(tmp_path):
   assert all(np.isfinite(v) for v in losses.values()) and losses["img"] != losses["plain"], losses
 
 
+def _fit_one_batch_and_save(tr: Trainer, steps: int = 30) -> list[float]:
+  """`steps` steps on the trainer's first batch, then a saved checkpoint; -> the losses."""
+  batch = next(tr.data)
+  losses = [float(tr.train_step(batch)["loss"]) for _ in range(steps)]
+  tr.save()
+  tr.ckpt.wait()
+  tr.close()
+  return losses
+
+
 def _first_losses(tmp_path, variants: dict[str, list[str]]) -> dict[str, float]:
   """The first step's loss of each variant (the same first batch and key)."""
   losses = {}
@@ -178,11 +188,7 @@ def test_palette_head_outputs_the_expected_colour_and_trains(tmp_path):
                     "--config.diffusion.track_weight=0.5",
                     "--config.diffusion.ghost_rate=0.5",
                     "--config.diffusion.prediction=x0", "--config.optim.lr=3e-3"), tmp_path)
-  batch = next(tr.data)
-  losses = [float(tr.train_step(batch)["loss"]) for _ in range(30)]
-  tr.save()
-  tr.ckpt.wait()
-  tr.close()
+  losses = _fit_one_batch_and_save(tr)
   assert losses[-1] < 0.7 * losses[0], losses
   # Guidance on the palette logits: at scale 1 it is the conditional prediction, as velocity
   # guidance is (equal up to float rounding); any scale samples.
@@ -207,11 +213,7 @@ def test_self_conditioning_trains_and_samples(tmp_path):
   the loss falls, and the sampler feeds the estimate through (finite output)."""
   tr = Trainer(tiny("--config.model.self_cond=True", "--config.diffusion.self_cond_rate=0.5",
                     "--config.optim.lr=3e-3"), tmp_path)
-  batch = next(tr.data)
-  losses = [float(tr.train_step(batch)["loss"]) for _ in range(30)]
-  tr.save()
-  tr.ckpt.wait()
-  tr.close()
+  losses = _fit_one_batch_and_save(tr)
   assert losses[-1] < 0.7 * losses[0], losses
   pipe = Pipeline.load(tmp_path)
   video = pipe.generate(["small red circle moving right on a navy background"], seed=0, steps=2)
