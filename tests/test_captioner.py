@@ -116,8 +116,8 @@ def test_stalls_break_only_constant_speed_movers():
   broken = objects & (rows["motion"] == cap.BROKEN)
   kept = [cap.MOTION_CLASSES[m] for m in rows["motion"][objects & ~broken]]
   assert broken.any() and kept
-  assert not set(kept) & set(trainer.STALL_MOTIONS), kept
-  n_movers = sum(o.motion in trainer.STALL_MOTIONS
+  assert not set(kept) & set(faults.STALL_MOTIONS), kept
+  n_movers = sum(o.motion in faults.STALL_MOTIONS
                  for i in range(12) for o in world.make_clip(5, i, H, W, T).spec.objects)
   assert broken.sum() == n_movers
 

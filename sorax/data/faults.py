@@ -23,6 +23,10 @@ FAULTS = ("copy", "jump", "vanish", "flicker", "jitter", "wobble", "stall")
 # What the shipped captioner was trained with: `stall` was tried on top and did not move the
 # judge's picks (BUILD_NOTES, "What the judge still misses"), so it is an option.
 DEFAULT_FAULTS = ("copy", "jump", "vanish", "flicker", "jitter", "wobble")
+# The world motions a stall breaks: movers at a constant speed start at once; a falling object
+# starts at rest (a late release is still a fall), and a static, growing or shrinking one has no
+# start to delay.
+STALL_MOTIONS = ("left", "right", "up", "down")
 
 
 def color_mask(video: np.ndarray, rgb, tol: int = 0) -> np.ndarray:

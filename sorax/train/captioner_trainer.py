@@ -41,9 +41,6 @@ def bank_specs(bank: dict[str, np.ndarray], height: int, width: int, frames: int
           for s, i in zip(bank["seed"], bank["index"])]
 
 
-# Movers at a constant speed start at once, so a late start is a fault; a falling object starts
-# at rest (a late release is still a fall), and a static, growing or shrinking one has no start.
-STALL_MOTIONS = ("left", "right", "up", "down")
 STYLED_TOL, STYLED_NOISE = 40, 4  # object colours are >= 80 from any other palette colour
 
 
@@ -85,7 +82,7 @@ def make_rows(seed: int, index: int, n_clips: int, *, height: int = 32, width: i
     for o in spec.objects:
       rgb = OBJECT_COLORS[o.color]
       seen, broken = video, False
-      kinds = [k for k in fault_kinds if k != "stall" or o.motion in STALL_MOTIONS]
+      kinds = [k for k in fault_kinds if k != "stall" or o.motion in faults.STALL_MOTIONS]
       if rng.random() < fault_rate and kinds and faults.color_mask(video, rgb, tol).any():
         kind = str(rng.choice(kinds))
         seen = faults.paint(video, rgb, kind, rng, bg, tol=tol, noise=noise)
