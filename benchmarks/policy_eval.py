@@ -1,10 +1,12 @@
 """The content policy on the held-out split of the labelled prompt set, and on world captions.
 
     python benchmarks/policy_eval.py [--safety experiments/safety.py] [--captions 500] [--tuned off]
+        [--set F.jsonl] [--exemplars F.jsonl]
 
 Prints one JSON line: per category the held-out recall of the word list alone and of the full
-policy (word list + semantic layer), the benign refusal rate of each, and the share of world
-captions (every caption level) the full policy allows. The semantic layer is fitted on the
+policy (word list + semantic layer), the benign refusal rate of each, the recall at the
+thresholds where the look-alikes' refusal rate is at most 5% and 3% (`operating_points`), and
+the share of world captions (every caption level) the full policy allows. The semantic layer is fitted on the
 set's training split only (the default settings), so the held-out rows are unseen.
 """
 
@@ -49,6 +51,26 @@ def rates(policy: Policy, rows) -> dict:
   return out, decisions
 
 
+def operating_points(policy: Policy, lexical: Policy, rows, caps=(0.05, 0.03)) -> dict:
+  """Recall where the benign look-alikes' refusal rate is at most each cap, over every semantic
+  threshold (the word list refuses first, as in the policy): the trade-off apart from the one
+  threshold the settings pick. -> {"at_benign<=cap": [threshold, recall, benign refused]}."""
+  prompts = [r["prompt"] for r in rows]
+  score = policy.semantic_layer()[0].probabilities(prompts)[:, 1:].max(-1)
+  word = np.array([not d.allowed for d in lexical.check_prompts(prompts)])
+  unsafe = np.array([r["label"] != BENIGN for r in rows])
+  look = np.array([r["label"] == BENIGN and r.get("source") != "generic" for r in rows])
+  out = {}
+  for cap in caps:
+    for t in sorted(set(np.round(score, 6)) | {1.0 + 1e-6}):  # lowest threshold under the cap
+      refused = word | (score >= t)
+      if refused[look].mean() <= cap:
+        out[f"at_benign<={cap}"] = [round(float(t), 4), round(float(refused[unsafe].mean()), 4),
+                                    round(float(refused[look].mean()), 4)]
+        break
+  return out
+
+
 def world_captions(n: int) -> list[str]:
   rng = np.random.default_rng(7)
   out = []
@@ -68,10 +90,15 @@ def main(argv=None) -> int:
   ap.add_argument("--tuned", default=None,
                   help="policy.semantic.tuned for this run: '' the shipped fine-tuned layer, "
                        "'off' the frozen encoder, or a path (default: the settings' value)")
+  ap.add_argument("--exemplars", default=None,
+                  help="policy.semantic.exemplars for this run: the labelled set whose training "
+                       "split the layer learns (default: the settings' value)")
   args = ap.parse_args(argv)
   cfg = config_lib.load_file(args.safety).policy.to_dict()
   if args.tuned is not None:
     cfg["semantic"]["tuned"] = args.tuned
+  if args.exemplars is not None:
+    cfg["semantic"]["exemplars"] = args.exemplars
   full = Policy.from_config(cfg)
   lexical = dataclasses.replace(full, semantic=None)
   if full.semantic_unavailable():
@@ -85,7 +112,10 @@ def main(argv=None) -> int:
   line = {"benchmark": "policy", "heldout": len(held),
           "heldout_unsafe": sum(r["label"] != BENIGN for r in held),
           "threshold": dict(full.semantic)["threshold"],
-          "tuned": dict(full.semantic).get("tuned", ""), "lexical": lex, "full": both,
+          "tuned": dict(full.semantic).get("tuned", ""),
+          "exemplars": dict(full.semantic).get("exemplars", ""),
+          "head_source": full.semantic_layer()[0].head_source, "lexical": lex, "full": both,
+          "operating_points": operating_points(full, lexical, held),
           "world_captions": len(caps), "world_captions_allowed": round(allowed, 4),
           "seconds": round(time.perf_counter() - t0, 1)}
   print(json.dumps(line))

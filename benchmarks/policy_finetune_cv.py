@@ -1,13 +1,13 @@
 """Does fine-tuning the top of the MiniLM encoder beat the semantic layer's frozen embeddings?
 
-    python benchmarks/policy_finetune_cv.py [--variants base,ft] [--folds 5] [--epochs 6]
+    python benchmarks/policy_finetune_cv.py [--variants base,ft] [--folds 5] [--epochs 6] [--top 3]
 
 5-fold cross-validation on the TRAINING split of sorax/assets/policy_prompts.jsonl only (the
-held-out split is never read). The hidden states entering MiniLM's last layer are computed once
+held-out split is never read). The hidden states entering MiniLM's top --top layers are computed once
 (cached under --cache); each variant then trains on 4 folds and scores the fifth:
   base      today's layer: fit_softmax on frozen mean-pooled sentence embeddings
-  ft        the last transformer layer + a softmax head (initialised from `base`), class-balanced
-            cross-entropy, Adam, weight decay toward the pretrained weights; mean pooling
+  ft        the last --top transformer layers + a softmax head (initialised from `base`),
+            class-balanced cross-entropy, Adam, weight decay toward the pretrained weights; mean pooling
             (sorax/safety/semantic_tune.py: the shipped layer's training; --pool attn: attention
             pooling; --train none: only the head trains, the control)
   ft_refit  `ft`'s encoder, then the head re-fitted by fit_softmax (what a load-time fit would do)
@@ -37,26 +37,29 @@ from sorax.safety.policy import Policy
 
 
 
-def build_cache(rows, path: pathlib.Path):
-  """Hidden states entering the last layer, per row (float32), + the pretrained last layer."""
+def build_cache(rows, path: pathlib.Path, top: int = 1):
+  """Hidden states entering the last `top` layers, per row (float32), + those pretrained layers."""
   from sorax.models.minilm import load_minilm  # noqa: PLC0415
   model, tok = load_minilm()
-  states = tune.lower_states(model, tok, [r["prompt"] for r in rows])
-  p = tune.layer_params(model)
+  states = tune.lower_states(model, tok, [r["prompt"] for r in rows], top=top)
+  ps = tune.top_params(model, top)
   np.savez(path, states=np.concatenate(states),
            offsets=np.concatenate([[0], np.cumsum([len(h) for h in states])]),
-           **{f"p/{a}/{b}": np.asarray(v) for a, d in p.items() for b, v in d.items()})
+           **{f"p/{j}/{a}/{b}": np.asarray(v) for j, p in enumerate(ps) for a, d in p.items()
+              for b, v in d.items()})
 
 
 def load_cache(path):
+  """-> (states per row, the pretrained top: one layer's params, or a list for top > 1)."""
   z = np.load(path)
-  p = {}
+  ps: dict = {}
   for k in z.files:
     if k.startswith("p/"):
-      _, a, b = k.split("/")
-      p.setdefault(a, {})[b] = jnp.asarray(z[k])
+      _, j, a, b = k.split("/")
+      ps.setdefault(int(j), {}).setdefault(a, {})[b] = jnp.asarray(z[k])
+  p = [ps[j] for j in sorted(ps)]
   off, flat = z["offsets"], z["states"]  # each z[...] re-reads the file: once
-  return [flat[off[i]:off[i + 1]] for i in range(len(off) - 1)], p
+  return [flat[off[i]:off[i + 1]] for i in range(len(off) - 1)], (p[0] if len(p) == 1 else p)
 
 
 # ------------------------------------------------------------------ scoring
@@ -88,7 +91,8 @@ def main(argv=None) -> int:
   ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
   ap.add_argument("--variants", default="base,ft,ft_refit")
   ap.add_argument("--folds", type=int, default=5)
-  ap.add_argument("--cache", default="/tmp/sorax_policy_ft_cache.npz")
+  ap.add_argument("--cache", default="/tmp/sorax_policy_ft_cache{top}.npz",
+                  help="where the hidden states are cached ({top}: --top)")
   ap.add_argument("--epochs", type=int, default=tune.FT.epochs)
   ap.add_argument("--lr", type=float, default=tune.FT.lr)
   ap.add_argument("--head-lr", type=float, default=tune.FT.head_lr)
@@ -96,6 +100,8 @@ def main(argv=None) -> int:
   ap.add_argument("--train", default=tune.FT.train)
   ap.add_argument("--pool", default=tune.FT.pool, choices=("mean", "attn"))
   ap.add_argument("--seed", type=int, default=0)
+  ap.add_argument("--top", type=int, default=tune.FT.top,
+                  help="how many of MiniLM's last layers the ft variants train")
   args = ap.parse_args(argv)
   t0 = time.perf_counter()
 
@@ -111,9 +117,9 @@ def main(argv=None) -> int:
   generic = np.array([r.get("source") == "generic" for r in rows])
   lexical = np.array([not d.allowed for d in
                       lexical_policy.check_prompts([r["prompt"] for r in rows])])
-  cache = pathlib.Path(args.cache)
+  cache = pathlib.Path(args.cache.format(top=args.top))
   if not cache.is_file():
-    build_cache(rows, cache)
+    build_cache(rows, cache, args.top)
   states, p0 = load_cache(cache)
   assert len(states) == len(rows)
 
@@ -122,7 +128,8 @@ def main(argv=None) -> int:
   variants = args.variants.split(",")
   oof = {v: np.zeros(len(rows)) for v in variants}
   ft_cfg = tune.FT(epochs=args.epochs, lr=args.lr, head_lr=args.head_lr, decay=args.decay,
-              train=args.train, pool=args.pool, seed=args.seed)
+              train=args.train, pool=args.pool, seed=args.seed,
+                   top=args.top)
   e0 = tune.embed_states(p0, states, np.arange(len(rows)))
   for k, val in enumerate(folds):
     tr = np.setdiff1d(np.arange(len(rows)), val)

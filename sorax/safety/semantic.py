@@ -4,7 +4,7 @@ posing without clothes", "the quickest method to end one's life").
 
 A softmax head over {benign} + the policy's categories reads the sentence embedding; a prompt is
 refused for category c when the head gives c a probability >= `threshold`. By default the
-encoder's last transformer layer and the head are the fine-tuned ones shipped in
+encoder's last three transformer layers and the head are the fine-tuned ones shipped in
 sorax/assets/policy_minilm_top.safetensors (`tuned`; sorax/safety/semantic_tune.py rebuilds it
 exactly), trained on the training split of the project's labelled prompt set
 (sorax/assets/policy_prompts.jsonl; its held-out split is what benchmarks/policy_eval.py
@@ -172,13 +172,13 @@ def _encoder(model_path: str | None, tuned: str | None):
     return encoder, None
   from sorax.models import weights  # noqa: PLC0415
   from sorax.safety import semantic_tune  # noqa: PLC0415
-  top = semantic_tune.load(tuned)
+  top = semantic_tune.load(tuned, base=encoder.model)
   folder = model_dir() if model_path is None else pathlib.Path(model_path)
   if top.base_sha256 != weights.file_sha256(folder / "model.safetensors"):
     raise ValueError(f"policy.semantic.tuned: {tuned} was fine-tuned from another MiniLM than "
                      f"{folder}; set policy.semantic.tuned='off' or rebuild it "
                      f"(python -m sorax.safety.semantic_tune)")
-  semantic_tune.set_layer_params(encoder.model, top.layer)
+  semantic_tune.set_top_params(encoder.model, semantic_tune.as_layers(top.layer))
   encoder.refresh()
   return encoder, top
 
@@ -218,7 +218,7 @@ def check_keys(cfg: Mapping[str, Any]) -> None:
 def build_layer(cfg: Mapping[str, Any], categories: Sequence[str]):
   """cfg: {"enabled", "threshold", "exemplars" (a labelled .jsonl; "" = the package's prompt
   set), "split" (its rows used: "train"), "model" (a MiniLM folder; "" = the installed
-  package's), "tuned" (the fine-tuned last layer + head; "" = the package's
+  package's), "tuned" (the fine-tuned top layers + head; "" = the package's
   sorax/assets/policy_minilm_top.safetensors, "off" = the pretrained encoder)} ->
   (SemanticLayer | None, reason it is off | None). A layer is built (the encoder loaded, the
   head taken or fitted) once per process for the same settings."""

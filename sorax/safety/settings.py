@@ -78,7 +78,7 @@ def get_config(arg: str = "default") -> ml_collections.ConfigDict:
       # The semantic layer (sorax/safety/semantic.py): a classifier over MiniLM sentence
       # embeddings, for labelled exemplars ("" = the training split of the package's
       # sorax/assets/policy_prompts.jsonl); refuses a category at probability >= threshold.
-      # tuned: MiniLM's last layer + head fine-tuned on those exemplars ("" = the package's
+      # tuned: MiniLM's last 3 layers + head fine-tuned on those exemplars ("" = the package's
       # sorax/assets/policy_minilm_top.safetensors; "off" = the pretrained encoder, head fitted).
       # The default since the prompt set has short generic benign rows ("", "x", "a video": the
       # first build refused "", "x", "video" as sexual at 0.69-0.74; BUILD_NOTES).
