@@ -65,13 +65,14 @@ def loop_ratio(video: np.ndarray) -> float:
   return wrap / max(float(np.mean(d)), FLOOR)
 
 
-def run_verb(name, pipe, specs, prompts, h, w, f, kw):
+def run_verb(name, pipe, specs, prompts, h, w, f, kw, first: int = 0):
+  """Spec i of the list is held-out spec first + i, sampled with seed first + i."""
   rows = []
   groups = cond.frame_groups(pipe.codec, f)
   if name in ("edit", "t2v"):  # no given frames to join
     kw = {k: v for k, v in kw.items() if k != "best_of"}
   for i, (spec, prompt) in enumerate(zip(specs, prompts)):
-    kw_i = dict(kw, seed=i)
+    kw_i = dict(kw, seed=first + i)
     gt = world.render(spec, h, w, f)
     row = {}
     if name == "animate":
@@ -110,7 +111,8 @@ def run_verb(name, pipe, specs, prompts, h, w, f, kw):
       new = verbs.edit(pipe, gt, prompts[(i + 1) % len(specs)], 1.0, **kw_i)
       row.update(psnr=psnr(same, gt), **oracle.score_video(new, other))
     elif name == "t2v":
-      out = pipe.generate([prompt], seed=i, **{k: v for k, v in kw.items() if v is not None})[0]
+      out = pipe.generate([prompt], seed=first + i,
+                          **{k: v for k, v in kw.items() if v is not None})[0]
       row.update(**oracle.score_video(out, spec))
     rows.append(row)
   return rows
@@ -134,6 +136,8 @@ def main(argv=None) -> int:
   ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   ap.add_argument("--checkpoint", default=None)
   ap.add_argument("--prompts", type=int, default=32)
+  ap.add_argument("--skip", type=int, default=0,
+                  help="start at held-out spec SKIP (a set no earlier choice looked at)")
   ap.add_argument("--verbs", default="t2v,animate,extend,extend_back,fill,interpolate,connect,"
                   "loop,edit")
   ap.add_argument("--steps", type=int, default=None)
@@ -146,26 +150,30 @@ def main(argv=None) -> int:
   ap.add_argument("--best-of", type=int, default=None,
                   help="candidates per window, the smoothest join kept (verbs.window; default "
                        "verbs.VERB_BEST_OF)")
+  ap.add_argument("--guide-context", type=float, default=None,
+                  help="guidance scale toward the given frames (Pipeline.generate; 0: off)")
   ap.add_argument("--out", default=None, help="append the JSON lines to this file")
   args = ap.parse_args(argv)
   pipe = Pipeline.load(args.checkpoint)
   pipe.policy = None  # world captions only
   d = pipe.cfg.data
   h, w, f = int(d.height), int(d.width), int(d.frames)
-  specs = heldout_specs(args.prompts, h, w, f, max_objects=3, wall_prob=0.25)
+  specs = heldout_specs(args.skip + args.prompts, h, w, f, max_objects=3, wall_prob=0.25)
   rng = np.random.default_rng(0)
-  prompts = [world.caption(s, "terse", rng) for s in specs]
+  prompts = [world.caption(s, "terse", rng) for s in specs][args.skip:]
+  specs = specs[args.skip:]
   kw = {"steps": args.steps, "sampler": args.sampler, "eta": args.eta, "quiet": args.quiet,
         "eta_late": (tuple(float(v) for v in args.eta_late.split(",")) if args.eta_late
-                     else () if args.eta_late == "" else None), "best_of": args.best_of}
+                     else () if args.eta_late == "" else None), "best_of": args.best_of,
+        "guide_context": args.guide_context}
   lines = []
   for name in args.verbs.split(","):
     t0 = time.perf_counter()
-    rows = run_verb(name, pipe, specs, prompts, h, w, f, kw)
+    rows = run_verb(name, pipe, specs, prompts, h, w, f, kw, args.skip)
     s = summarize(name, rows, time.perf_counter() - t0)
     s["checkpoint"] = args.checkpoint or "shipped"
     s.update({k: v for k, v in kw.items() if v is not None})
-    s["step"] = pipe.step
+    s["step"], s["skip"] = pipe.step, args.skip
     print(json.dumps(s), flush=True)
     lines.append(s)
   if args.out:

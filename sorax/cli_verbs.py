@@ -53,6 +53,10 @@ def add_parsers(sub) -> None:
     p.add_argument("--sampler", choices=SAMPLER_NAMES)
     p.add_argument("--eta", type=float, help=ETA_HELP)
     if verb != "edit":
+      p.add_argument("--guide-context", type=float, default=None,
+                     help="guidance toward the given frames (0: off; default "
+                          "sorax.verbs.VERB_GUIDE_CONTEXT): larger keeps what is made closer "
+                          "to them at the joins")
       p.add_argument("--best-of", type=int, default=None,
                      help="draw K candidates for each window and keep the one that joins the "
                           "given frames most smoothly (K x the time; default "
@@ -101,6 +105,8 @@ def cmd_verb(args, overrides: Sequence[str]) -> int:
   if best_of is not None and best_of < 1:
     raise CLIError(f"--best-of must be a positive integer, got {best_of}")
   check_eta(args.eta)
+  if getattr(args, "guide_context", None) is not None and args.guide_context < 0:
+    raise CLIError(f"--guide-context must be >= 0 (0: off), got {args.guide_context}")
   safety = load_safety(args, overrides)
   safety.check_prompts([args.prompt])  # before loading or reading anything
   pipe = Pipeline.load(args.checkpoint)
@@ -110,6 +116,7 @@ def cmd_verb(args, overrides: Sequence[str]) -> int:
             eta=args.eta)
   if args.verb != "edit":
     kw["best_of"] = verbs.VERB_BEST_OF if best_of is None else best_of
+    kw["guide_context"] = args.guide_context
   t0 = time.perf_counter()
   verb = args.verb
   if verb == "animate":

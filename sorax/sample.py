@@ -111,7 +111,7 @@ class Pipeline:
                batch_size: int = 8, known: np.ndarray | None = None,
                given: np.ndarray | None = None, strength: float = 1.0,
                eta: float | None = None, eta_late: tuple[float, float] | None = None,
-               quiet: int = 0,
+               quiet: int = 0, guide_context: float = 0.0,
                guidance_interval: tuple[float, float] | None = None,
                guide: str | None = None, best_of: int | None = None,
                judge: str | None = None, time_shift: float | None = None,
@@ -131,7 +131,10 @@ class Pipeline:
     sampler; sorax/diffusion/samplers.py), `eta_late` (t_switch, eta) the eta of the steps below
     t_switch (None: eta all the way; `()` overrides a config's schedule with none), `quiet` the
     number of token frames (latent frames over the temporal patch) on each side of given ones
-    that renoise draws no fresh noise for (0: none; verbs.VERB_QUIET), and `guidance_interval`
+    that renoise draws no fresh noise for (0: none; verbs.VERB_QUIET), `guide_context` the
+    guidance scale toward the given frames (0: none, CFG's null branch sees them too; equal to
+    `cfg_scale`: the null branch drops them, at no extra cost; another value: text and context
+    guided apart, InstructPix2Pix's two scales, 1.5x the cost), and `guidance_interval`
     the (lo, hi) range of t where CFG applies (both default to the config's `sample` block).
     `guide` (default `sample.guide`): "velocity" mixes the conditional and null velocities;
     "logits" mixes the palette head's per-pixel logits instead (model.palette_head only), so
@@ -196,6 +199,11 @@ class Pipeline:
         raise ValueError(f"given frames {given.shape} must be [{n}, {latent_shape[0]}]")
     if quiet < 0:
       raise ValueError(f"quiet={quiet} must be >= 0")
+    guide_context = float(guide_context or 0.0)
+    if guide_context < 0:
+      raise ValueError(f"guide_context={guide_context} must be >= 0 (0: off)")
+    if guide_context and guide_context != cfg_scale and guide == "logits":
+      raise ValueError("guide_context at another scale than cfg_scale needs guide='velocity'")
     if strength < 1.0 and known is None:
       raise ValueError("strength < 1 (edit) needs known latents to start from")
     if best_of is None:  # the config's default is for text to video; the verbs take one
@@ -226,7 +234,8 @@ class Pipeline:
     fn = _sampling_fn(self.graphdef, latent_shape, patch, steps, float(cfg_scale), sampler,
                       shift, c.diffusion.prediction, conditioned, float(strength),
                       tuple(self.tokenizer.null_tokens), eta, interval, guide, eta_late,
-                      int(quiet) if conditioned else 0)
+                      int(quiet) if conditioned else 0,
+                      float(guide_context or 0.0) if conditioned else 0.0)
     tok_dim = P.token_dim(latent_shape[-1], patch)
     bs = max(1, min(batch_size, n))
     index = np.arange(n) if rows is None else np.asarray(rows, np.int64)
@@ -436,7 +445,8 @@ def score_keys(seed: int, rows) -> jax.Array:
 @functools.lru_cache(maxsize=16)
 def _sampling_fn(graphdef, latent_shape, patch, steps, cfg_scale, sampler, shift, prediction,
                  conditioned=False, strength=1.0, null_tokens=(2,), eta=samplers.RENOISE_ETA,
-                 interval=(0.0, 1.0), guide="velocity", eta_late=None, quiet=0):
+                 interval=(0.0, 1.0), guide="velocity", eta_late=None, quiet=0,
+                 guide_context=0.0):
   grid = P.grid_shape(latent_shape, patch)
   pos = P.positions(grid)
   ts = np.asarray(samplers.schedule(steps, shift))
@@ -456,6 +466,12 @@ def _sampling_fn(graphdef, latent_shape, patch, steps, cfg_scale, sampler, shift
     tmask = jnp.concatenate([mask, null_mask])
     positions = jnp.broadcast_to(pos, (2 * b,) + pos.shape)
     given2 = jnp.concatenate([given, given])
+    # Context guidance (guide_context > 0): at the text's scale the null branch drops the given
+    # frames ("joint", one batched call of 2B as without it); at another scale a third branch.
+    joint = bool(guide_context) and guide_context == cfg_scale
+    if guide_context and not joint:
+      positions3 = jnp.broadcast_to(pos, (3 * b,) + pos.shape)
+      text3, tmask3 = jnp.concatenate([text, text[b:]]), jnp.concatenate([tmask, tmask[b:]])
 
     self_cond = model.dit.cfg.self_cond
 
@@ -463,7 +479,14 @@ def _sampling_fn(graphdef, latent_shape, patch, steps, cfg_scale, sampler, shift
       x2, t2 = jnp.concatenate([x, x]), jnp.concatenate([t, t])
       prev2 = None if prev is None else jnp.concatenate([prev, prev])
       t_tok = t2
-      if conditioned:  # given tokens: their known values, t = 0, and no velocity
+      if conditioned and joint:
+        # The null branch drops the given frames too: they enter noised to t (with the sample's
+        # own starting noise) like every other token, so guidance pulls toward the given frames
+        # as well as toward the text.
+        x2 = jnp.concatenate([cond.hold(x, known, given), dropped(x, t)])
+        t_tok = jnp.concatenate([cond.per_token_time(t, given),
+                                 jnp.broadcast_to(t[:, None], given.shape)])
+      elif conditioned:  # given tokens: their known values, t = 0, and no velocity
         x2 = cond.hold(x2, jnp.concatenate([known, known]), given2)
         t_tok = cond.per_token_time(t2, given2)
       out, logits = model.dit(x2, positions, t_tok, text, tmask, x0_prev=prev2,
@@ -480,8 +503,28 @@ def _sampling_fn(graphdef, latent_shape, patch, steps, cfg_scale, sampler, shift
         v = jnp.where(given2[..., None], 0.0, v)
       return v[:b], v[b:]
 
+    def dropped(x, t):  # tokens with the given ones noised to t instead of held clean
+      return cond.hold(x, flow.interpolate(known, noise, t), given)
+
+    def three(x, t, prev=None):
+      """Text and context guided apart (InstructPix2Pix's two scales): with A = v(null, no
+      context), B = v(null, context), C = v(text, context), v = A + s_x (B - A) + s_t (C - B).
+      Returned as both halves, so `samplers.guided`'s mix leaves it as it is."""
+      x3 = jnp.concatenate([cond.hold(x, known, given), cond.hold(x, known, given), dropped(x, t)])
+      t_tok = jnp.concatenate([cond.per_token_time(t, given), cond.per_token_time(t, given),
+                               jnp.broadcast_to(t[:, None], given.shape)])
+      prev3 = None if prev is None else jnp.concatenate([prev, prev, prev])
+      out = model.dit(x3, positions3, t_tok, text3, tmask3, x0_prev=prev3)
+      v = jnp.where(jnp.concatenate([given] * 3)[..., None], 0.0,
+                    flow.to_velocity(out, x3, t_tok, prediction))
+      c, bb, a = v[:b], v[b:2 * b], v[2 * b:]
+      on = ((t >= interval[0]) & (t <= interval[1]))[:, None, None]
+      g = jnp.where(on, a + guide_context * (bb - a) + cfg_scale * (c - bb), c)
+      return g, g
+
     # Self-conditioning: each call sees the last call's guided clean estimate (zeros at first).
-    v = samplers.guided(both, cfg_scale, interval, stateful=self_cond)
+    v = samplers.guided(three if conditioned and guide_context and not joint else both,
+                        cfg_scale, interval, stateful=self_cond)
     state = jnp.zeros_like(noise) if self_cond else None
     x = noise if strength >= 1.0 else flow.interpolate(known, noise, jnp.full((b,), ts[0]))
     x = cond.hold(x, known, given) if conditioned else x

@@ -134,6 +134,37 @@ def test_quiet_frames_change_only_the_stochastic_conditioned_sample(pipe):
     pipe.generate(["red circle"], quiet=-1, **kw)
 
 
+def test_context_guidance_holds_given_frames_and_its_two_forms_agree(pipe):
+  video = _video(1)[None]
+  known, given = pipe.encode(video), np.array([[True, False, False]])
+  kw = dict(seed=3, known=known, given=given, sampler="heun", cfg_scale=2.0)
+  plain = pipe.generate(["red circle"], **kw)
+  np.testing.assert_array_equal(pipe.generate(["red circle"], guide_context=0.0, **kw), plain)
+  joint = pipe.generate(["red circle"], guide_context=2.0, **kw)  # the null branch drops them
+  apart = pipe.generate(["red circle"], guide_context=2.0 + 1e-6, **kw)  # three branches
+  strong = pipe.generate(["red circle"], guide_context=6.0, **kw)
+  for out in (joint, apart, strong):
+    np.testing.assert_array_equal(out[0, 0], video[0, 0])  # the given frame is still held
+  assert not np.array_equal(joint, plain) and not np.array_equal(strong, joint)
+  # Two scales that are equal are the one-call form: A + s (B - A) + s (C - B) = A + s (C - A).
+  assert np.abs(joint.astype(int) - apart.astype(int)).max() <= 2
+  # Text to video has no given frames: nothing to guide toward.
+  np.testing.assert_array_equal(pipe.generate(["red circle"], seed=3, guide_context=6.0),
+                                pipe.generate(["red circle"], seed=3))
+  with pytest.raises(ValueError, match="guide_context"):
+    pipe.generate(["red circle"], guide_context=-1.0, **kw)
+
+
+def test_context_guidance_is_the_default_for_video_context_only(pipe, monkeypatch):
+  seen, real = [], pipe.generate
+  monkeypatch.setattr(pipe, "generate",
+                      lambda *a, **k: seen.append(k.get("guide_context")) or real(*a, **k))
+  verbs.animate(pipe, _video(1)[0], "red circle")  # an image: context guidance would freeze it
+  verbs.extend(pipe, _video(1), 0.25, "forward", "red circle")
+  verbs.extend(pipe, _video(1), 0.25, "forward", "red circle", guide_context=0.0)
+  assert seen == [0.0, verbs.VERB_GUIDE_CONTEXT, 0.0]
+
+
 def test_edit_strength_zero_returns_the_input_and_one_ignores_it(pipe):
   video = _video(2)
   np.testing.assert_array_equal(verbs.edit(pipe, video, "red circle", 0.0), video)
