@@ -105,6 +105,7 @@ def test_other_frame_rates_and_sizes_are_adapted_with_a_notice(capsys, tmp_path,
     (["edit", "{d}/a.mp4", "--prompt", PROMPT, "--strength", "2"], "strength"),
     (["extend", "{d}/a.mp4", "--seconds", "0"], "adds no frame"),
     (["fill", "{d}/a.mp4", "--missing", "3-5", "--sampler", "renoise", "--eta", "-1"], "--eta"),
+    (["fill", "{d}/a.mp4", "--missing", "3-5", "--guide-context", "-1"], "--guide-context"),
 ])
 def test_bad_input_is_one_clear_error_and_writes_nothing(capsys, tmp_path, ckpt, inputs, argv,
                                                          message):
@@ -141,9 +142,9 @@ def test_eta_reaches_the_sampler(capsys, tmp_path, ckpt, inputs, monkeypatch):
     return video
   monkeypatch.setattr(verbs, "fill", spy_fill)
   rc, _, err = _verb(capsys, ckpt, tmp_path, "fill", str(inputs / "a.mp4"), "--missing", "3-5",
-                     "--sampler", "renoise", "--eta", "0.25")
+                     "--sampler", "renoise", "--eta", "0.25", "--guide-context", "3")
   assert rc == 0, err
-  assert seen["eta"] == 0.25 and seen["sampler"] == "renoise"
+  assert seen["eta"] == 0.25 and seen["sampler"] == "renoise" and seen["guide_context"] == 3.0
 
 
 def test_eta_late_reaches_the_sampler(ckpt, monkeypatch):
