@@ -216,7 +216,7 @@ def test_window_best_of_keeps_the_smoothest_candidate(pipe):
   latent = pipe.encode(pixels[None])
   given = np.repeat(cond.latent_given(pipe.codec, known)[None], 3, 0)
   cands = pipe.generate(["red circle"] * 3, seed=2, known=np.repeat(latent, 3, 0), given=given,
-                        **verbs._sampling({}))
+                        **verbs._sampling({}, verbs.VERB_GUIDE_CONTEXT))  # video context
   cands[:, known] = pixels[known]
   np.testing.assert_array_equal(one, cands[0])
   scores = [verbs.join_score(c, known) for c in cands]
