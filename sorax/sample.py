@@ -134,7 +134,7 @@ class Pipeline:
     that renoise draws no fresh noise for (0: none; verbs.VERB_QUIET), `guide_context` the
     guidance scale toward the given frames (0: none, CFG's null branch sees them too; equal to
     `cfg_scale`: the null branch drops them, at no extra cost; another value: text and context
-    guided apart, InstructPix2Pix's two scales, 1.5x the cost), and `guidance_interval`
+    guided apart, InstructPix2Pix's two scales, ~1.4x the time), and `guidance_interval`
     the (lo, hi) range of t where CFG applies (both default to the config's `sample` block).
     `guide` (default `sample.guide`): "velocity" mixes the conditional and null velocities;
     "logits" mixes the palette head's per-pixel logits instead (model.palette_head only), so
@@ -235,7 +235,7 @@ class Pipeline:
                       shift, c.diffusion.prediction, conditioned, float(strength),
                       tuple(self.tokenizer.null_tokens), eta, interval, guide, eta_late,
                       int(quiet) if conditioned else 0,
-                      float(guide_context or 0.0) if conditioned else 0.0)
+                      guide_context if conditioned else 0.0)
     tok_dim = P.token_dim(latent_shape[-1], patch)
     bs = max(1, min(batch_size, n))
     index = np.arange(n) if rows is None else np.asarray(rows, np.int64)

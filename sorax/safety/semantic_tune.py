@@ -239,7 +239,7 @@ def exemplar_digest(classes: Sequence[str], exemplars: Sequence[tuple[str, str]]
 
 @dataclasses.dataclass(frozen=True)
 class TunedTop:
-  layer: dict | list     # last-layer params, float32 (a list, lowest first, for several layers)
+  layer: dict | list     # the tuned layers, float32: one dict, or a list (lowest first)
   w: np.ndarray          # head [D, K]
   b: np.ndarray          # [K]
   classes: tuple[str, ...]
