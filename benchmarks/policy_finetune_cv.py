@@ -50,16 +50,15 @@ def build_cache(rows, path: pathlib.Path, top: int = 1):
 
 
 def load_cache(path):
-  """-> (states per row, the pretrained top: one layer's params, or a list for top > 1)."""
+  """-> (states per row, the pretrained top layers' params, lowest first)."""
   z = np.load(path)
   ps: dict = {}
   for k in z.files:
     if k.startswith("p/"):
       _, j, a, b = k.split("/")
       ps.setdefault(int(j), {}).setdefault(a, {})[b] = jnp.asarray(z[k])
-  p = [ps[j] for j in sorted(ps)]
   off, flat = z["offsets"], z["states"]  # each z[...] re-reads the file: once
-  return [flat[off[i]:off[i + 1]] for i in range(len(off) - 1)], (p[0] if len(p) == 1 else p)
+  return [flat[off[i]:off[i + 1]] for i in range(len(off) - 1)], [ps[j] for j in sorted(ps)]
 
 
 # ------------------------------------------------------------------ scoring
@@ -128,8 +127,7 @@ def main(argv=None) -> int:
   variants = args.variants.split(",")
   oof = {v: np.zeros(len(rows)) for v in variants}
   ft_cfg = tune.FT(epochs=args.epochs, lr=args.lr, head_lr=args.head_lr, decay=args.decay,
-              train=args.train, pool=args.pool, seed=args.seed,
-                   top=args.top)
+                   train=args.train, pool=args.pool, seed=args.seed, top=args.top)
   e0 = tune.embed_states(p0, states, np.arange(len(rows)))
   for k, val in enumerate(folds):
     tr = np.setdiff1d(np.arange(len(rows)), val)

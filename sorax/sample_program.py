@@ -87,9 +87,9 @@ def sampling_fn(graphdef, latent_shape, patch, steps, cfg_scale, sampler, shift,
       """Text and context guided apart (InstructPix2Pix's two scales): with A = v(null, no
       context), B = v(null, context), C = v(text, context), v = A + s_x (B - A) + s_t (C - B).
       Returned as both halves, so `samplers.guided`'s mix leaves it as it is."""
-      x3 = jnp.concatenate([cond.hold(x, known, given), cond.hold(x, known, given), dropped(x, t)])
-      t_tok = jnp.concatenate([cond.per_token_time(t, given), cond.per_token_time(t, given),
-                               jnp.broadcast_to(t[:, None], given.shape)])
+      held, t_held = cond.hold(x, known, given), cond.per_token_time(t, given)
+      x3 = jnp.concatenate([held, held, dropped(x, t)])
+      t_tok = jnp.concatenate([t_held, t_held, jnp.broadcast_to(t[:, None], given.shape)])
       prev3 = None if prev is None else jnp.concatenate([prev, prev, prev])
       out = model.dit(x3, positions3, t_tok, text3, tmask3, x0_prev=prev3)
       v = jnp.where(jnp.concatenate([given] * 3)[..., None], 0.0,

@@ -364,7 +364,7 @@ def build(out: str | pathlib.Path = ASSET, cfg: FT = FT(),
   states = lower_states(model, tok, [t for t, _ in exemplars], top=cfg.top)
   y = np.array([classes.index(label) for _, label in exemplars])
   idx = np.arange(len(exemplars))
-  p0 = layer_params(model) if cfg.top == 1 else top_params(model, cfg.top)
+  p0 = top_params(model, cfg.top)
   w0, b0 = semantic.fit_softmax(embed_states(p0, states, idx), y, len(classes))
   p, w, b, _ = finetune(p0, w0, b0, states, idx, y, len(classes), cfg)
   out = pathlib.Path(out)
