@@ -123,6 +123,9 @@ def get_config(arg: str = "demo") -> ml_collections.ConfigDict:
       # Weight of the track loss: each object colour's centre per frame, read from the palette
       # head, against the true centre (sorax/train/step.py track_loss). Needs palette_weight.
       track_weight=0.0,
+      # Loss weight, minus 1, of the made frames next to given ones (masked conditioning): the
+      # seam an extension, fill or connection must cross without a jump. Needs conditioning.
+      seam_weight=0.0,
       # Ghost copies (sorax/train/ghosts.py): the share of clips whose noised input also holds a
       # shifted copy of their objects (strength U(0, ghost_alpha), shift <= ghost_shift px),
       # the target staying the clean clip: teaches the model to drop a copy it drew itself.
@@ -143,7 +146,11 @@ def get_config(arg: str = "demo") -> ml_collections.ConfigDict:
       # "adamw", or "muon" (hidden matrices orthogonalized, the rest AdamW at adam_lr_ratio x lr).
       name="adamw", adam_lr_ratio=1.0,
       # "cosine" (to end_lr_frac at train.steps) or "constant" after the warmup.
-      schedule="cosine"))
+      schedule="cosine",
+      # Steps at lr 0 before the warmup (Adam's moments fill first; for warm starts), and
+      # whether the EMA's decay ramps up from step 0 (False for warm starts: their EMA starts
+      # as the loaded weights).
+      hold_steps=0, ema_warmup=True))
 
   c.train = ml_collections.ConfigDict(dict(
       steps=1500, log_every=25, checkpoint_every=500, keep=2, async_checkpoint=True,

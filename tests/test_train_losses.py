@@ -220,3 +220,15 @@ def test_self_conditioning_trains_and_samples(tmp_path):
   assert video.shape[0] == 1 and video.dtype == np.uint8
   with pytest.raises(ValueError, match="needs a palette head"):  # this model has none
     pipe.generate(["small red circle"], steps=2, guide="logits")
+
+
+def test_seam_weight_weighs_the_frames_next_to_given_ones(tmp_path):
+  """With a first frame given, seam_weight changes the loss (the made frame beside it counts
+  1 + seam_weight times); without conditioning there is no seam, which is one clear error."""
+  first = ["--config.conditioning.none=0", "--config.conditioning.first=1"]
+  losses = _first_losses(tmp_path, {"plain": first,
+                                    "seam": first + ["--config.diffusion.seam_weight=4"]})
+  assert all(np.isfinite(v) for v in losses.values()), losses
+  assert losses["seam"] != losses["plain"], losses
+  with pytest.raises(ValueError, match="seam_weight weighs the frames next to given ones"):
+    Trainer(tiny("--config.diffusion.seam_weight=4"), tmp_path / "refused")

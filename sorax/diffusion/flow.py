@@ -70,8 +70,9 @@ def to_velocity(out: jax.Array, x_t: jax.Array, t: jax.Array, prediction: str,
 
 def flow_loss(pred: jax.Array, x0: jax.Array, noise: jax.Array,
               mask: jax.Array | None = None, weight: jax.Array | None = None) -> jax.Array:
-  """Mean squared velocity error. pred/x0/noise [B, N, P]; mask bool [B, N] of real tokens;
-  weight [B, N, P] (positive) makes the mean over features a weighted one."""
+  """Mean squared velocity error. pred/x0/noise [B, N, P]; mask [B, N] of the tokens counted
+  (bool, or float token weights: a weighted mean over tokens); weight [B, N, P] (positive) makes
+  the mean over features a weighted one."""
   sq = jnp.square(pred.astype(jnp.float32) - velocity_target(x0, noise))
   if weight is None:
     err = jnp.mean(sq, axis=-1)

@@ -29,10 +29,13 @@ class TrainState:
   rng: jax.Array        # uint32 [2] base PRNG key; step keys are fold_in(rng, step)
 
 
-def ema_update(ema: Any, params: Any, decay: float, step: jax.Array) -> Any:
+def ema_update(ema: Any, params: Any, decay: float, step: jax.Array, warmup: bool = True) -> Any:
   """EMA with warm-up: the decay ramps as (1 + step) / (10 + step) up to `decay`, so early
-  checkpoints' EMA weights are not still mostly the random init."""
-  d = jnp.minimum(decay, (1.0 + step) / (10.0 + step))
+  checkpoints' EMA weights are not still mostly the random init. Without `warmup` (a warm
+  start: the EMA begins as trained weights worth keeping) the decay is `decay` from step 0;
+  the ramp would reach 0.999 only at step 9,000, so a shorter fine-tune's EMA would average
+  over far fewer steps than the run it started from."""
+  d = jnp.minimum(decay, (1.0 + step) / (10.0 + step)) if warmup else jnp.asarray(decay)
   return jax.tree.map(lambda e, p: e * d + p * (1 - d), ema, params)
 
 
@@ -42,13 +45,23 @@ def lr_schedule(cfg: ml_collections.ConfigDict) -> optax.Schedule:
   its EMA weights are what ships)."""
   o = cfg.optim
   kind = o.get("schedule", "cosine")
+  hold = int(o.get("hold_steps", 0))
+  if hold < 0 or hold >= max(int(cfg.train.steps), 1):
+    raise ValueError(f"optim.hold_steps={hold} must be in [0, train.steps={cfg.train.steps})")
   if kind == "constant":
-    return optax.linear_schedule(0.0, o.lr, max(int(o.warmup_steps), 1))
-  if kind != "cosine":
+    base = optax.linear_schedule(0.0, o.lr, max(int(o.warmup_steps), 1))
+  elif kind == "cosine":
+    steps = max(int(cfg.train.steps) - hold, o.warmup_steps + 1)
+    base = optax.warmup_cosine_decay_schedule(
+        0.0, o.lr, warmup_steps=o.warmup_steps, decay_steps=steps, end_value=o.lr * o.end_lr_frac)
+  else:
     raise ValueError(f"unknown optim.schedule {kind!r}; choose from ['cosine', 'constant']")
-  steps = max(int(cfg.train.steps), o.warmup_steps + 1)
-  return optax.warmup_cosine_decay_schedule(
-      0.0, o.lr, warmup_steps=o.warmup_steps, decay_steps=steps, end_value=o.lr * o.end_lr_frac)
+  if not hold:
+    return base
+  # lr 0 first: Adam's moments fill from the loaded weights' own gradients before any step
+  # moves them (a warm start's fresh optimizer otherwise takes its first steps on moments
+  # estimated from a handful of batches).
+  return optax.join_schedules([optax.constant_schedule(0.0), base], [hold])
 
 
 def make_optimizer(cfg: ml_collections.ConfigDict) -> optax.GradientTransformation:

@@ -29,6 +29,7 @@ class StepConfig:
   shift: float
   text_dropout: float
   ema_decay: float
+  ema_warmup: bool = True  # False for a warm start (state.ema_update)
   prediction: str = "velocity"  # what the network outputs: flow.PREDICTIONS
   # Loss weight of object pixels relative to background/wall pixels, minus 1 (0: plain mean).
   # Needs pixel-aligned latents (`fold`, the space-to-depth codec) and rendered world video.
@@ -62,6 +63,9 @@ class StepConfig:
   # Weight of the track loss (track_loss): each object colour's centre per frame, read from the
   # palette head, against the true one. Needs palette_weight's palette and rendered video.
   track_weight: float = 0.0
+  # Loss weight, minus 1, of the made token frames next to a given one (masked conditioning):
+  # where an extension, fill or connection must continue the given frames without a jump.
+  seam_weight: float = 0.0
   # Self-conditioning (model.self_cond): the share of steps on which the model first makes a
   # clean estimate (no gradient) and then denoises again given it; the rest get zeros.
   self_cond_rate: float = 0.0
@@ -232,6 +236,9 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
   if cfg.images_per_clip and cfg.patch[0] != 1:
     raise ValueError(f"joint image training needs temporal patch 1, got patch {cfg.patch}")
   rates = dict(cfg.conditioning)
+  if cfg.seam_weight and not (rates and cond.is_active(rates)):
+    raise ValueError("diffusion.seam_weight weighs the frames next to given ones: set "
+                     "conditioning rates that give frames (e.g. conditioning.prefix > 0)")
   conditioned = bool(rates) and cond.is_active(rates)
   if rates:
     cond.check_rates(rates)
@@ -244,8 +251,12 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
     grid = P.grid_shape(latent_shape[1:], cfg.patch)
     return cond.token_mask(rows, grid, cfg.patch)
 
+  def seam_tokens(given, latent_shape):
+    """Given tokens [B, N] -> bool [B, N]: tokens of the token frames next to a given one."""
+    return cond.near_given(given, P.grid_shape(latent_shape[1:], cfg.patch), 1)
+
   def denoise_loss(model, x0, positions, ids, mask, rng, weight, shift, given=None,
-                   labels=None, track=None, ghost=None):
+                   labels=None, track=None, ghost=None, seam=None):
     r_t, r_noise, r_drop, r_sc = jax.random.split(rng, 4)
     t = flow.sample_timesteps(r_t, x0.shape[0], mean=cfg.t_mean, std=cfg.t_std, shift=shift)
     noise = jax.random.normal(r_noise, x0.shape, x0.dtype)
@@ -260,6 +271,8 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
       x_in = cond.hold(x_in, x0, given)
       t = cond.per_token_time(t, given)
       keep = ~given
+      if seam is not None:  # made tokens beside a given frame weigh 1 + seam_weight
+        keep = keep * (1.0 + cfg.seam_weight * (seam & keep))
     x0_prev = None
     if cfg.self_cond_rate:
       def estimate(_):  # the model's own clean estimate, as a sampler would pass it
@@ -315,6 +328,7 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
       latent = encode(from_pixels(batch["video"]))
     clips = prepare(batch.get("video"), latent)
     given = given_tokens(r_cond, latent.shape) if conditioned else None
+    seam = seam_tokens(given, latent.shape) if conditioned and cfg.seam_weight else None
     ghost = None
     if cfg.ghost_rate:
       if "video" not in batch:
@@ -341,7 +355,7 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
     def loss_fn(params):
       model = nnx.merge(graphdef, params)
       loss = denoise_loss(model, *clips[:2], batch["ids"], batch["mask"], r_clip, clips[2],
-                          cfg.shift, given, clips[3], clips[4], ghost)
+                          cfg.shift, given, clips[3], clips[4], ghost, seam)
       if images is not None:
         loss_img = denoise_loss(model, *images[:2], img_ids, img_mask, r_img, images[2],
                                 cfg.image_shift, labels=images[3], track=images[4])
@@ -362,7 +376,7 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
     (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    ema = ema_update(state.ema, params, cfg.ema_decay, state.step)
+    ema = ema_update(state.ema, params, cfg.ema_decay, state.step, cfg.ema_warmup)
     metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), **aux}
     new = TrainState(step=state.step + 1, params=params, opt_state=opt_state, ema=ema,
                      rng=state.rng)
