@@ -51,3 +51,26 @@ def test_json_round_trip():
   cfg = config_lib.load_config(f"{WORLD}:small")
   back = config_lib.from_json(config_lib.to_json(cfg))
   assert back.model.width == cfg.model.width and list(back.mesh.rules[0]) == list(cfg.mesh.rules[0])
+
+
+def test_finetune_variant_is_the_shipped_models_recipe():
+  """experiments/world.py:finetune trains the shipped checkpoint further: its model, codec, data
+  and losses are the ones in the shipped file's metadata (else init_from would not fit, or the
+  run would train another recipe), and it starts from that file."""
+  import json
+
+  from sorax.models import weights
+  cfg = config_lib.load_config(f"{WORLD}:finetune")
+  shipped = json.loads(weights.read_metadata(weights.SHIPPED)["config"])
+
+  def flat(d, prefix=""):
+    out = {}
+    for k, v in d.items():
+      out.update(flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+    return out
+  ours, theirs = flat(cfg.to_dict()), flat(shipped)
+  keys = [k for k in theirs if k.split(".")[0] in ("model", "codec", "data", "diffusion",
+                                                   "conditioning")]
+  assert keys and {k: ours.get(k) for k in keys} == {k: theirs[k] for k in keys}
+  assert pathlib.Path(cfg.train.init_from).resolve() == weights.SHIPPED.resolve()
+  assert cfg.optim.hold_steps > 0 and not cfg.optim.ema_warmup
