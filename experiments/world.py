@@ -17,13 +17,11 @@ Run:
   sorax train --config experiments/world.py:finetune --workdir runs/ft
 """
 
-import pathlib
-
 import ml_collections
 
-import sorax
 from sorax.data.captions import SLOT_GROUPS
 from sorax.data.spec import BACKGROUNDS, OBJECT_COLORS, WALL_COLOR
+from sorax.models.weights import SHIPPED
 
 # Every colour a world pixel can have: the objects', the backgrounds' and the wall's.
 WORLD_PALETTE = (*OBJECT_COLORS.values(), *BACKGROUNDS.values(), WALL_COLOR)
@@ -241,4 +239,4 @@ def _shipped_recipe(c: ml_collections.ConfigDict) -> None:
   c.optim.update(lr=2e-5, warmup_steps=100, end_lr_frac=0.25, ema_decay=0.999, hold_steps=200,
                  ema_warmup=False)
   c.train.update(steps=2400, checkpoint_every=250, keep=10,
-                 init_from=str(pathlib.Path(sorax.__file__).parent / "assets" / "world32.safetensors"))
+                 init_from=str(SHIPPED))

@@ -251,10 +251,6 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
     grid = P.grid_shape(latent_shape[1:], cfg.patch)
     return cond.token_mask(rows, grid, cfg.patch)
 
-  def seam_tokens(given, latent_shape):
-    """Given tokens [B, N] -> bool [B, N]: tokens of the token frames next to a given one."""
-    return cond.near_given(given, P.grid_shape(latent_shape[1:], cfg.patch), 1)
-
   def denoise_loss(model, x0, positions, ids, mask, rng, weight, shift, given=None,
                    labels=None, track=None, ghost=None, seam=None):
     r_t, r_noise, r_drop, r_sc = jax.random.split(rng, 4)
@@ -328,7 +324,9 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
       latent = encode(from_pixels(batch["video"]))
     clips = prepare(batch.get("video"), latent)
     given = given_tokens(r_cond, latent.shape) if conditioned else None
-    seam = seam_tokens(given, latent.shape) if conditioned and cfg.seam_weight else None
+    # Tokens of the token frames next to a given one (make_train_step checked conditioning).
+    seam = (cond.near_given(given, P.grid_shape(latent.shape[1:], cfg.patch), 1)
+            if cfg.seam_weight else None)
     ghost = None
     if cfg.ghost_rate:
       if "video" not in batch:
