@@ -1,7 +1,7 @@
 """The verbs on given frames, measured on held-out world specs with the oracle (issue 9).
 
     python benchmarks/verbs_eval.py [--checkpoint F.safetensors|workdir] [--prompts 32]
-        [--verbs animate,extend,...] [--steps N]
+        [--verbs animate,extend,...] [--steps N] [--context N]
 
 For each held-out spec (evaluate.heldout_specs, terse captions) the ground-truth render gives
 the known frames, and each verb's output is scored against the same spec:
@@ -17,6 +17,9 @@ the known frames, and each verb's output is scored against the same spec:
 
 The seam ratio is the mean absolute frame difference across a seam over the mean of the clip's
 other consecutive-frame differences (floored at FLOOR levels, for still clips); <= 1 means the seam is no larger than a step inside.
+For extend, `seam_all` is the same ratio over every window's join (the given video's and each
+later window's with the one before), so more windows (a longer `--context`) cannot hide their
+own joins among the steps "inside".
 Prints one JSON line per verb and a markdown table.
 """
 
@@ -65,8 +68,20 @@ def loop_ratio(video: np.ndarray) -> float:
   return wrap / max(float(np.mean(d)), FLOOR)
 
 
-def run_verb(name, pipe, specs, prompts, h, w, f, kw, first: int = 0):
-  """Spec i of the list is held-out spec first + i, sampled with seed first + i."""
+def extend_joins(groups: list[list[int]], f: int, length: int, context: int | None,
+                 back: bool) -> list[int]:
+  """Every join in an `extend` of an f-frame video to `length` frames: the given video's, and
+  each later window's with the one before (seam k: between frames k - 1 and k)."""
+  m = verbs._context(groups, len(groups) // 2 if context is None else context, f, back)
+  new = f - len(sum(groups[-m:] if back else groups[:m], []))  # frames a window adds
+  joins = list(range(f, length, new))
+  return sorted(length - j for j in joins) if back else joins
+
+
+def run_verb(name, pipe, specs, prompts, h, w, f, kw, first: int = 0,
+             context: int | None = None):
+  """Spec i of the list is held-out spec first + i, sampled with seed first + i. `context`:
+  extend's latent frames of context a window (None: verbs.extend's default, half a window)."""
   rows = []
   groups = cond.frame_groups(pipe.codec, f)
   if name in ("edit", "t2v"):  # no given frames to join
@@ -80,10 +95,12 @@ def run_verb(name, pipe, specs, prompts, h, w, f, kw, first: int = 0):
       row.update(psnr=psnr(out[0], gt[0]), **oracle.score_video(out, spec))
     elif name in ("extend", "extend_back"):
       back = name == "extend_back"
-      out = verbs.extend(pipe, gt, 2.0, "backward" if back else "forward", prompt, **kw_i)
+      out = verbs.extend(pipe, gt, 2.0, "backward" if back else "forward", prompt,
+                         context=context, **kw_i)
       kept = out[-f:] if back else out[:f]
       seam = len(out) - f if back else f
       row.update(psnr=psnr(kept, gt), seam=seam_ratio(out, [seam]),
+                 seam_all=seam_ratio(out, extend_joins(groups, f, len(out), context, back)),
                  **oracle.score_video(out, spec))
     elif name == "fill":
       out = verbs.fill(pipe, gt, (6, 11), prompt, **kw_i)
@@ -129,6 +146,8 @@ def summarize(name, rows, seconds):
     seams = np.array([r["seam"] for r in rows])
     s["seam_median"] = round(float(np.median(seams)), 3)
     s["seam_le_1"] = round(float(np.mean(seams <= 1.0)), 3)
+  if any("seam_all" in r for r in rows):  # extend: every window's join, not only the first
+    s["seam_all_median"] = round(float(np.median([r["seam_all"] for r in rows])), 3)
   return s
 
 
@@ -152,6 +171,8 @@ def main(argv=None) -> int:
                        "verbs.VERB_BEST_OF)")
   ap.add_argument("--guide-context", type=float, default=None,
                   help="guidance scale toward the given frames (Pipeline.generate; 0: off)")
+  ap.add_argument("--context", type=int, default=None,
+                  help="extend / extend_back: latent frames of context a window (default: half)")
   ap.add_argument("--out", default=None, help="append the JSON lines to this file")
   args = ap.parse_args(argv)
   pipe = Pipeline.load(args.checkpoint)
@@ -169,11 +190,13 @@ def main(argv=None) -> int:
   lines = []
   for name in args.verbs.split(","):
     t0 = time.perf_counter()
-    rows = run_verb(name, pipe, specs, prompts, h, w, f, kw, args.skip)
+    rows = run_verb(name, pipe, specs, prompts, h, w, f, kw, args.skip, args.context)
     s = summarize(name, rows, time.perf_counter() - t0)
     s["checkpoint"] = args.checkpoint or "shipped"
     s.update({k: v for k, v in kw.items() if v is not None})
     s["step"], s["skip"] = pipe.step, args.skip
+    if args.context is not None and name in ("extend", "extend_back"):
+      s["context"] = args.context
     print(json.dumps(s), flush=True)
     lines.append(s)
   if args.out:
