@@ -28,6 +28,7 @@ from scipy import ndimage
 
 from sorax.data import world
 from sorax.safety.attacks import ATTACKS, h264
+from sorax.safety.motion import phase_peak
 from sorax.safety.watermark import Watermark, WatermarkConfig, luma
 
 sys.path.insert(0, __file__.rsplit("/", 1)[0])
@@ -40,16 +41,10 @@ ATTACK_NAMES = ("none", "h264_crf23", "h264_crf28", "downscale_0.5", "crop_10",
 def pan(a: np.ndarray, b: np.ndarray) -> np.ndarray:
   """float [2] d with b(p) ~ a(p - d) for luma frames [H, W]: the phase-correlation peak, kept
   only if moving `a` by it halves the squared error against `b` (away from the borders)."""
-  h, w = a.shape
-  win = np.outer(np.hanning(h), np.hanning(w))
-  fa, fb = np.fft.fft2((a - a.mean()) * win), np.fft.fft2((b - b.mean()) * win)
-  cross = fb * np.conj(fa)
-  cross /= np.abs(cross) + 1e-9
-  pk = np.unravel_index(np.argmax(np.fft.ifft2(cross).real), (h, w))
-  d = np.array([(pk[0] + h // 2) % h - h // 2, (pk[1] + w // 2) % w - w // 2], float)
+  d = phase_peak(a, b).astype(float)
   if not d.any():
     return d
-  m = max(1, min(h, w) // 8)
+  m = max(1, min(a.shape) // 8)
   moved = ndimage.shift(a, d, order=0, mode="nearest")
   e1 = np.mean((moved - b)[m:-m, m:-m] ** 2)
   e0 = np.mean((a - b)[m:-m, m:-m] ** 2)
@@ -89,10 +84,8 @@ class TemporalWatermark(Watermark):
       r[k] = np.where(ok, y[k] - np.nan_to_num(content), 0.0)
       valid[k] = ok
     s = 1.4826 * np.median(np.abs(r[valid > 0])) + 0.5
-    r = np.clip(r, -3 * s, 3 * s)
-    power = ndimage.gaussian_filter(r * r, (0, cfg.chip * 2, cfg.chip * 2), mode="reflect")
-    wgt = (valid + 1e-6) / (power + cfg.strength ** 2)
-    return r * wgt, wgt, np.zeros((frames, 2))
+    # A tiny weight where no frame covers a pixel keeps the fold's weight sums above 0.
+    return (*self.weighted(np.clip(r, -3 * s, 3 * s), valid + 1e-6), np.zeros((frames, 2)))
 
 
 def main() -> None:

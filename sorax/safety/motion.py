@@ -22,6 +22,18 @@ def _overlap(h: int, w: int, dy: int, dx: int) -> tuple[tuple[slice, slice], tup
           (slice(max(0, dy), h - max(0, -dy)), slice(max(0, dx), w - max(0, -dx))))
 
 
+def phase_peak(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+  """int [2] (dy, dx): the phase-correlation peak of luma frames a, b: float [H, W] (Hann
+  windowed), the integer shift with b[p + d] ~ a[p] if the content moved as a whole."""
+  h, w = a.shape
+  win = np.outer(np.hanning(h), np.hanning(w))
+  fa, fb = np.fft.fft2((a - a.mean()) * win), np.fft.fft2((b - b.mean()) * win)
+  cross = fb * np.conj(fa)
+  cross /= np.abs(cross) + 1e-6 * np.abs(cross).max() + 1e-12
+  peak = np.unravel_index(np.argmax(np.fft.ifft2(cross).real), (h, w))
+  return np.array([(peak[0] + h // 2) % h - h // 2, (peak[1] + w // 2) % w - w // 2])
+
+
 def frame_shift(a: np.ndarray, b: np.ndarray, tau: float = 4.0,
                 min_support: float = 0.25) -> np.ndarray:
   """float [2] (dy, dx) with b[p + d] ~ a[p], for luma frames a, b: float [H, W].
@@ -32,12 +44,7 @@ def frame_shift(a: np.ndarray, b: np.ndarray, tau: float = 4.0,
   frame that does change (a textured pan, not noise or an object's edge).
   """
   h, w = a.shape
-  win = np.outer(np.hanning(h), np.hanning(w))
-  fa, fb = np.fft.fft2((a - a.mean()) * win), np.fft.fft2((b - b.mean()) * win)
-  cross = fb * np.conj(fa)
-  cross /= np.abs(cross) + 1e-6 * np.abs(cross).max() + 1e-12
-  peak = np.unravel_index(np.argmax(np.fft.ifft2(cross).real), (h, w))
-  d = np.array([(peak[0] + h // 2) % h - h // 2, (peak[1] + w // 2) % w - w // 2])
+  d = phase_peak(a, b)
   sa, sb = _overlap(h, w, int(d[0]), int(d[1]))
   A, B = a[sa], b[sb]
   if d.any() and np.mean((np.abs(B - a[sb]) > tau) & (np.abs(B - A) <= tau)) < min_support:

@@ -213,10 +213,16 @@ class Watermark:
     shifts = global_motion(y) if cfg.follow_motion else np.zeros((len(y), 2))
     r = y - ndimage.median_filter(y, size=(1, cfg.median, cfg.median), mode="reflect")
     s = 1.4826 * np.median(np.abs(r), axis=(1, 2), keepdims=True) + 0.5
-    r = np.clip(r, -3 * s, 3 * s)
+    return (*self.weighted(np.clip(r, -3 * s, 3 * s)), shifts)
+
+  def weighted(self, r: np.ndarray, valid: np.ndarray | float = 1.0
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """A clipped residual [T, H, W] -> (r * weight, weight): each pixel weighted by the inverse
+    of its local residual power (times `valid`, 0 where a content filter had nothing to say)."""
+    cfg = self.cfg
     power = ndimage.gaussian_filter(r * r, (0, cfg.chip * 2, cfg.chip * 2), mode="reflect")
-    wgt = 1.0 / (power + cfg.strength ** 2)
-    return r * wgt, wgt, shifts
+    wgt = valid / (power + cfg.strength ** 2)
+    return r * wgt, wgt
 
   def _aligned(self, rw: np.ndarray, wgt: np.ndarray, shifts: np.ndarray, scale: float,
                averages: dict[bytes, tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
