@@ -29,7 +29,7 @@ from scipy import ndimage
 from sorax.data import world
 from sorax.safety.attacks import ATTACKS, h264
 from sorax.safety.motion import phase_peak
-from sorax.safety.watermark import Watermark, WatermarkConfig, luma
+from sorax.safety.watermark import Watermark, WatermarkConfig
 
 sys.path.insert(0, __file__.rsplit("/", 1)[0])
 from watermark_robustness import textured_clip  # noqa: E402
@@ -59,10 +59,7 @@ class TemporalWatermark(Watermark):
     self.far = far  # use only frames whose content moved at least this far (px)
 
   def residual(self, video):
-    cfg = self.cfg
-    y = luma(video if video.ndim == 4 else video[None])
-    if len(y) > cfg.max_frames:
-      y = y[np.linspace(0, len(y) - 1, cfg.max_frames).round().astype(int)]
+    y = self.luma_frames(video)
     frames = len(y)
     if frames < 3:
       return super().residual(video)

@@ -207,13 +207,19 @@ class Watermark:
     high-passes the average.
     """
     cfg = self.cfg
-    y = luma(video if video.ndim == 4 else video[None])
-    if len(y) > cfg.max_frames:  # evenly spaced frames are enough
-      y = y[np.linspace(0, len(y) - 1, cfg.max_frames).round().astype(int)]
+    y = self.luma_frames(video)
     shifts = global_motion(y) if cfg.follow_motion else np.zeros((len(y), 2))
     r = y - ndimage.median_filter(y, size=(1, cfg.median, cfg.median), mode="reflect")
     s = 1.4826 * np.median(np.abs(r), axis=(1, 2), keepdims=True) + 0.5
     return (*self.weighted(np.clip(r, -3 * s, 3 * s)), shifts)
+
+  def luma_frames(self, video: np.ndarray) -> np.ndarray:
+    """uint8 [T, H, W, 3] or [H, W, 3] -> the luma float32 [T', H, W] the detector reads: at
+    most `max_frames` frames, evenly spaced (enough to average the content out)."""
+    y = luma(video if video.ndim == 4 else video[None])
+    if len(y) > self.cfg.max_frames:
+      y = y[np.linspace(0, len(y) - 1, self.cfg.max_frames).round().astype(int)]
+    return y
 
   def weighted(self, r: np.ndarray, valid: np.ndarray | float = 1.0
                ) -> tuple[np.ndarray, np.ndarray]:
