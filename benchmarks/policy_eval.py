@@ -51,13 +51,16 @@ def rates(policy: Policy, rows) -> dict:
   return out, decisions
 
 
-def operating_points(policy: Policy, lexical: Policy, rows, caps=(0.05, 0.03)) -> dict:
+def operating_points(policy: Policy, rows, caps=(0.05, 0.03)) -> dict:
   """Recall where the benign look-alikes' refusal rate is at most each cap, over every semantic
-  threshold (the word list refuses first, as in the policy): the trade-off apart from the one
-  threshold the settings pick. -> {"at_benign<=cap": [threshold, recall, benign refused]}."""
+  threshold (the word list refuses first, as in the policy; a review term's prompt at the
+  settings' review_threshold): the trade-off apart from the one threshold the settings pick.
+  -> {"at_benign<=cap": [threshold, recall, benign refused]}."""
   prompts = [r["prompt"] for r in rows]
   score = policy.semantic_layer()[0].probabilities(prompts)[:, 1:].max(-1)
-  word = np.array([not d.allowed for d in lexical.check_prompts(prompts)])
+  hits = policy.lexical_hits(prompts)
+  word = np.array([hard is not None or (rev is not None and s >= policy.review_threshold())
+                   for (hard, rev), s in zip(hits, score)])
   unsafe = np.array([r["label"] != BENIGN for r in rows])
   look = np.array([r["label"] == BENIGN and r.get("source") != "generic" for r in rows])
   out = {}
@@ -115,7 +118,8 @@ def main(argv=None) -> int:
           "tuned": dict(full.semantic).get("tuned", ""),
           "exemplars": dict(full.semantic).get("exemplars", ""),
           "head_source": full.semantic_layer()[0].head_source, "lexical": lex, "full": both,
-          "operating_points": operating_points(full, lexical, held),
+          "operating_points": operating_points(full, held),
+          "review_threshold": full.review_threshold(),
           "world_captions": len(caps), "world_captions_allowed": round(allowed, 4),
           "seconds": round(time.perf_counter() - t0, 1)}
   print(json.dumps(line))

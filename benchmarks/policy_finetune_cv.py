@@ -11,8 +11,10 @@ held-out split is never read). The hidden states entering MiniLM's top --top lay
             (sorax/safety/semantic_tune.py: the shipped layer's training; --pool attn: attention
             pooling; --train none: only the head trains, the control)
   ft_refit  `ft`'s encoder, then the head re-fitted by fit_softmax (what a load-time fit would do)
-The word list goes first, as in the policy: a row is refused when the word list refuses it or the
-top unsafe probability is >= the threshold. Prints one JSON line: per variant, recall and benign
+The word list goes first, as in the policy: a row is refused when one of its terms matches, when
+a review term matches and the top unsafe probability is >= policy.semantic.review_threshold, or
+when that probability is >= the threshold (`:no_review`: every term refuses on sight, as before
+review terms; `:any_unsafe`: the score is 1 - p(benign) instead of the top unsafe class). Prints one JSON line: per variant, recall and benign
 refusal at thresholds 0.5 (and others), and the recall at the lowest threshold whose benign
 refusal is <= 0.05 / 0.03 (out-of-fold scores pooled).
 """
@@ -62,12 +64,15 @@ def load_cache(path):
 
 
 # ------------------------------------------------------------------ scoring
-def summarize(scores, labels, lexical, written,
+def summarize(scores, labels, lexical, written, review=None, review_threshold=0.0,
               thresholds=(0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)):
-  """scores: top unsafe probability per row; labels 0 = benign; lexical: word list refused;
-  written: a written look-alike, not a world caption or a short generic row (benign refusal is
-  over those benign rows, as in BUILD_NOTES; the others are counted apart in main)."""
+  """scores: top unsafe probability per row; labels 0 = benign; lexical: a term refused it;
+  review: a review term matched it (refused at scores >= review_threshold); written: a written
+  look-alike, not a world caption or a short generic row (benign refusal is over those benign
+  rows, as in BUILD_NOTES; the others are counted apart in main)."""
   unsafe, benign = labels != 0, (labels == 0) & written
+  if review is not None:
+    lexical = lexical | (review & (scores >= review_threshold))
 
   def at(t):
     refused = lexical | (scores >= t)
@@ -101,12 +106,18 @@ def main(argv=None) -> int:
   ap.add_argument("--seed", type=int, default=0)
   ap.add_argument("--top", type=int, default=tune.FT.top,
                   help="how many of MiniLM's last layers the ft variants train")
+  ap.add_argument("--benign-weight", type=float, default=1.0,
+                  help="multiplies the benign class's balanced weight in the ft loss")
+  ap.add_argument("--focal", type=float, default=0.0, help="focal loss exponent (0: plain)")
+  ap.add_argument("--ft-seed", type=int, default=None,
+                  help="the fine-tune's seed (batch order), default --seed; --seed picks the folds")
+  ap.add_argument("--save-oof", default="",
+                  help="write the out-of-fold class probabilities (per variant) to this .npz")
   args = ap.parse_args(argv)
   t0 = time.perf_counter()
 
   cfg = config_lib.load_file(str(SAFETY_CONFIG)).policy.to_dict()
   policy = Policy.from_config(cfg)
-  lexical_policy = dataclasses.replace(policy, semantic=None)
   classes = (semantic.BENIGN, *[c.name for c in policy.categories if c.block])
   rows = semantic.load_prompt_set(split="train")  # never the held-out split
   labels = np.array([classes.index(r["label"]) for r in rows])
@@ -114,8 +125,9 @@ def main(argv=None) -> int:
   # generic rows ("", "video"; "source": "generic"), counted apart so runs before them compare
   written = np.array([r.get("source") not in ("world", "generic") for r in rows])
   generic = np.array([r.get("source") == "generic" for r in rows])
-  lexical = np.array([not d.allowed for d in
-                      lexical_policy.check_prompts([r["prompt"] for r in rows])])
+  hits = policy.lexical_hits([r["prompt"] for r in rows])
+  lexical = np.array([hard is not None for hard, _ in hits])  # a term: refused on sight
+  review = np.array([hard is None and rev is not None for hard, rev in hits])
   cache = pathlib.Path(args.cache.format(top=args.top))
   if not cache.is_file():
     build_cache(rows, cache, args.top)
@@ -125,32 +137,51 @@ def main(argv=None) -> int:
   perm = np.random.default_rng(args.seed).permutation(len(rows))
   folds = [np.sort(perm[k::args.folds]) for k in range(args.folds)]
   variants = args.variants.split(",")
-  oof = {v: np.zeros(len(rows)) for v in variants}
+  probs = {v: np.zeros((len(rows), len(classes))) for v in variants}
   ft_cfg = tune.FT(epochs=args.epochs, lr=args.lr, head_lr=args.head_lr, decay=args.decay,
-                   train=args.train, pool=args.pool, seed=args.seed, top=args.top)
+                   train=args.train, pool=args.pool,
+                   seed=args.seed if args.ft_seed is None else args.ft_seed, top=args.top)
   e0 = tune.embed_states(p0, states, np.arange(len(rows)))
   for k, val in enumerate(folds):
     tr = np.setdiff1d(np.arange(len(rows)), val)
     w0, b0 = semantic.fit_softmax(e0[tr], labels[tr], len(classes))
     if "base" in variants:
-      oof["base"][val] = semantic.softmax(e0[val] @ w0 + b0)[:, 1:].max(-1)
+      probs["base"][val] = semantic.softmax(e0[val] @ w0 + b0)
     if "ft" in variants or "ft_refit" in variants:
-      p, w, b, a = tune.finetune(p0, w0, b0, states, tr, labels[tr], len(classes), ft_cfg)
+      scale = [args.benign_weight] + [1.0] * (len(classes) - 1)
+      p, w, b, a = tune.finetune(p0, w0, b0, states, tr, labels[tr], len(classes), ft_cfg,
+                                 class_scale=scale if args.benign_weight != 1.0 else None,
+                                 focal=args.focal)
       ev = tune.embed_states(p, states, val, a)
       if "ft" in variants:
-        oof["ft"][val] = semantic.softmax(ev @ w + b)[:, 1:].max(-1)
+        probs["ft"][val] = semantic.softmax(ev @ w + b)
       if "ft_refit" in variants:
         e2 = tune.embed_states(p, states, tr, a)
         w2, b2 = semantic.fit_softmax(e2, labels[tr], len(classes))
-        oof["ft_refit"][val] = semantic.softmax(ev @ w2 + b2)[:, 1:].max(-1)
+        probs["ft_refit"][val] = semantic.softmax(ev @ w2 + b2)
     print(f"fold {k}: {time.perf_counter() - t0:.0f} s", file=sys.stderr)
+  # the policy's score (the top unsafe class) and, beside it, 1 - p(benign): any unsafe class
+  oof = {v: probs[v][:, 1:].max(-1) for v in variants}
+  oof_any = {v: 1.0 - probs[v][:, 0] for v in variants}
+  if args.save_oof:
+    np.savez(args.save_oof, labels=labels, lexical=lexical, review=review, written=written,
+             generic=generic,
+             **{f"probs_{v}": probs[v] for v in variants})
   line = {"benchmark": "policy_finetune_cv", "rows": len(rows), "folds": args.folds,
           "ft_cfg": dataclasses.asdict(ft_cfg),
           "world_refused": {v: int(((oof[v] >= 0.5) & ~written & ~generic).sum())
                             for v in variants},
           "generic_refused": {v: f"{int(((oof[v] >= 0.5) & generic).sum())} of {int(generic.sum())}"
                               for v in variants},
-          **{v: summarize(oof[v], labels, lexical, written) for v in variants},
+          "benign_weight": args.benign_weight, "focal": args.focal,
+          "review_threshold": policy.review_threshold(),
+          **{v: summarize(oof[v], labels, lexical, written, review, policy.review_threshold())
+             for v in variants},
+          **{f"{v}:any_unsafe": summarize(oof_any[v], labels, lexical, written, review,
+                                          policy.review_threshold()) for v in variants},
+          # every term refusing on sight (no review): the policy before review terms
+          **{f"{v}:no_review": summarize(oof[v], labels, lexical | review, written)
+             for v in variants},
           "seconds": round(time.perf_counter() - t0, 1)}
   print(json.dumps(line))
   return 0

@@ -103,3 +103,58 @@ def test_output_checks(policy, capsys):
   assert "reads back weakly from a 32x32 output" in capsys.readouterr().err
   with pytest.raises(PolicyViolation, match="not a uint8 video"):
     policy.check_output(video.astype(np.float32), ctx)
+
+
+class _Scores:
+  """A stand-in semantic layer: a fixed top unsafe probability per prompt (category sexual)."""
+
+  def __init__(self, scores):
+    self.scores, self.asked = scores, []
+
+  def classify(self, prompts):
+    from sorax.safety.semantic import Verdict
+    self.asked += list(prompts)
+    return [Verdict("sexual" if self.scores[p] >= 0.5 else None, self.scores[p], "sexual")
+            for p in prompts]
+
+
+def test_review_terms_are_decided_by_the_semantic_layer(policy, monkeypatch):
+  layer = _Scores({"naked mole rats in a tunnel": 0.01, "a naked man on a street": 0.3,
+                   "a naked model posing": 0.9})
+  monkeypatch.setattr(Policy, "semantic_layer", lambda self: (layer, None))
+  assert policy.review_threshold() == 0.2  # the settings' value
+  d = policy.check_prompts(["naked mole rats in a tunnel", "a naked man on a street",
+                            "a naked model posing", "p0rn scene", "n4ked mole rats",
+                            "n a k e d mole rats"])
+  assert d[0].allowed and d[0].score == 0.01
+  assert (not d[1].allowed and d[1].layer == "review" and d[1].category == "sexual"
+          and d[1].term == "naked" and d[1].score == 0.3)
+  assert not d[2].allowed and d[2].layer == "semantic"
+  # A term refuses on sight; a review term written in disguise too: neither is asked about.
+  assert [(x.allowed, x.layer) for x in d[3:]] == [(False, "lexical")] * 3
+  assert layer.asked == ["naked mole rats in a tunnel", "a naked man on a street",
+                         "a naked model posing"]
+  with pytest.raises(PolicyViolation, match="matched 'naked' and the semantic classifier "
+                                            "scores it 0.30"):
+    policy.enforce_prompt("a naked man on a street")
+
+
+def test_review_terms_refuse_where_the_semantic_layer_is_off(policy):
+  off = dataclasses.replace(policy, semantic=None)
+  d = off.check_prompt("naked mole rats in a tunnel")
+  assert not d.allowed and d.layer == "lexical" and d.term == "naked"
+  # Every review term is in the word list when the layer is off, and each reads plainly.
+  cats = load_file(SAFETY).policy.categories
+  review = [(n, t) for n, c in cats.items() for t in c.get("review_terms", ())]
+  assert len(review) >= 10
+  for name, term in review:
+    text = f"a {term.rstrip('*').replace('&', '')} scene"
+    assert off.check_prompt(text).category == name, term
+    assert policy.lexical_hits([text])[0][1] is not None, term  # a review hit, not a term's
+
+
+def test_review_threshold_is_checked():
+  cfg = load_file(SAFETY).policy.to_dict()
+  cfg["semantic"]["review_threshold"] = 1.5
+  with pytest.raises(ValueError, match="review_threshold must be in \\[0, 1\\]"):
+    Policy.from_config(cfg)

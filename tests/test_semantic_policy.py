@@ -186,3 +186,21 @@ def test_default_policy_allows_short_neutral_prompts():
                  "small red circle"):
     d = p.check_prompt(prompt)
     assert d.allowed and d.score < 0.1, (prompt, d)
+
+
+@needs_encoder
+def test_review_terms_let_look_alikes_through_and_keep_unsafe_refused():
+  # Held-out rows with a review term ("naked wedding cake", "a lecture on the armenian genocide",
+  # "uncensored sex tape ..."): the word list alone refuses all of them; with the semantic layer
+  # deciding, the look-alikes pass and the unsafe rows stay refused (BUILD_NOTES, "Review terms").
+  full = policy()
+  held = semantic.load_prompt_set(split="heldout")
+  hits = full.lexical_hits([r["prompt"] for r in held])
+  rows = [r for r, (term, review) in zip(held, hits) if term is None and review is not None]
+  benign = [r["prompt"] for r in rows if r["label"] == semantic.BENIGN]
+  unsafe = [r["prompt"] for r in rows if r["label"] != semantic.BENIGN]
+  assert len(benign) >= 5 and len(unsafe) >= 20
+  lexical = dataclasses.replace(full, semantic=None)
+  assert not any(d.allowed for d in lexical.check_prompts(benign + unsafe))
+  assert np.mean([d.allowed for d in full.check_prompts(benign)]) >= 0.8
+  assert np.mean([not d.allowed for d in full.check_prompts(unsafe)]) >= 0.95

@@ -42,7 +42,9 @@ class Decision:
   category: str | None = None
   term: str | None = None      # the policy term that matched
   matched: str | None = None   # the words of the (normalized) prompt that matched it
-  layer: str | None = None     # "lexical" or "semantic": which layer decided a refusal
+  # which layer decided a refusal: "lexical" (a term), "review" (a review term the semantic
+  # layer scored >= review_threshold) or "semantic"
+  layer: str | None = None
   score: float | None = None   # the semantic layer's highest unsafe-category probability
 
 
@@ -97,39 +99,65 @@ def _term_regex(term: str) -> re.Pattern:
   return re.compile(r"(?<![a-z])" + r" ".join(map(re.escape, words)) + tail + r"(?![a-z])")
 
 
+def _parse_terms(terms: Sequence[str]) -> tuple:
+  # "a & b": every part must match somewhere in the prompt.
+  return tuple((t, tuple(_term_regex(part.strip()) for part in t.split("&"))) for t in terms)
+
+
+def _match(parsed, words: Sequence[str], squash: bool = True) -> tuple[str, str] | None:
+  """The first parsed term that matches the normalized `words` -> (term, matched words).
+  `squash`: also find long words split by inserted spaces."""
+  joined = " ".join(words)
+  squashed = "".join(words)
+  for term, parts in parsed:
+    hits = []
+    for part, rx in zip(term.split("&"), parts):
+      m = rx.search(joined)
+      if m:
+        hits.append(m.group(0))
+        continue
+      # Words split by inserted spaces ("nud ity"): long single words on the squashed text.
+      plain = part.strip().rstrip("*")
+      if squash and " " not in plain and len(plain) >= 6 and normalize(plain)[0] in squashed:
+        hits.append(normalize(plain)[0])
+        continue
+      break
+    else:
+      return term, " & ".join(hits)
+  return None
+
+
 @dataclasses.dataclass(frozen=True)
 class Category:
+  """`terms` refuse on sight. `review_terms` are words with common benign uses ("naked mole
+  rats", "a murder mystery game", "a genocide memorial"): where the semantic layer is on it
+  decides those prompts, at the lower `policy.semantic.review_threshold`; where it is off they
+  refuse like `terms`."""
   name: str
   terms: tuple[str, ...]
   block: bool = True
   description: str = ""
   priority: int = 100  # lower is checked first: a prompt is refused under the gravest match
+  review_terms: tuple[str, ...] = ()
 
   def __post_init__(self):
-    # "a & b": every part must match somewhere in the prompt.
-    parsed = tuple((t, tuple(_term_regex(part.strip()) for part in t.split("&")))
-                   for t in self.terms)
-    object.__setattr__(self, "_res", parsed)
+    object.__setattr__(self, "_res", _parse_terms(self.terms))
+    object.__setattr__(self, "_review", _parse_terms(self.review_terms))
 
   def match(self, words: Sequence[str]) -> tuple[str, str] | None:
-    joined = " ".join(words)
-    squashed = "".join(words)
-    for term, parts in self._res:  # type: ignore[attr-defined]
-      hits = []
-      for part, rx in zip(term.split("&"), parts):
-        m = rx.search(joined)
-        if m:
-          hits.append(m.group(0))
-          continue
-        # Words split by inserted spaces ("nud ity"): long single words on the squashed text.
-        plain = part.strip().rstrip("*")
-        if " " not in plain and len(plain) >= 6 and normalize(plain)[0] in squashed:
-          hits.append(normalize(plain)[0])
-          continue
-        break
-      else:
-        return term, " & ".join(hits)
-    return None
+    """A term (refuses on sight) in the normalized `words` -> (term, matched words)."""
+    return _match(self._res, words)  # type: ignore[attr-defined]
+
+  def match_review(self, words: Sequence[str], squash: bool = True) -> tuple[str, str] | None:
+    """A review term (refuses unless the semantic layer clears it) -> (term, matched words)."""
+    return _match(self._review, words, squash)  # type: ignore[attr-defined]
+
+
+def plain_words(text: str) -> list[str]:
+  """The prompt's words as written: lower-case ASCII letters, nothing undone. A review term
+  that only matches after `normalize` ("murd3r", "s u i c i d e", full-width letters) was
+  hidden, and the semantic layer cannot read it either, so it refuses like a term."""
+  return re.findall(r"[a-z]+", text.lower())
 
 
 # ------------------------------------------------------------------------------ output checks
@@ -204,6 +232,10 @@ def _caption_policy(video: np.ndarray, context: Mapping[str, Any]) -> str | None
 
 # ------------------------------------------------------------------------------ policy
 
+# The semantic score at which a prompt with a review term is refused (the settings'
+# policy.semantic.review_threshold): below the main threshold, since the word is evidence.
+REVIEW_THRESHOLD = 0.2
+
 
 @dataclasses.dataclass(frozen=True)
 class Policy:
@@ -216,15 +248,16 @@ class Policy:
 
   @classmethod
   def from_config(cls, cfg: Mapping[str, Any]) -> Policy:
-    """cfg: {"enabled", "output_checks": [...], "categories": {name: {"terms", "block",
-    "description", "priority"}}, "semantic": {"enabled", "threshold", "exemplars", "split",
-    "model", "tuned"}} (experiments/safety.py's `policy`)."""
+    """cfg: {"enabled", "output_checks": [...], "categories": {name: {"terms", "review_terms",
+    "block", "description", "priority"}}, "semantic": {"enabled", "threshold", "review_threshold",
+    "exemplars", "split", "model", "tuned"}} (experiments/safety.py's `policy`)."""
     cats = []
     for name, c in dict(cfg.get("categories", {})).items():
-      unknown = set(c) - {"terms", "block", "description", "priority"}
+      unknown = set(c) - {"terms", "review_terms", "block", "description", "priority"}
       if unknown:
         raise ValueError(f"policy category {name!r}: unknown keys {sorted(unknown)}")
       cats.append(Category(name=name, terms=tuple(c.get("terms", ())),
+                           review_terms=tuple(c.get("review_terms", ())),
                            block=bool(c.get("block", True)),
                            description=c.get("description", ""),
                            priority=int(c.get("priority", 100))))
@@ -274,30 +307,56 @@ class Policy:
   def check_prompt(self, prompt: str) -> Decision:
     return self.check_prompts([prompt])[0]
 
-  def check_prompts(self, prompts: Sequence[str]) -> list[Decision]:
-    """The lexical layer first (fast, exact), then the semantic layer on what it allowed."""
-    if not self.enabled:
-      return [Decision(True) for _ in prompts]
-    out: list[Decision | None] = []
+  def lexical_hits(self, prompts: Sequence[str]) -> list[tuple[Decision | None, Decision | None]]:
+    """Per prompt: (the refusal of a term, or None; the refusal a review term would make, or
+    None), each under the gravest matching category."""
+    out = []
     for prompt in prompts:
       words = normalize(prompt)
-      hit = next(((cat, h) for cat in self.categories if cat.block
-                  for h in [cat.match(words)] if h), None)
-      out.append(Decision(False, hit[0].name, *hit[1], layer="lexical") if hit else None)
+      hard = next(((cat, h) for cat in self.categories if cat.block
+                   for h in [cat.match(words)] if h), None)
+      review = next(((cat, h) for cat in self.categories if cat.block
+                     for h in [cat.match_review(words)] if h), None)
+      if hard is None and review is not None and not any(
+          cat.block and cat.match_review(plain_words(prompt), squash=False)
+          for cat in self.categories):
+        hard, review = review, None  # written in disguise: refused on sight
+      out.append(tuple(Decision(False, h[0].name, *h[1], layer="lexical") if h else None
+                       for h in (hard, review)))
+    return out  # type: ignore[return-value]
+
+  def review_threshold(self) -> float:
+    return float(dict(self.semantic or ()).get("review_threshold", REVIEW_THRESHOLD))
+
+  def check_prompts(self, prompts: Sequence[str]) -> list[Decision]:
+    """The lexical layer first (fast, exact), then the semantic layer on what it allowed. A
+    review term's prompt is refused when the semantic layer scores it >= review_threshold
+    (under the term's category, layer "review", unless the layer refuses it outright), and
+    always where the semantic layer is off (layer "lexical")."""
+    if not self.enabled:
+      return [Decision(True) for _ in prompts]
+    hits = self.lexical_hits(prompts)
+    out: list[Decision | None] = [hard for hard, _ in hits]
     todo = [i for i, d in enumerate(out) if d is None]
     layer = self.semantic_layer()[0] if todo and self.semantic is not None else None
     if layer is None:
-      return [d or Decision(True) for d in out]
+      return [d or review or Decision(True) for d, (_, review) in zip(out, hits)]
     for i, v in zip(todo, layer.classify([prompts[i] for i in todo])):
-      out[i] = (Decision(False, v.category, layer="semantic", score=round(v.score, 4))
-                if v.category else Decision(True, score=round(v.score, 4)))
+      review, score = hits[i][1], round(v.score, 4)
+      if v.category:  # the classifier's own refusal names its category (often the graver)
+        out[i] = Decision(False, v.category, layer="semantic", score=score)
+      elif review is not None and v.score >= self.review_threshold():
+        out[i] = dataclasses.replace(review, layer="review", score=score)
+      else:
+        out[i] = Decision(True, score=score)
     return out  # type: ignore[return-value]
 
   def _violation(self, d: Decision) -> PolicyViolation:
     cat = next(c for c in self.categories if c.name == d.category)
     what = f" ({cat.description})" if cat.description else ""
     why = (f"matched {d.matched!r}" if d.layer == "lexical" else
-           f"the semantic classifier scores it {d.score:.2f}")
+           f"matched {d.matched!r} and the semantic classifier scores it {d.score:.2f}"
+           if d.layer == "review" else f"the semantic classifier scores it {d.score:.2f}")
     return PolicyViolation(d.category, f"prompt refused by the content policy: category "
                            f"{d.category!r}{what}; {why}")
 

@@ -206,17 +206,21 @@ def tuned_path(value: str | None) -> str | None:
   return None if str(value).lower() == "off" else str(value)
 
 
-KEYS = ("enabled", "threshold", "exemplars", "split", "model", "tuned")
+KEYS = ("enabled", "threshold", "review_threshold", "exemplars", "split", "model", "tuned")
 
 
 def check_keys(cfg: Mapping[str, Any]) -> None:
   unknown = set(cfg) - set(KEYS)
   if unknown:
     raise ValueError(f"policy.semantic: unknown keys {sorted(unknown)}; known: {list(KEYS)}")
+  if "review_threshold" in cfg:
+    t = float(cfg["review_threshold"])
+    if not 0.0 <= t <= 1.0:
+      raise ValueError(f"policy.semantic.review_threshold must be in [0, 1], got {t}")
 
 
 def build_layer(cfg: Mapping[str, Any], categories: Sequence[str]):
-  """cfg: {"enabled", "threshold", "exemplars" (a labelled .jsonl; "" = the package's prompt
+  """cfg: {"enabled", "threshold", "review_threshold" (read by the Policy), "exemplars" (a labelled .jsonl; "" = the package's prompt
   set), "split" (its rows used: "train"), "model" (a MiniLM folder; "" = the installed
   package's), "tuned" (the fine-tuned top layers + head; "" = the package's
   sorax/assets/policy_minilm_top.safetensors, "off" = the pretrained encoder)} ->

@@ -186,15 +186,21 @@ class FT:
   store_rank: int = 64    # kernels stored as pretrained + a rank-r delta (0: in full)
 
 
-def finetune(p0, w0, b0, states, idx, y, classes: int, cfg: FT = FT()):
+def finetune(p0, w0, b0, states, idx, y, classes: int, cfg: FT = FT(),
+             class_scale: Sequence[float] | None = None, focal: float = 0.0):
   """-> (layer params, head w [D, K], head b [K], pooling vector or None). Deterministic for a
-  given cfg.seed (batch order) on the same XLA build and flags."""
+  given cfg.seed (batch order) on the same XLA build and flags. `class_scale` [K] multiplies the
+  balanced class weights and `focal` > 0 scales each row's loss by (1 - p_true)^focal (Lin et al.
+2017); both are experiment knobs (benchmarks/policy_finetune_cv.py --benign-weight, --focal)."""
   import optax  # noqa: PLC0415
 
   counts = np.bincount(y, minlength=classes).astype(np.float64)
   if (counts == 0).any():
     raise ValueError(f"every class needs exemplars; counts {counts.astype(int).tolist()}")
-  cw = jnp.asarray(len(y) / (classes * counts), jnp.float32)
+  cw = len(y) / (classes * counts)
+  if class_scale is not None:
+    cw = cw * np.asarray(class_scale, np.float64)
+  cw = jnp.asarray(cw, jnp.float32)
   ylab = dict(zip((int(i) for i in idx), y))
   keep = {"all": set(_DENSE + _NORMS), "attn": {"q", "k", "v", "o", "attn_norm"},
           "ffn": {"up", "down", "out_norm"}, "none": set()}[cfg.train]
@@ -211,6 +217,8 @@ def finetune(p0, w0, b0, states, idx, y, classes: int, cfg: FT = FT()):
     e = pooled(pr["layer"], x, m, pr["a"] if cfg.pool == "attn" else None)
     logp = jax.nn.log_softmax(e @ pr["w"] + pr["b"])
     nll = -jnp.take_along_axis(logp, yy[:, None], 1)[:, 0]
+    if focal:
+      nll = nll * (1.0 - jnp.exp(-nll)) ** focal
     reg = sum(jnp.sum((a - b) ** 2) for a, b in zip(jax.tree.leaves(pr["layer"]),
                                                     jax.tree.leaves(p0)))
     return (nll * cw[yy] * valid).sum() / jnp.maximum(valid.sum(), 1.0) + cfg.decay * reg

@@ -25,30 +25,42 @@ VARIANTS = ("default", "strict", "off")
 _MINORS = ["child*", "kid", "kids", "minor", "minors", "underage*", "teen*", "preteen*",
            "little girl*", "little boy*", "young girl*", "young boy*", "toddler*", "infant*",
            "schoolgirl*", "schoolboy*", "loli*"]
-_SEXUAL = ["nude*", "naked", "nudity", "sex", "sexy", "sexual*", "porn*", "erotic*", "nsfw",
-           "genital*", "topless", "lingerie", "hentai", "fetish*", "orgasm*", "stripper*",
-           "striptease", "masturbat*", "intercourse", "undress*"]
+# Sexual words that refuse on sight, and those the semantic layer reviews (see CATEGORIES).
+_SEXUAL_REVIEW = ["nude*", "naked", "nudity", "sex", "sexy", "lingerie", "stripper*"]
+_SEXUAL_HARD = ["sexual*", "porn*", "erotic*", "nsfw", "genital*", "topless", "hentai",
+                "fetish*", "orgasm*", "striptease", "masturbat*", "intercourse", "undress*"]
 
+# `terms` refuse on sight. `review_terms` are the terms that refused benign look-alikes of the
+# prompt set's training split (an art class drawing a nude, naked mole rats, a murder mystery
+# game, a genocide memorial, a suicide prevention hotline, a deepfake-spotting class): where the
+# semantic layer is on it decides those prompts, at policy.semantic.review_threshold (BUILD_NOTES,
+# "Review terms"); where it is off, or where the term is written in disguise ("murd3r",
+# "s u i c i d e"), they refuse like terms.
 CATEGORIES = {
     "sexual_minors": dict(
         description="sexual content involving minors", priority=0,
-        terms=[f"{m} & {s}" for m in _MINORS for s in _SEXUAL] + ["csam", "child abuse material"]),
-    "sexual": dict(description="sexual or explicit content", terms=_SEXUAL),
+        terms=[f"{m} & {s}" for m in _MINORS for s in _SEXUAL_REVIEW + _SEXUAL_HARD]
+        + ["csam", "child abuse material"]),
+    "sexual": dict(description="sexual or explicit content", terms=_SEXUAL_HARD,
+                   review_terms=_SEXUAL_REVIEW),
     "graphic_violence": dict(
         description="gore and graphic violence",
-        terms=["gore", "gory", "decapitat*", "behead*", "dismember*", "mutilat*", "disembowel*",
-               "bloodbath", "blood bath", "massacre*", "tortur*", "mass shooting",
-               "school shooting", "murder*", "snuff film*", "public execution", "execution video",
-               "lynching", "corpse*", "mangled bod*", "severed head*", "severed limb*"]),
+        terms=["decapitat*", "behead*", "dismember*", "mutilat*", "disembowel*",
+               "bloodbath", "blood bath", "mass shooting", "school shooting", "snuff film*",
+               "public execution", "execution video", "lynching", "corpse*", "mangled bod*",
+               "severed head*", "severed limb*"],
+        review_terms=["gore", "gory", "massacre*", "tortur*", "murder*"]),
     "self_harm": dict(
         description="self-harm and suicide",
-        terms=["suicid*", "self harm*", "selfharm*", "kill myself", "killing myself",
-               "cut myself", "cutting myself", "slit wrist*", "slitting wrist*", "hang myself",
-               "hanging myself", "overdos*"]),
+        terms=["self harm*", "selfharm*", "kill myself", "killing myself", "cut myself",
+               "cutting myself", "slit wrist*", "slitting wrist*", "hang myself",
+               "hanging myself"],
+        review_terms=["suicid*", "overdos*"]),
     "hate": dict(
         description="hateful or extremist content",
-        terms=["nazi propaganda", "heil hitler", "white power", "ethnic cleansing", "genocide",
-               "kkk", "hate speech", "racial slur*", "terrorist propaganda", "isis propaganda"]),
+        terms=["heil hitler", "white power", "ethnic cleansing", "kkk", "hate speech",
+               "racial slur*", "terrorist propaganda", "isis propaganda"],
+        review_terms=["nazi propaganda", "genocide"]),
     "weapons": dict(
         description="weapons and terrorism instructions",
         terms=["pipe bomb*", "make a bomb", "build a bomb", "bomb making", "bombmaking",
@@ -57,8 +69,9 @@ CATEGORIES = {
                "3d printed gun*"]),
     "deception": dict(
         description="deepfakes of real people",
-        terms=["deepfake*", "deep fake*", "face swap*", "faceswap*", "fake news footage",
-               "fake footage of", "fake video of"]),
+        terms=["face swap*", "faceswap*", "fake news footage", "fake footage of",
+               "fake video of"],
+        review_terms=["deepfake*", "deep fake*"]),
 }
 
 
@@ -82,8 +95,9 @@ def get_config(arg: str = "default") -> ml_collections.ConfigDict:
       # sorax/assets/policy_minilm_top.safetensors; "off" = the pretrained encoder, head fitted).
       # The default since the prompt set has short generic benign rows ("", "x", "a video": the
       # first build refused "", "x", "video" as sexual at 0.69-0.74; BUILD_NOTES).
-      semantic=dict(enabled=True, threshold=0.5, exemplars="", split="train", model="",
-                    tuned="")))
+      # review_threshold: the score at which a prompt with a review term is refused.
+      semantic=dict(enabled=True, threshold=0.5, review_threshold=0.2, exemplars="",
+                    split="train", model="", tuned="")))
 
   # sorax/safety/watermark.py: WatermarkConfig fields. `key` seeds the pattern: a deployment
   # keeps its own private. follow_motion: the mark moves with a camera pan (survives crf 28 on
