@@ -1,7 +1,7 @@
 """The content policy on the held-out split of the labelled prompt set, and on world captions.
 
     python benchmarks/policy_eval.py [--safety experiments/safety.py] [--captions 500] [--tuned off]
-        [--set F.jsonl] [--exemplars F.jsonl]
+        [--set F.jsonl] [--exemplars F.jsonl] [--threshold T]
 
 Prints one JSON line: per category the held-out recall of the word list alone and of the full
 policy (word list + semantic layer), the benign refusal rate of each, the recall at the
@@ -96,8 +96,12 @@ def main(argv=None) -> int:
   ap.add_argument("--exemplars", default=None,
                   help="policy.semantic.exemplars for this run: the labelled set whose training "
                        "split the layer learns (default: the settings' value)")
+  ap.add_argument("--threshold", type=float, default=None,
+                  help="policy.semantic.threshold for this run (default: the settings' value)")
   args = ap.parse_args(argv)
   cfg = config_lib.load_file(args.safety).policy.to_dict()
+  if args.threshold is not None:
+    cfg["semantic"]["threshold"] = args.threshold
   if args.tuned is not None:
     cfg["semantic"]["tuned"] = args.tuned
   if args.exemplars is not None:

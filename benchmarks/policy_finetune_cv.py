@@ -106,7 +106,7 @@ def main(argv=None) -> int:
   ap.add_argument("--seed", type=int, default=0)
   ap.add_argument("--top", type=int, default=tune.FT.top,
                   help="how many of MiniLM's last layers the ft variants train")
-  ap.add_argument("--benign-weight", type=float, default=1.0,
+  ap.add_argument("--benign-weight", type=float, default=tune.FT.benign_weight,
                   help="multiplies the benign class's balanced weight in the ft loss")
   ap.add_argument("--focal", type=float, default=0.0, help="focal loss exponent (0: plain)")
   ap.add_argument("--ft-seed", type=int, default=None,
@@ -140,7 +140,8 @@ def main(argv=None) -> int:
   probs = {v: np.zeros((len(rows), len(classes))) for v in variants}
   ft_cfg = tune.FT(epochs=args.epochs, lr=args.lr, head_lr=args.head_lr, decay=args.decay,
                    train=args.train, pool=args.pool,
-                   seed=args.seed if args.ft_seed is None else args.ft_seed, top=args.top)
+                   seed=args.seed if args.ft_seed is None else args.ft_seed, top=args.top,
+                   benign_weight=args.benign_weight)
   e0 = tune.embed_states(p0, states, np.arange(len(rows)))
   for k, val in enumerate(folds):
     tr = np.setdiff1d(np.arange(len(rows)), val)
@@ -148,9 +149,7 @@ def main(argv=None) -> int:
     if "base" in variants:
       probs["base"][val] = semantic.softmax(e0[val] @ w0 + b0)
     if "ft" in variants or "ft_refit" in variants:
-      scale = [args.benign_weight] + [1.0] * (len(classes) - 1)
       p, w, b, a = tune.finetune(p0, w0, b0, states, tr, labels[tr], len(classes), ft_cfg,
-                                 class_scale=scale if args.benign_weight != 1.0 else None,
                                  focal=args.focal)
       ev = tune.embed_states(p, states, val, a)
       if "ft" in variants:

@@ -77,6 +77,27 @@ def test_two_layers_train_and_separate_their_rows():
   assert (pred == y).all()
 
 
+def test_benign_weight_moves_the_head_toward_benign():
+  # Overlapping rows (the same words in both classes): no head separates them, so the class
+  # weights decide where the probability goes; a heavier benign class (class 0) takes more.
+  model = tiny_model(1)
+  texts = [f"{w} {i}" for i in range(8) for w in ("abab", "abba")]
+  y = np.array([0, 1] * 8)
+  y[::5] = 1 - y[::5]
+  states = st.lower_states(model, Tokens(), texts, max_len=16, top=1)
+  p0 = st.top_params(model, 1)
+  idx = np.arange(len(texts))
+  w0, b0 = np.zeros((CFG.width, 2), np.float32), np.zeros(2, np.float32)
+  p_benign = []
+  for bw in (1.0, 4.0):
+    p, w, b, _ = st.finetune(p0, w0, b0, states, idx, y, 2,
+                             st.FT(epochs=10, lr=1e-3, head_lr=1e-2, batch=4, top=1,
+                                   benign_weight=bw))
+    z = st.embed_states(p, states, idx) @ w + b
+    p_benign.append(float(jax.nn.softmax(z, -1)[:, 0].mean()))
+  assert p_benign[1] > p_benign[0] + 0.05, p_benign
+
+
 def test_low_rank_file_reads_back_what_was_trained(tmp_path):
   model = tiny_model()
   base = st.top_params(model, 2)

@@ -184,10 +184,10 @@ class FT:
   pool: str = "mean"      # "mean" | "attn" (a learned score vector, from zeros = the mean)
   top: int = 3            # how many of MiniLM's last layers train (the rest stay frozen)
   store_rank: int = 64    # kernels stored as pretrained + a rank-r delta (0: in full)
+  benign_weight: float = 1.0  # multiplies the benign class's balanced loss weight
 
 
-def finetune(p0, w0, b0, states, idx, y, classes: int, cfg: FT = FT(),
-             class_scale: Sequence[float] | None = None, focal: float = 0.0):
+def finetune(p0, w0, b0, states, idx, y, classes: int, cfg: FT = FT(), focal: float = 0.0):
   """-> (layer params, head w [D, K], head b [K], pooling vector or None). Deterministic for a
   given cfg.seed (batch order) on the same XLA build and flags. `class_scale` [K] multiplies the
   balanced class weights and `focal` > 0 scales each row's loss by (1 - p_true)^focal (Lin et al.
@@ -198,8 +198,7 @@ def finetune(p0, w0, b0, states, idx, y, classes: int, cfg: FT = FT(),
   if (counts == 0).any():
     raise ValueError(f"every class needs exemplars; counts {counts.astype(int).tolist()}")
   cw = len(y) / (classes * counts)
-  if class_scale is not None:
-    cw = cw * np.asarray(class_scale, np.float64)
+  cw[0] *= cfg.benign_weight  # class 0 is benign
   cw = jnp.asarray(cw, jnp.float32)
   ylab = dict(zip((int(i) for i in idx), y))
   keep = {"all": set(_DENSE + _NORMS), "attn": {"q", "k", "v", "o", "attn_norm"},
@@ -310,7 +309,9 @@ def save(path, layer, w, b, classes, exemplars, base_sha256: str, cfg: FT,
   meta = {"classes": json.dumps(list(classes)),
           "exemplars_sha256": exemplar_digest(classes, exemplars),
           "base_sha256": base_sha256, "ft": json.dumps(dataclasses.asdict(cfg)),
-          "rebuild": f"python -m sorax.safety.semantic_tune --top {cfg.top} --seed {cfg.seed}"}
+          "rebuild": f"python -m sorax.safety.semantic_tune --top {cfg.top} --seed {cfg.seed}"
+                     + (f" --benign-weight {cfg.benign_weight:g}" if cfg.benign_weight != 1.0
+                        else "")}
   write_safetensors(path, tensors, meta)
 
 
@@ -388,10 +389,13 @@ def main(argv=None) -> int:
                   help="labelled prompt set whose training split it learns (default: the package's)")
   ap.add_argument("--top", type=int, default=FT.top, help="MiniLM's last layers to train")
   ap.add_argument("--seed", type=int, default=FT.seed)
+  ap.add_argument("--benign-weight", type=float, default=FT.benign_weight,
+                  help="multiplies the benign class's balanced loss weight")
   args = ap.parse_args(argv)
   if args.top < 1:
     ap.error(f"--top {args.top} must be at least 1")
-  out = build(args.out, FT(top=args.top, seed=args.seed), args.set)
+  out = build(args.out, FT(top=args.top, seed=args.seed, benign_weight=args.benign_weight),
+              args.set)
   print(json.dumps({"out": str(out), "bytes": out.stat().st_size, "sha256": file_sha256(out)}))
   return 0
 
