@@ -1,6 +1,8 @@
 """Does fine-tuning the top of the MiniLM encoder beat the semantic layer's frozen embeddings?
 
     python benchmarks/policy_finetune_cv.py [--variants base,ft] [--folds 5] [--epochs 6] [--top 3]
+        [--benign-weight W] [--ft-seed S] [--save-oof F.npz] [--set F.jsonl]
+    python benchmarks/policy_finetune_cv.py --summarize A.npz,B.npz [--set F.jsonl]
 
 5-fold cross-validation on the TRAINING split of sorax/assets/policy_prompts.jsonl only (the
 held-out split is never read). The hidden states entering MiniLM's top --top layers are computed once
@@ -113,13 +115,18 @@ def main(argv=None) -> int:
                   help="the fine-tune's seed (batch order), default --seed; --seed picks the folds")
   ap.add_argument("--save-oof", default="",
                   help="write the out-of-fold class probabilities (per variant) to this .npz")
+  ap.add_argument("--set", default=str(semantic.PROMPT_SET),
+                  help="labelled prompt set whose TRAINING split is cross-validated")
+  ap.add_argument("--summarize", default="",
+                  help="comma-separated --save-oof files: no training, score the mean of their "
+                       "ft probabilities (a seed ensemble, or one file) under today's word list")
   args = ap.parse_args(argv)
   t0 = time.perf_counter()
 
   cfg = config_lib.load_file(str(SAFETY_CONFIG)).policy.to_dict()
   policy = Policy.from_config(cfg)
   classes = (semantic.BENIGN, *[c.name for c in policy.categories if c.block])
-  rows = semantic.load_prompt_set(split="train")  # never the held-out split
+  rows = semantic.load_prompt_set(args.set, split="train")  # never the held-out split
   labels = np.array([classes.index(r["label"]) for r in rows])
   # benign refusal is over the written look-alikes: not the world captions, and not the short
   # generic rows ("", "video"; "source": "generic"), counted apart so runs before them compare
@@ -128,6 +135,18 @@ def main(argv=None) -> int:
   hits = policy.lexical_hits([r["prompt"] for r in rows])
   lexical = np.array([hard is not None for hard, _ in hits])  # a term: refused on sight
   review = np.array([hard is None and rev is not None for hard, rev in hits])
+  if args.summarize:
+    files = args.summarize.split(",")
+    zs = [np.load(f) for f in files]
+    if any(len(z["labels"]) != len(rows) or (z["labels"] != labels).any() for z in zs):
+      sys.exit("policy_finetune_cv: --summarize files are not of today's training split")
+    probs = np.mean([z["probs_ft"] for z in zs], 0)
+    rt = policy.review_threshold()
+    print(json.dumps({"benchmark": "policy_finetune_cv", "summarize": files, "review_threshold": rt,
+                      "ft": summarize(probs[:, 1:].max(-1), labels, lexical, written, review, rt),
+                      "ft:no_review": summarize(probs[:, 1:].max(-1), labels, lexical | review,
+                                                written)}))
+    return 0
   cache = pathlib.Path(args.cache.format(top=args.top))
   if not cache.is_file():
     build_cache(rows, cache, args.top)

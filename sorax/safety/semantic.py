@@ -80,8 +80,9 @@ def default_exemplars(categories: Sequence[str]) -> tuple[tuple[str, str], ...]:
 def fit_softmax(x: np.ndarray, y: np.ndarray, classes: int, *, l2: float = 1e-4,
                 steps: int = 2000, lr: float = 8.0) -> tuple[np.ndarray, np.ndarray]:
   """Class-balanced softmax regression by full-batch gradient descent from zeros.
-  x [N, D], y int [N] -> (w [D, K], b [K]). The defaults (and the settings' threshold 0.5)
-  were chosen by 5-fold cross-validation on the training split only (BUILD_NOTES.md)."""
+  x [N, D], y int [N] -> (w [D, K], b [K]). The defaults (and the threshold 0.5 this head
+  was used at) were chosen by 5-fold cross-validation on the training split only; the settings'
+  0.3 is the fine-tuned head's, trained with a heavier benign class (BUILD_NOTES.md)."""
   n, d = x.shape
   counts = np.bincount(y, minlength=classes).astype(np.float64)
   if (counts == 0).any():

@@ -184,7 +184,7 @@ class FT:
   pool: str = "mean"      # "mean" | "attn" (a learned score vector, from zeros = the mean)
   top: int = 3            # how many of MiniLM's last layers train (the rest stay frozen)
   store_rank: int = 64    # kernels stored as pretrained + a rank-r delta (0: in full)
-  benign_weight: float = 1.0  # multiplies the benign class's balanced loss weight
+  benign_weight: float = 3.0  # multiplies the benign class's balanced loss weight (BUILD_NOTES)
 
 
 def finetune(p0, w0, b0, states, idx, y, classes: int, cfg: FT = FT(), focal: float = 0.0):

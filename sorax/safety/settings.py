@@ -96,7 +96,7 @@ def get_config(arg: str = "default") -> ml_collections.ConfigDict:
       # The default since the prompt set has short generic benign rows ("", "x", "a video": the
       # first build refused "", "x", "video" as sexual at 0.69-0.74; BUILD_NOTES).
       # review_threshold: the score at which a prompt with a review term is refused.
-      semantic=dict(enabled=True, threshold=0.5, review_threshold=0.2, exemplars="",
+      semantic=dict(enabled=True, threshold=0.3, review_threshold=0.2, exemplars="",
                     split="train", model="", tuned="")))
 
   # sorax/safety/watermark.py: WatermarkConfig fields. `key` seeds the pattern: a deployment
