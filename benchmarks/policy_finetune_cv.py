@@ -16,9 +16,9 @@ held-out split is never read). The hidden states entering MiniLM's top --top lay
 The word list goes first, as in the policy: a row is refused when one of its terms matches, when
 a review term matches and the top unsafe probability is >= policy.semantic.review_threshold, or
 when that probability is >= the threshold (`:no_review`: every term refuses on sight, as before
-review terms; `:any_unsafe`: the score is 1 - p(benign) instead of the top unsafe class). Prints one JSON line: per variant, recall and benign
-refusal at thresholds 0.5 (and others), and the recall at the lowest threshold whose benign
-refusal is <= 0.05 / 0.03 (out-of-fold scores pooled).
+review terms). Prints one JSON line: per variant, recall and benign refusal at thresholds 0.3
+to 0.9, and the recall at the lowest threshold whose benign refusal is <= 0.05 / 0.03
+(out-of-fold scores pooled).
 """
 
 from __future__ import annotations
@@ -178,9 +178,7 @@ def main(argv=None) -> int:
         w2, b2 = semantic.fit_softmax(e2, labels[tr], len(classes))
         probs["ft_refit"][val] = semantic.softmax(ev @ w2 + b2)
     print(f"fold {k}: {time.perf_counter() - t0:.0f} s", file=sys.stderr)
-  # the policy's score (the top unsafe class) and, beside it, 1 - p(benign): any unsafe class
-  oof = {v: probs[v][:, 1:].max(-1) for v in variants}
-  oof_any = {v: 1.0 - probs[v][:, 0] for v in variants}
+  oof = {v: probs[v][:, 1:].max(-1) for v in variants}  # the policy's score: the top unsafe class
   if args.save_oof:
     np.savez(args.save_oof, labels=labels, lexical=lexical, review=review, written=written,
              generic=generic,
@@ -195,8 +193,6 @@ def main(argv=None) -> int:
           "review_threshold": policy.review_threshold(),
           **{v: summarize(oof[v], labels, lexical, written, review, policy.review_threshold())
              for v in variants},
-          **{f"{v}:any_unsafe": summarize(oof_any[v], labels, lexical, written, review,
-                                          policy.review_threshold()) for v in variants},
           # every term refusing on sight (no review): the policy before review terms
           **{f"{v}:no_review": summarize(oof[v], labels, lexical | review, written)
              for v in variants},

@@ -317,9 +317,9 @@ class Policy:
                    for h in [cat.match(words)] if h), None)
       review = next(((cat, h) for cat in self.categories if cat.block
                      for h in [cat.match_review(words)] if h), None)
-      if hard is None and review is not None and not any(
-          cat.block and cat.match_review(plain_words(prompt), squash=False)
-          for cat in self.categories):
+      plain = plain_words(prompt) if hard is None and review is not None else None
+      if plain is not None and not any(cat.block and cat.match_review(plain, squash=False)
+                                       for cat in self.categories):
         hard, review = review, None  # written in disguise: refused on sight
       out.append(tuple(Decision(False, h[0].name, *h[1], layer="lexical") if h else None
                        for h in (hard, review)))

@@ -189,9 +189,9 @@ class FT:
 
 def finetune(p0, w0, b0, states, idx, y, classes: int, cfg: FT = FT(), focal: float = 0.0):
   """-> (layer params, head w [D, K], head b [K], pooling vector or None). Deterministic for a
-  given cfg.seed (batch order) on the same XLA build and flags. `class_scale` [K] multiplies the
-  balanced class weights and `focal` > 0 scales each row's loss by (1 - p_true)^focal (Lin et al.
-2017); both are experiment knobs (benchmarks/policy_finetune_cv.py --benign-weight, --focal)."""
+  given cfg.seed (batch order) on the same XLA build and flags. `focal` > 0 scales each row's
+  loss by (1 - p_true)^focal (Lin et al. 2017; measured worse, kept as a flag of
+  benchmarks/policy_finetune_cv.py)."""
   import optax  # noqa: PLC0415
 
   counts = np.bincount(y, minlength=classes).astype(np.float64)
