@@ -135,17 +135,21 @@ def main(argv=None) -> int:
   hits = policy.lexical_hits([r["prompt"] for r in rows])
   lexical = np.array([hard is not None for hard, _ in hits])  # a term: refused on sight
   review = np.array([hard is None and rev is not None for hard, rev in hits])
+  def both(name, scores):
+    """The policy's decisions (review terms at the settings' review threshold), and `:no_review`:
+    every term refusing on sight, the policy before review terms."""
+    return {name: summarize(scores, labels, lexical, written, review, policy.review_threshold()),
+            f"{name}:no_review": summarize(scores, labels, lexical | review, written)}
+
   if args.summarize:
     files = args.summarize.split(",")
     zs = [np.load(f) for f in files]
     if any(len(z["labels"]) != len(rows) or (z["labels"] != labels).any() for z in zs):
       sys.exit("policy_finetune_cv: --summarize files are not of today's training split")
     probs = np.mean([z["probs_ft"] for z in zs], 0)
-    rt = policy.review_threshold()
-    print(json.dumps({"benchmark": "policy_finetune_cv", "summarize": files, "review_threshold": rt,
-                      "ft": summarize(probs[:, 1:].max(-1), labels, lexical, written, review, rt),
-                      "ft:no_review": summarize(probs[:, 1:].max(-1), labels, lexical | review,
-                                                written)}))
+    print(json.dumps({"benchmark": "policy_finetune_cv", "summarize": files,
+                      "review_threshold": policy.review_threshold(),
+                      **both("ft", probs[:, 1:].max(-1))}))
     return 0
   cache = pathlib.Path(args.cache.format(top=args.top))
   if not cache.is_file():
@@ -191,11 +195,7 @@ def main(argv=None) -> int:
                               for v in variants},
           "benign_weight": args.benign_weight, "focal": args.focal,
           "review_threshold": policy.review_threshold(),
-          **{v: summarize(oof[v], labels, lexical, written, review, policy.review_threshold())
-             for v in variants},
-          # every term refusing on sight (no review): the policy before review terms
-          **{f"{v}:no_review": summarize(oof[v], labels, lexical | review, written)
-             for v in variants},
+          **{k: r for v in variants for k, r in both(v, oof[v]).items()},
           "seconds": round(time.perf_counter() - t0, 1)}
   print(json.dumps(line))
   return 0
